@@ -1,0 +1,1 @@
+"""Package schema holds the compiled policy IR and the checks that run over it."""
