@@ -1,4 +1,4 @@
-"""policyd: relationship-based authorization (Zanzibar-style) for permissioned data on the AT Protocol.
+"""policyd: relationship-based authorization (Zanzibar-style) for AT Protocol data.
 
 The public, in-process API lives here; ``import policyd`` loads neither grpc
 nor psycopg.

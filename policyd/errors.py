@@ -30,7 +30,7 @@ class Severity(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
-    """One finding about a policy: where, a stable kebab-case code, and a sentence for the author."""
+    """One finding about a policy: where, a stable code, and a sentence for the author."""
 
     span: SourceSpan
     code: str

@@ -1,4 +1,4 @@
-"""Package relationship holds the values every layer passes around: objects, subjects and relationships.
+"""Package relationship holds the values every layer passes: objects, subjects, relationships.
 
 The text form is SpiceDB's: ``document:1#viewer@user:alice``, a userset subject
 ``group:eng#member``, an optional caveat ``[name:{"k": 1}]`` and an optional
@@ -52,7 +52,7 @@ class ObjectRef:
 
 @dataclass(frozen=True, slots=True, order=True)
 class SubjectRef:
-    """A subject: an object (``user:alice``), a userset (``group:eng#member``) or a wildcard (``user:*``)."""
+    """A subject: an object ``user:a``, a userset ``group:eng#member`` or a wildcard ``user:*``."""
 
     type: str
     id: str
@@ -181,7 +181,7 @@ def parse_subject(text: str, field_name: str = "subject") -> SubjectRef:
 
 
 def parse_relationship(text: str) -> Relationship:
-    """Parse SpiceDB's relationship text, with optional ``[caveat:{ctx}]`` and ``[expiration:ts]``."""
+    """Parse SpiceDB relationship text, with optional ``[caveat:{ctx}]`` and ``[expiration:ts]``."""
     body = text.strip()
     caveat_name: str | None = None
     context: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Package ir holds the compiled policy: definitions, relations, permissions and caveats as frozen values.
+"""Package ir holds the compiled policy: definitions, relations, permissions, caveats.
 
 The IR is what the store validates writes against and what the engine plans
 from. It carries meaning, not syntax: unions and intersections are flattened,
@@ -39,6 +39,7 @@ class RelationRef:
     """A relation or permission on the same resource (SpiceDB's computed userset)."""
 
     name: str
+    span: SourceSpan | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Arrow:
     tupleset: str
     target: str
     kind: ArrowKind = ArrowKind.ANY
+    span: SourceSpan | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,7 @@ Rewrite: TypeAlias = Nil | SelfRef | RelationRef | Arrow | Union | Intersection 
 
 @dataclass(frozen=True, slots=True)
 class AllowedSubject:
-    """One allowed subject type of a relation: ``user``, ``group#member``, ``user:*``, with traits."""
+    """One allowed subject type of a relation: ``user``, ``group#member``, ``user:*``, traits."""
 
     type: str
     relation: str | None = None
@@ -136,7 +138,7 @@ class Definition:
 
 @dataclass(frozen=True, slots=True)
 class CaveatType:
-    """A CEL parameter type: ``int``, ``list<string>``, ``map<any>``, ``ipaddress``, …"""
+    """A CEL parameter type such as ``int``, ``list<string>``, ``map<any>`` or ``ipaddress``."""
 
     name: str
     args: tuple[CaveatType, ...] = ()

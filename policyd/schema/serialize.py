@@ -125,7 +125,11 @@ def _rewrite_out(node: Rewrite) -> dict[str, Any]:
         case Intersection(children=children):
             return {"op": "intersection", "children": [_rewrite_out(c) for c in children]}
         case Exclusion(base=base, subtract=subtract):
-            return {"op": "exclusion", "base": _rewrite_out(base), "subtract": _rewrite_out(subtract)}
+            return {
+                "op": "exclusion",
+                "base": _rewrite_out(base),
+                "subtract": _rewrite_out(subtract),
+            }
         case _:
             assert_never(node)
 
