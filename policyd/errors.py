@@ -94,6 +94,9 @@ class PolicyErrors(PolicydError, ValueError):
             span=first.span if first else None,
         )
 
+    def __str__(self) -> str:
+        return self.message
+
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
         """The diagnostics of error severity."""

@@ -136,6 +136,23 @@ class Definition:
         return self.relations.get(name) or self.permissions.get(name)
 
 
+# SpiceDB's caveat parameter types and how many type arguments each takes.
+CAVEAT_TYPE_ARITY = {
+    "any": 0,
+    "bool": 0,
+    "bytes": 0,
+    "double": 0,
+    "duration": 0,
+    "int": 0,
+    "ipaddress": 0,
+    "string": 0,
+    "timestamp": 0,
+    "uint": 0,
+    "list": 1,
+    "map": 1,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class CaveatType:
     """A CEL parameter type such as ``int``, ``list<string>``, ``map<any>`` or ``ipaddress``."""
@@ -147,6 +164,12 @@ class CaveatType:
         if not self.args:
             return self.name
         return f"{self.name}<{', '.join(str(a) for a in self.args)}>"
+
+    @property
+    def is_valid(self) -> bool:
+        """True when the type and all its arguments are known, with the right arity."""
+        arity = CAVEAT_TYPE_ARITY.get(self.name)
+        return arity == len(self.args) and all(a.is_valid for a in self.args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +189,7 @@ class Caveat:
     expression: str
     doc: str = ""
     span: SourceSpan | None = field(default=None, compare=False)
+    expression_span: SourceSpan | None = field(default=None, compare=False)
 
     @property
     def parameter_types(self) -> dict[str, CaveatType]:
