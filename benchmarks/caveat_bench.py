@@ -7,6 +7,7 @@ cel-python is optional (``pip install cel-python``); it is skipped when absent.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,7 +51,7 @@ def bench_common_expression_language() -> None:
 
 def bench_cel_python() -> None:
     try:
-        import celpy  # type: ignore[import-not-found,unused-ignore]
+        celpy: Any = importlib.import_module("celpy")
     except ImportError:
         print("cel-python: not installed (pip install cel-python) - skipped")
         return
