@@ -278,6 +278,49 @@ def test_types_and_functions(
     assert caveat(params, expression).evaluate(context) == expected
 
 
+NATIVE_FUNCTIONS = [
+    pytest.param("s string", "s.endsWith('c')", {"s": "abc"}, id="endsWith"),
+    pytest.param(
+        "s string",
+        "int(s) == 12 && uint(s) == 12u && double(s) == 12.0",
+        {"s": "12"},
+        id="int-uint-double",
+    ),
+    pytest.param(
+        "n int", "string(n) == '5' && bytes(string(n)) == b'5'", {"n": 5}, id="string-bytes"
+    ),
+    pytest.param("n int", "dyn(n) == 5 && type(n) == int", {"n": 5}, id="dyn-type"),
+    pytest.param(
+        "t timestamp",
+        "t.getFullYear() == 2024 && t.getMonth() == 1 && t.getDate() == 3 && "
+        "t.getDayOfMonth() == 2 && t.getDayOfWeek() == 6 && t.getDayOfYear() == 33",
+        {"t": "2024-02-03T04:05:06.789Z"},
+        id="timestamp-date-accessors",
+    ),
+    pytest.param(
+        "t timestamp",
+        "t.getHours() == 4 && t.getMinutes() == 5 && t.getSeconds() == 6 && "
+        "t.getMilliseconds() == 789",
+        {"t": "2024-02-03T04:05:06.789Z"},
+        id="timestamp-time-accessors",
+    ),
+    pytest.param("d duration", "d.getSeconds() == 90", {"d": "1m30s"}, id="duration-accessor"),
+    pytest.param(
+        "l list<int>",
+        "l.exists_one(x, x == 1) && l.map(x, x * 2).filter(x, x > 2) == [4]",
+        {"l": [1, 2]},
+        id="macros",
+    ),
+]
+
+
+@pytest.mark.parametrize(("params", "expression", "context"), NATIVE_FUNCTIONS)
+def test_native_functions_compile_and_run(
+    params: str, expression: str, context: dict[str, Any]
+) -> None:
+    assert caveat(params, expression).evaluate(context) == TRUE
+
+
 def test_python_values_are_accepted_too() -> None:
     compiled = caveat("now timestamp, ttl duration", "now + ttl > now")
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
