@@ -143,7 +143,13 @@ class _Translator:
         return ir.Schema(definitions, caveats)
 
     def _dup(self, span: SourceSpan | None, kind: str, name: str) -> None:
-        self._out.append(_error(span, f"duplicate-{kind}", f"{kind} '{name}' is defined twice"))
+        self._out.append(
+            _error(
+                span,
+                f"duplicate-{kind}",
+                f"{kind} '{name}': the name is already taken by an earlier definition or caveat",
+            )
+        )
 
     def _check_name(self, span: SourceSpan | None, kind: str, name: str, pattern: str) -> None:
         regex = TYPE_NAME if pattern == "type" else RELATION_NAME
