@@ -13,7 +13,7 @@ INTEGRATION_DIR = CORPUS / "integration"
 
 requires_corpus = pytest.mark.skipif(
     not CORPUS.is_dir(),
-    reason=f"SpiceDB conformance corpus not found at {CORPUS} (it lives in ../shared beside the repo)",
+    reason=f"SpiceDB conformance corpus not found at {CORPUS} (../shared beside the repo)",
 )
 
 

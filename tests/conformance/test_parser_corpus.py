@@ -1,4 +1,4 @@
-"""SpiceDB's parser corpus: `policyd fmt` accepts what SpiceDB parses and rejects the rest, located."""
+"""SpiceDB's parser corpus: `policyd fmt` accepts what SpiceDB parses, rejects the rest, located."""
 
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ def test_allowed_subjects_with_traits() -> None:
         definition team { relation member: user }
         caveat on_tuesday(day string) { day == 'tuesday' }
         definition doc {
-            relation viewer: user | user:* | team#member | team#... | user with on_tuesday and expiration
+            relation viewer: user | user:* | team#member | team#...
+                | user with on_tuesday and expiration
         }
         """
     )
