@@ -1,0 +1,80 @@
+"""Package store holds the Store protocol, its backends and ``open_store``, which picks one by URL.
+
+Backends are imported lazily, so ``import policyd.store`` loads neither
+sqlite-utils' backend nor psycopg.
+"""
+
+from __future__ import annotations
+
+from policyd.errors import InvalidRequestError
+from policyd.store.base import (
+    ChangeEvent,
+    ChangeKind,
+    Cursor,
+    GcResult,
+    Precondition,
+    PreconditionKind,
+    ReadPage,
+    RelationshipFilter,
+    RelationshipKey,
+    Revision,
+    RevisionHold,
+    Store,
+    StoredPolicy,
+)
+
+__all__ = [
+    "ChangeEvent",
+    "ChangeKind",
+    "Cursor",
+    "GcResult",
+    "Precondition",
+    "PreconditionKind",
+    "ReadPage",
+    "RelationshipFilter",
+    "RelationshipKey",
+    "Revision",
+    "RevisionHold",
+    "Store",
+    "StoredPolicy",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names.
+
+    ``memory://`` (MemoryStore), ``sqlite://:memory:``, ``sqlite:///relative/or/absolute``
+    (``sqlite:///data/policyd.db`` is ``/data/policyd.db``; a bare path also
+    works), ``postgresql://user:pass@host/db[?schema=name]`` (also
+    ``postgres://``; ``schema`` picks the PostgreSQL schema for the tables).
+    """
+    if url == "memory://" or url == "memory:":
+        from policyd.store.memory import MemoryStore
+
+        return MemoryStore()
+    if url.startswith("sqlite:"):
+        from policyd.store.sqlite import SqliteStore
+
+        rest = url.removeprefix("sqlite:")
+        if rest.startswith("//"):
+            rest = rest[2:]
+        if rest in ("", ":memory:", "/:memory:"):
+            return SqliteStore(":memory:")
+        return SqliteStore(rest)
+    if url.startswith(("postgresql://", "postgres://")):
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        from policyd.store.postgres import PostgresStore
+
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query)
+        schema_name = next((v for k, v in query if k == "schema"), "public")
+        dsn = urlunsplit(
+            parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
+        )
+        return PostgresStore(dsn, schema_name=schema_name)
+    raise InvalidRequestError(
+        f"unknown store URL {url!r}: expected memory://, sqlite://PATH or postgresql://…",
+        field="store",
+    )

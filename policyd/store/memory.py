@@ -1,0 +1,434 @@
+"""Package store.memory holds MemoryStore: the Store contract in plain dicts, for tests.
+
+It keeps the same MVCC rows as the SQL backends (created and deleted revision
+per version of a relationship) so it answers snapshot reads, the change log
+and GC identically; it is simple rather than fast, and lives in one process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from policyd.errors import (
+    AlreadyExistsError,
+    InvalidRequestError,
+    PolicyChangeRefusedError,
+    PreconditionFailedError,
+    RevisionUnavailableError,
+)
+from policyd.relationship import Operation, Relationship, RelationshipUpdate
+from policyd.schema.ir import Schema
+from policyd.store.base import (
+    DEFAULT_CHANGES_LIMIT,
+    DEFAULT_GC_WINDOW,
+    DEFAULT_HOLD_TTL,
+    DEFAULT_PAGE_SIZE,
+    LIVE,
+    ChangeEvent,
+    ChangeKind,
+    Clock,
+    Cursor,
+    GcResult,
+    Precondition,
+    PreconditionKind,
+    ReadPage,
+    RelationshipFilter,
+    RelationshipKey,
+    Revision,
+    RevisionHold,
+    StoredPolicy,
+    check_cursor_revision,
+    check_limit,
+    to_micros,
+)
+from policyd.store.validation import Shape, Validator, orphan_blockers, shape_of
+
+
+@dataclass(slots=True)
+class _Row:
+    relationship: Relationship
+    created: Revision
+    deleted: Revision
+    expires: int | None  # microseconds
+
+    def visible(self, revision: Revision, now: int) -> bool:
+        return self.created <= revision < self.deleted and (
+            self.expires is None or self.expires > now
+        )
+
+
+class MemoryStore:
+    """The Store contract in memory; one lock serialises writes and reads."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._versions: dict[RelationshipKey, list[_Row]] = {}
+        self._revision_times: dict[Revision, float] = {0: clock()}
+        self._head: Revision = 0
+        self._oldest: Revision = 0
+        self._policies: list[StoredPolicy] = []
+        self._holds: dict[int, tuple[Revision, float]] = {}
+        self._hold_ids = itertools.count(1)
+        self._validator = Validator(None)
+        self._closed = False
+
+    # ---- revisions -----------------------------------------------------------------------------
+
+    def head_revision(self) -> Revision:
+        """The newest committed revision."""
+        with self._lock:
+            return self._head
+
+    def _now(self) -> int:
+        return int(self._clock() * 1_000_000)
+
+    def _at(self, revision: Revision | None) -> Revision:
+        if self._closed:
+            raise InvalidRequestError("the store is closed")
+        if revision is None:
+            return self._head
+        if revision > self._head:
+            raise RevisionUnavailableError(
+                f"revision {revision} is in the future (head is {self._head})", field="revision"
+            )
+        if revision < self._oldest:
+            raise RevisionUnavailableError(
+                f"revision {revision} was garbage-collected (oldest kept is {self._oldest})",
+                field="revision",
+            )
+        return revision
+
+    def _next_revision(self) -> Revision:
+        self._head += 1
+        self._revision_times[self._head] = self._clock()
+        return self._head
+
+    def _live(self, key: RelationshipKey) -> _Row | None:
+        for row in self._versions.get(key, ()):
+            if row.deleted == LIVE:
+                return row
+        return None
+
+    def _visible(self, revision: Revision) -> Iterator[Relationship]:
+        now = self._now()
+        for key in sorted(self._versions):
+            for row in self._versions[key]:
+                if row.visible(revision, now):
+                    yield row.relationship
+                    break
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def write(
+        self,
+        updates: Sequence[RelationshipUpdate],
+        preconditions: Sequence[Precondition] = (),
+    ) -> Revision:
+        """Apply a batch atomically (see Store.write)."""
+        with self._lock:
+            self._at(None)
+            self._validator.check_updates(updates)
+            now = self._now()
+            head = self._head
+            for p in preconditions:
+                found = any(
+                    p.filter.matches(r.relationship) and r.visible(head, now)
+                    for rows in self._versions.values()
+                    for r in rows
+                )
+                if found != (p.kind is PreconditionKind.MUST_MATCH):
+                    raise PreconditionFailedError(
+                        f"precondition failed: {p}", field="preconditions"
+                    )
+            for i, update in enumerate(updates):
+                live = self._live(update.relationship.key)
+                if (
+                    update.operation is Operation.CREATE
+                    and live is not None
+                    and live.visible(head, now)
+                ):
+                    raise AlreadyExistsError(
+                        f"updates[{i}]: {update.relationship} already exists",
+                        field=f"updates[{i}].relationship",
+                    )
+            revision = self._next_revision()
+            for update in updates:
+                self._apply(update, revision, now)
+            return revision
+
+    def _apply(self, update: RelationshipUpdate, revision: Revision, now: int) -> None:
+        rel = update.relationship
+        live = self._live(rel.key)
+        live_visible = live is not None and live.visible(revision, now)
+        if update.operation is Operation.DELETE:
+            if live is not None and live_visible:
+                live.deleted = revision
+            return
+        if (
+            live is not None
+            and live_visible
+            and update.operation is Operation.TOUCH
+            and _same_attributes(live.relationship, rel)
+        ):
+            return
+        if live is not None:
+            live.deleted = revision
+        self._versions.setdefault(rel.key, []).append(
+            _Row(rel, revision, LIVE, to_micros(rel.expires_at))
+        )
+
+    def delete(
+        self, relationship_filter: RelationshipFilter, limit: int | None = None
+    ) -> tuple[Revision, int]:
+        """Delete live relationships matching the filter (see Store.delete)."""
+        check_limit(limit)
+        if relationship_filter.is_empty():
+            raise InvalidRequestError("delete needs a non-empty filter", field="filter")
+        with self._lock:
+            self._at(None)
+            matches = [r for r in self._visible(self._head) if relationship_filter.matches(r)]
+            if limit is not None:
+                matches = matches[:limit]
+            revision = self._next_revision()
+            for rel in matches:
+                row = self._live(rel.key)
+                assert row is not None
+                row.deleted = revision
+            return revision, len(matches)
+
+    def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
+        """Bulk-create relationships atomically (see Store.import_relationships)."""
+        with self._lock:
+            self._at(None)
+            batch = list(relationships)
+            now = self._now()
+            seen: set[RelationshipKey] = set()
+            for i, rel in enumerate(batch):
+                self._validator.check(rel, f"relationships[{i}]")
+                live = self._live(rel.key)
+                if rel.key in seen or (live is not None and live.visible(self._head, now)):
+                    raise AlreadyExistsError(
+                        f"relationships[{i}]: {rel} already exists",
+                        field=f"relationships[{i}]",
+                    )
+                seen.add(rel.key)
+            revision = self._next_revision()
+            for rel in batch:
+                self._apply(RelationshipUpdate(Operation.CREATE, rel), revision, now)
+            return revision
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def read(
+        self,
+        relationship_filter: RelationshipFilter,
+        revision: Revision | None = None,
+        cursor: Cursor | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> ReadPage:
+        """One page of matching relationships in key order (see Store.read)."""
+        check_limit(limit)
+        with self._lock:
+            at = self._at(check_cursor_revision(cursor, revision))
+            out: list[Relationship] = []
+            for rel in self._visible(at):
+                if cursor is not None and rel.key <= cursor.after:
+                    continue
+                if relationship_filter.matches(rel):
+                    out.append(rel)
+                    if len(out) > limit:
+                        break
+            more = len(out) > limit
+            page = tuple(out[:limit])
+            next_cursor = Cursor(at, page[-1].key) if more else None
+            return ReadPage(page, at, next_cursor)
+
+    def get(self, key: RelationshipKey, revision: Revision | None = None) -> Relationship | None:
+        """The live relationship with this key at ``revision``."""
+        with self._lock:
+            at = self._at(revision)
+            now = self._now()
+            for row in self._versions.get(key, ()):
+                if row.visible(at, now):
+                    return row.relationship
+            return None
+
+    def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
+        """Whether the relationship with this key is live at ``revision``."""
+        return self.get(key, revision) is not None
+
+    def subjects_of(
+        self,
+        resource_type: str,
+        resource_ids: Collection[str],
+        relation: str,
+        revision: Revision | None = None,
+        *,
+        subject_type: str | None = None,
+    ) -> list[Relationship]:
+        """Relationships of the given resources and relation, in key order."""
+        ids = set(resource_ids)
+        with self._lock:
+            at = self._at(revision)
+            return [
+                r
+                for r in self._visible(at)
+                if r.resource.type == resource_type
+                and r.resource.id in ids
+                and r.relation == relation
+                and (subject_type is None or r.subject.type == subject_type)
+            ]
+
+    def resources_of(
+        self,
+        resource_type: str,
+        relation: str,
+        subject_type: str,
+        subject_ids: Collection[str],
+        subject_relation: str | None = None,
+        revision: Revision | None = None,
+    ) -> list[Relationship]:
+        """Relationships to the given subjects, ordered by subject id then resource id."""
+        ids = set(subject_ids)
+        with self._lock:
+            at = self._at(revision)
+            found = [
+                r
+                for r in self._visible(at)
+                if r.resource.type == resource_type
+                and r.relation == relation
+                and r.subject.type == subject_type
+                and r.subject.id in ids
+                and r.subject.relation == subject_relation
+            ]
+            return sorted(found, key=lambda r: (r.subject.id, r.resource.id))
+
+    def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
+        """Every live relationship at ``revision``, in key order."""
+        with self._lock:
+            at = self._at(revision)
+            snapshot = list(self._visible(at))
+        yield from snapshot
+
+    # ---- policy --------------------------------------------------------------------------------
+
+    def write_policy(self, text: str, schema: Schema) -> Revision:
+        """Store a new policy unless it orphans live relationships."""
+        with self._lock:
+            self._at(None)
+            counts: dict[Shape, int] = {}
+            for rel in self._visible(self._head):
+                shape = shape_of(rel)
+                counts[shape] = counts.get(shape, 0) + 1
+            blockers = orphan_blockers(schema, counts.items())
+            if blockers:
+                raise PolicyChangeRefusedError(
+                    "the new policy would orphan stored relationships", blockers
+                )
+            revision = self._next_revision()
+            self._policies.append(StoredPolicy(text, schema, revision))
+            self._validator = Validator(schema)
+            return revision
+
+    def read_policy(self, revision: Revision | None = None) -> StoredPolicy | None:
+        """The policy in force at ``revision``."""
+        with self._lock:
+            at = self._at(revision)
+            found = [p for p in self._policies if p.revision <= at]
+            return found[-1] if found else None
+
+    # ---- change log ----------------------------------------------------------------------------
+
+    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
+        """Change-log events after ``after`` (see Store.changes)."""
+        check_limit(limit)
+        with self._lock:
+            self._at(after)
+            events: list[tuple[Revision, int, RelationshipKey, ChangeEvent]] = []
+            empty_key: RelationshipKey = ("", "", "", "", "", "")
+            for p in self._policies:
+                if p.revision > after:
+                    event = ChangeEvent(p.revision, ChangeKind.POLICY)
+                    events.append((p.revision, 0, empty_key, event))
+            for key, rows in self._versions.items():
+                created = {r.created for r in rows}
+                for r in rows:
+                    if r.created > after:
+                        event = ChangeEvent(r.created, ChangeKind.TOUCH, r.relationship)
+                        events.append((r.created, 2, key, event))
+                    if after < r.deleted < LIVE and r.deleted not in created:
+                        event = ChangeEvent(r.deleted, ChangeKind.DELETE, r.relationship)
+                        events.append((r.deleted, 1, key, event))
+            events.sort(key=lambda e: e[:3])
+            if len(events) > limit:
+                last = events[limit - 1][0]
+                events = [e for e in events if e[0] <= last]
+            return [e[3] for e in events]
+
+    # ---- garbage collection --------------------------------------------------------------------
+
+    def hold(self, revision: Revision, ttl: timedelta = DEFAULT_HOLD_TTL) -> RevisionHold:
+        """Keep ``gc`` away from what ``revision`` sees (see Store.hold)."""
+        with self._lock:
+            self._at(revision)
+            hold_id = next(self._hold_ids)
+            self._holds[hold_id] = (revision, self._clock() + ttl.total_seconds())
+
+        def release() -> None:
+            with self._lock:
+                self._holds.pop(hold_id, None)
+
+        def renew() -> None:
+            with self._lock:
+                if hold_id in self._holds:
+                    self._holds[hold_id] = (revision, self._clock() + ttl.total_seconds())
+
+        return RevisionHold(revision, release, renew)
+
+    def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
+        """Collect old deleted rows and expired rows (see Store.gc)."""
+        with self._lock:
+            now = self._clock()
+            cutoff = now - window.total_seconds()
+            self._holds = {k: v for k, v in self._holds.items() if v[1] > now}
+            point = max(
+                (r for r, t in self._revision_times.items() if t <= cutoff), default=self._oldest
+            )
+            for held, _ in self._holds.values():
+                point = min(point, held)
+            point = max(point, self._oldest)
+            now_us = int(now * 1_000_000)
+            removed = 0
+            for key in list(self._versions):
+                rows = self._versions[key]
+                kept = [
+                    r
+                    for r in rows
+                    if r.deleted > point and (r.expires is None or r.expires > now_us)
+                ]
+                removed += len(rows) - len(kept)
+                if kept:
+                    self._versions[key] = kept
+                else:
+                    del self._versions[key]
+            self._oldest = point
+            self._revision_times = {r: t for r, t in self._revision_times.items() if r >= point}
+            return GcResult(removed, point)
+
+    def close(self) -> None:
+        """Mark the store closed."""
+        self._closed = True
+
+
+def _same_attributes(a: Relationship, b: Relationship) -> bool:
+    return (
+        a.caveat_name == b.caveat_name
+        and a.caveat_context == b.caveat_context
+        and a.expires_at == b.expires_at
+    )

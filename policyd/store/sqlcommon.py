@@ -1,0 +1,651 @@
+"""Package store.sqlcommon holds the MVCC logic both SQL backends share (after OpenFGA's sqlcommon).
+
+The tables, by role (DDL lives with each backend):
+
+``relationships``
+    one row per version of a relationship: the key columns, caveat name and
+    context (JSON text), ``expires_at`` (µs since the epoch, NULL for never),
+    ``created_revision`` and ``deleted_revision`` (``LIVE`` while not deleted).
+    Primary key (key, created_revision), so resource → subjects reads walk the
+    primary key; an index on (subject key, resource type, relation, resource
+    id, …) serves subject → resources; indexes on ``created_revision``,
+    ``deleted_revision`` (partial: deleted rows only) and ``expires_at``
+    (partial) serve the change log and GC.
+``store_state``
+    one row: ``head`` revision, ``oldest`` readable revision, ``policy_revision``.
+    Every write starts with ``UPDATE store_state SET head = head + 1``; the row
+    lock (PostgreSQL) or the write lock (SQLite ``BEGIN IMMEDIATE``) it takes is
+    held to commit, so writers are serialised and revisions commit in order.
+``revisions``
+    commit time of each revision, so GC can turn a time window into a revision.
+``policies``
+    text and compiled JSON per policy revision.
+``revision_holds``
+    the leases of ``Store.hold``.
+
+Reads are single statements joining ``store_state`` to the data query, so the
+revision check (not above head, not below oldest) and the data come from one
+snapshot even while GC runs in another process.
+
+SQL here is written with ``?`` placeholders; a backend's ``_sql`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from typing import Any, Protocol
+
+from policyd.errors import (
+    AlreadyExistsError,
+    InvalidRequestError,
+    PolicyChangeRefusedError,
+    PreconditionFailedError,
+    RevisionUnavailableError,
+)
+from policyd.relationship import Operation, Relationship, RelationshipUpdate
+from policyd.schema.ir import Schema
+from policyd.schema.serialize import schema_from_json, schema_to_json
+from policyd.store.base import (
+    DEFAULT_CHANGES_LIMIT,
+    DEFAULT_GC_WINDOW,
+    DEFAULT_HOLD_TTL,
+    DEFAULT_PAGE_SIZE,
+    LIVE,
+    ChangeEvent,
+    ChangeKind,
+    Clock,
+    Cursor,
+    GcResult,
+    Precondition,
+    PreconditionKind,
+    ReadPage,
+    RelationshipFilter,
+    RelationshipKey,
+    Revision,
+    RevisionHold,
+    StoredPolicy,
+    build_relationship,
+    check_cursor_revision,
+    check_limit,
+    dump_context,
+    to_micros,
+)
+from policyd.store.validation import Shape, Validator, orphan_blockers
+
+KEY_COLUMNS = (
+    "resource_type",
+    "resource_id",
+    "relation",
+    "subject_type",
+    "subject_id",
+    "subject_relation",
+)
+KEY = ", ".join(KEY_COLUMNS)
+ATTRS = "caveat_name, caveat_context, expires_at"
+COLUMNS = f"{KEY}, {ATTRS}"
+ROW_COLUMNS = f"{KEY}, created_revision, deleted_revision, {ATTRS}"
+KEY_MATCH = " AND ".join(f"{c} = ?" for c in KEY_COLUMNS)
+VISIBLE = (
+    "created_revision <= ? AND deleted_revision > ? AND (expires_at IS NULL OR expires_at > ?)"
+)
+LIVE_NOW = f"deleted_revision = {LIVE} AND (expires_at IS NULL OR expires_at > ?)"
+STATE = "SELECT s.head, s.oldest, d.* FROM store_state s LEFT JOIN ({data}) d ON 1 = 1"
+ORDER = "ORDER BY " + ", ".join(f"d.{c}" for c in KEY_COLUMNS)
+
+INSERT = f"INSERT INTO relationships ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SELECT_LIVE = (
+    f"SELECT created_revision, {ATTRS} FROM relationships "
+    f"WHERE {KEY_MATCH} AND deleted_revision = {LIVE}"
+)
+RETIRE = f"UPDATE relationships SET deleted_revision = ? WHERE {KEY_MATCH} AND created_revision = ?"
+EXISTS = (
+    f"SELECT head, oldest, EXISTS (SELECT 1 FROM relationships WHERE {KEY_MATCH} AND {VISIBLE}) "
+    f"FROM store_state"
+)
+
+Row = tuple[Any, ...]
+
+
+class SqlCursor(Protocol):
+    """What the shared code needs of a connection: ``execute`` returning a DB-API cursor.
+
+    ``sqlite3.Connection`` and ``psycopg.Connection`` both fit.
+    """
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any:
+        """Run one statement; the result has ``fetchone``, ``fetchall`` and ``rowcount``."""
+        ...
+
+
+def filter_sql(relationship_filter: RelationshipFilter) -> tuple[str, list[Any]]:
+    """WHERE conditions (joined with AND, or '1 = 1') and parameters for a filter."""
+    parts, params = [], []
+    for column, value in zip(KEY_COLUMNS, relationship_filter.values(), strict=True):
+        if value is not None:
+            parts.append(f"{column} = ?")
+            params.append(value)
+    return (" AND ".join(parts) or "1 = 1"), params
+
+
+def relationship_from(row: Sequence[Any]) -> Relationship:
+    """A Relationship from ``COLUMNS`` at the start of ``row``."""
+    return build_relationship(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
+    )
+
+
+def row_values(rel: Relationship, revision: Revision) -> tuple[Any, ...]:
+    """The ``ROW_COLUMNS`` values that store a new version of ``rel`` at ``revision``."""
+    s = rel.subject
+    return (
+        rel.resource.type,
+        rel.resource.id,
+        rel.relation,
+        s.type,
+        s.id,
+        s.relation or "",
+        revision,
+        LIVE,
+        rel.caveat_name,
+        dump_context(rel.caveat_context),
+        to_micros(rel.expires_at),
+    )
+
+
+class SqlStore(ABC):
+    """The Store contract over a DB-API connection; backends add connections, DDL and bulk load."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._validator: tuple[Revision, Validator] = (-1, Validator(None))
+
+    # ---- what a backend provides ---------------------------------------------------------------
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[SqlCursor]:
+        """A cursor for single-statement reads."""
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[SqlCursor]:
+        """A cursor in a write transaction: committed on success, rolled back on any exception."""
+
+    @abstractmethod
+    def _sql(self, text: str) -> str:
+        """Rewrite shared SQL (``?`` placeholders) for the backend."""
+
+    @abstractmethod
+    def _in_ids(self, column: str, ids: Collection[str]) -> tuple[str, Any]:
+        """A condition ``column IN ids`` with one parameter: any number of ids, one statement."""
+
+    @abstractmethod
+    def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
+        """Insert ``ROW_COLUMNS`` rows fast; raise AlreadyExistsError on a duplicate key."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self._clock() * 1_000_000)
+
+    def _exec(self, cur: SqlCursor, text: str, params: Sequence[Any] = ()) -> Any:
+        return cur.execute(self._sql(text), params)
+
+    def _begin(self, cur: SqlCursor) -> tuple[Revision, Validator]:
+        """Allocate the next revision (taking the write lock) and load the current validator."""
+        head, policy_revision = self._exec(
+            cur, "UPDATE store_state SET head = head + 1 RETURNING head, policy_revision"
+        ).fetchone()
+        self._exec(
+            cur, "INSERT INTO revisions (revision, created_at) VALUES (?, ?)", (head, self._now())
+        )
+        return head, self._validator_for(cur, policy_revision)
+
+    def _validator_for(self, cur: SqlCursor, policy_revision: Revision) -> Validator:
+        cached_revision, validator = self._validator
+        if cached_revision != policy_revision:
+            row = self._exec(
+                cur, "SELECT schema_json FROM policies WHERE revision = ?", (policy_revision,)
+            ).fetchone()
+            validator = Validator(schema_from_json(row[0]) if row else None)
+            self._validator = (policy_revision, validator)
+        return validator
+
+    def _select_at(
+        self, cur: SqlCursor, data: str, params: Sequence[Any], revision: Revision
+    ) -> list[Row]:
+        """Run ``data`` (a SELECT of ``COLUMNS``) and check ``revision`` against head and oldest.
+
+        The check and the rows come from one statement, so from one snapshot.
+        """
+        rows = self._exec(cur, STATE.format(data=data) + " " + ORDER, params).fetchall()
+        self._check_revision(revision, rows[0][0], rows[0][1])
+        return [r[2:] for r in rows if r[2] is not None]
+
+    def _check_revision(self, revision: Revision, head: Revision, oldest: Revision) -> None:
+        if revision > head:
+            raise RevisionUnavailableError(
+                f"revision {revision} is in the future (head is {head})", field="revision"
+            )
+        if revision < oldest:
+            raise RevisionUnavailableError(
+                f"revision {revision} was garbage-collected (oldest kept is {oldest})",
+                field="revision",
+            )
+
+    def _resolve(self, revision: Revision | None) -> Revision:
+        return self.head_revision() if revision is None else revision
+
+    # ---- revisions -----------------------------------------------------------------------------
+
+    def head_revision(self) -> Revision:
+        """The newest committed revision."""
+        with self._read() as cur:
+            head: Revision = self._exec(cur, "SELECT head FROM store_state").fetchone()[0]
+        return head
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def write(
+        self,
+        updates: Sequence[RelationshipUpdate],
+        preconditions: Sequence[Precondition] = (),
+    ) -> Revision:
+        """Apply a batch atomically (see Store.write)."""
+        with self._write() as cur:
+            revision, validator = self._begin(cur)
+            validator.check_updates(updates)
+            now = self._now()
+            for p in preconditions:
+                self._check_precondition(cur, p, now)
+            for i, update in enumerate(updates):
+                self._apply(cur, i, update, revision, now)
+        return revision
+
+    def _check_precondition(self, cur: SqlCursor, p: Precondition, now: int) -> None:
+        where, params = filter_sql(p.filter)
+        found = self._exec(
+            cur,
+            f"SELECT EXISTS (SELECT 1 FROM relationships WHERE {where} AND {LIVE_NOW})",
+            (*params, now),
+        ).fetchone()[0]
+        if bool(found) != (p.kind is PreconditionKind.MUST_MATCH):
+            raise PreconditionFailedError(f"precondition failed: {p}", field="preconditions")
+
+    def _apply(
+        self, cur: SqlCursor, i: int, update: RelationshipUpdate, revision: Revision, now: int
+    ) -> None:
+        rel = update.relationship
+        key = rel.key
+        live = self._exec(cur, SELECT_LIVE, key).fetchone()
+        visible = live is not None and (live[3] is None or live[3] > now)
+        op = update.operation
+        if op is Operation.CREATE and visible:
+            raise AlreadyExistsError(
+                f"updates[{i}]: {rel} already exists", field=f"updates[{i}].relationship"
+            )
+        if op is Operation.DELETE and not visible:
+            return
+        if (
+            op is Operation.TOUCH
+            and visible
+            and live[1] == rel.caveat_name
+            and live[2] == dump_context(rel.caveat_context)
+            and live[3] == to_micros(rel.expires_at)
+        ):
+            return
+        if live is not None:
+            self._exec(cur, RETIRE, (revision, *key, live[0]))
+        if op is not Operation.DELETE:
+            self._exec(cur, INSERT, row_values(rel, revision))
+
+    def delete(
+        self, relationship_filter: RelationshipFilter, limit: int | None = None
+    ) -> tuple[Revision, int]:
+        """Delete live relationships matching the filter (see Store.delete)."""
+        check_limit(limit)
+        if relationship_filter.is_empty():
+            raise InvalidRequestError("delete needs a non-empty filter", field="filter")
+        where, params = filter_sql(relationship_filter)
+        with self._write() as cur:
+            revision, _ = self._begin(cur)
+            now = self._now()
+            if limit is None:
+                count = self._exec(
+                    cur,
+                    f"UPDATE relationships SET deleted_revision = ? WHERE {where} AND {LIVE_NOW}",
+                    (revision, *params, now),
+                ).rowcount
+                return revision, int(count)
+            rows = self._exec(
+                cur,
+                f"SELECT {KEY}, created_revision FROM relationships WHERE {where} AND {LIVE_NOW} "
+                f"ORDER BY {KEY} LIMIT ?",
+                (*params, now, limit),
+            ).fetchall()
+            for row in rows:
+                self._exec(cur, RETIRE, (revision, *row))
+        return revision, len(rows)
+
+    def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
+        """Bulk-create relationships in one transaction (see Store.import_relationships)."""
+        with self._write() as cur:
+            revision, validator = self._begin(cur)
+            now = self._now()
+            empty = self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
+            empty = not empty
+            check = validator.check
+
+            def rows() -> Iterator[tuple[Any, ...]]:
+                for i, rel in enumerate(relationships):
+                    check(rel, f"relationships[{i}]")
+                    yield row_values(rel, revision)
+
+            self._bulk_insert(cur, rows(), empty)
+            if not empty:
+                self._finish_import(cur, revision, now)
+        return revision
+
+    def _finish_import(self, cur: SqlCursor, revision: Revision, now: int) -> None:
+        """After importing into a non-empty store: refuse live duplicates, retire expired rows."""
+        clash = self._exec(
+            cur,
+            f"SELECT {', '.join('n.' + c for c in KEY_COLUMNS)} FROM relationships n "
+            f"JOIN relationships o ON {' AND '.join(f'o.{c} = n.{c}' for c in KEY_COLUMNS)} "
+            f"AND o.created_revision < n.created_revision "
+            f"WHERE n.created_revision = ? AND o.deleted_revision = {LIVE} "
+            f"AND (o.expires_at IS NULL OR o.expires_at > ?) LIMIT 1",
+            (revision, now),
+        ).fetchone()
+        if clash is not None:
+            rel = relationship_from((*clash, None, None, None))
+            raise AlreadyExistsError(f"{rel} already exists", field="relationships")
+        self._exec(
+            cur,
+            f"UPDATE relationships SET deleted_revision = ? "
+            f"WHERE deleted_revision = {LIVE} AND created_revision < ? AND expires_at <= ? "
+            f"AND EXISTS (SELECT 1 FROM relationships n WHERE "
+            f"{' AND '.join(f'n.{c} = relationships.{c}' for c in KEY_COLUMNS)} "
+            f"AND n.created_revision = ?)",
+            (revision, revision, now, revision),
+        )
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def read(
+        self,
+        relationship_filter: RelationshipFilter,
+        revision: Revision | None = None,
+        cursor: Cursor | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> ReadPage:
+        """One page of matching relationships in key order (see Store.read)."""
+        check_limit(limit)
+        at = self._resolve(check_cursor_revision(cursor, revision))
+        where, params = filter_sql(relationship_filter)
+        if cursor is not None:
+            where += f" AND ({KEY}) > (?, ?, ?, ?, ?, ?)"
+            params.extend(cursor.after)
+        data = (
+            f"SELECT {COLUMNS} FROM relationships WHERE {VISIBLE} AND {where} "
+            f"ORDER BY {KEY} LIMIT ?"
+        )
+        with self._read() as cur:
+            rows = self._select_at(cur, data, (at, at, self._now(), *params, limit + 1), at)
+        page = tuple(relationship_from(r) for r in rows[:limit])
+        next_cursor = Cursor(at, page[-1].key) if len(rows) > limit else None
+        return ReadPage(page, at, next_cursor)
+
+    def get(self, key: RelationshipKey, revision: Revision | None = None) -> Relationship | None:
+        """The live relationship with this key at ``revision``."""
+        at = self._resolve(revision)
+        data = f"SELECT {COLUMNS} FROM relationships WHERE {KEY_MATCH} AND {VISIBLE}"
+        with self._read() as cur:
+            rows = self._select_at(cur, data, (*key, at, at, self._now()), at)
+        return relationship_from(rows[0]) if rows else None
+
+    def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
+        """Whether the relationship with this key is live at ``revision`` (the point read)."""
+        at = self._resolve(revision)
+        with self._read() as cur:
+            head, oldest, found = self._exec(cur, EXISTS, (*key, at, at, self._now())).fetchone()
+        self._check_revision(at, head, oldest)
+        return bool(found)
+
+    def subjects_of(
+        self,
+        resource_type: str,
+        resource_ids: Collection[str],
+        relation: str,
+        revision: Revision | None = None,
+        *,
+        subject_type: str | None = None,
+    ) -> list[Relationship]:
+        """Relationships of the given resources and relation, in key order, in one query."""
+        at = self._resolve(revision)
+        ids_sql, ids_param = self._in_ids("resource_id", resource_ids)
+        where = f"resource_type = ? AND {ids_sql} AND relation = ?"
+        params: list[Any] = [resource_type, ids_param, relation]
+        if subject_type is not None:
+            where += " AND subject_type = ?"
+            params.append(subject_type)
+        data = f"SELECT {COLUMNS} FROM relationships WHERE {where} AND {VISIBLE}"
+        with self._read() as cur:
+            rows = self._select_at(cur, data, (*params, at, at, self._now()), at)
+        return [relationship_from(r) for r in rows]
+
+    def resources_of(
+        self,
+        resource_type: str,
+        relation: str,
+        subject_type: str,
+        subject_ids: Collection[str],
+        subject_relation: str | None = None,
+        revision: Revision | None = None,
+    ) -> list[Relationship]:
+        """Relationships to the given subjects, by subject id then resource id, in one query."""
+        at = self._resolve(revision)
+        ids_sql, ids_param = self._in_ids("subject_id", subject_ids)
+        data = (
+            f"SELECT {COLUMNS} FROM relationships WHERE subject_type = ? AND {ids_sql} "
+            f"AND subject_relation = ? AND resource_type = ? AND relation = ? AND {VISIBLE}"
+        )
+        params = (subject_type, ids_param, subject_relation or "", resource_type, relation)
+        with self._read() as cur:
+            rows = self._select_at(cur, data, (*params, at, at, self._now()), at)
+        found = [relationship_from(r) for r in rows]
+        found.sort(key=lambda r: (r.subject.id, r.resource.id))
+        return found
+
+    def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
+        """Every live relationship at ``revision`` in key order, paged under a hold."""
+        at = self._resolve(revision)
+        with self.hold(at):
+            cursor: Cursor | None = None
+            everything = RelationshipFilter()
+            while True:
+                page = self.read(everything, at, cursor, limit=10_000)
+                yield from page.relationships
+                if page.cursor is None:
+                    return
+                cursor = page.cursor
+
+    # ---- policy --------------------------------------------------------------------------------
+
+    def write_policy(self, text: str, schema: Schema) -> Revision:
+        """Store a new policy unless it orphans live relationships."""
+        schema_json = schema_to_json(schema)
+        with self._write() as cur:
+            revision, _ = self._begin(cur)
+            rows = self._exec(
+                cur,
+                f"SELECT resource_type, relation, subject_type, subject_relation, "
+                f"subject_id = '*', COALESCE(caveat_name, ''), expires_at IS NOT NULL, COUNT(*) "
+                f"FROM relationships WHERE {LIVE_NOW} GROUP BY 1, 2, 3, 4, 5, 6, 7",
+                (self._now(),),
+            ).fetchall()
+            shapes = [
+                (Shape(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6])), int(r[7]))
+                for r in rows
+            ]
+            blockers = orphan_blockers(schema, shapes)
+            if blockers:
+                raise PolicyChangeRefusedError(
+                    "the new policy would orphan stored relationships", blockers
+                )
+            self._exec(
+                cur,
+                "INSERT INTO policies (revision, text, schema_json) VALUES (?, ?, ?)",
+                (revision, text, schema_json),
+            )
+            self._exec(cur, "UPDATE store_state SET policy_revision = ?", (revision,))
+        return revision
+
+    def read_policy(self, revision: Revision | None = None) -> StoredPolicy | None:
+        """The policy in force at ``revision``."""
+        at = self._resolve(revision)
+        with self._read() as cur:
+            row = self._exec(
+                cur,
+                "SELECT s.head, s.oldest, p.revision, p.text, p.schema_json FROM store_state s "
+                "LEFT JOIN (SELECT revision, text, schema_json FROM policies WHERE revision <= ? "
+                "ORDER BY revision DESC LIMIT 1) p ON 1 = 1",
+                (at,),
+            ).fetchone()
+        self._check_revision(at, row[0], row[1])
+        if row[2] is None:
+            return None
+        return StoredPolicy(row[3], schema_from_json(row[4]), row[2])
+
+    # ---- change log ----------------------------------------------------------------------------
+
+    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
+        """Change-log events after ``after`` (see Store.changes)."""
+        check_limit(limit)
+        events = self._changes(after, LIVE - 1, limit)
+        if len(events) >= limit:
+            last = events[-1].revision
+            events = [e for e in events if e.revision < last]
+            events.extend(self._changes(last - 1, last, None))
+        return events
+
+    def _changes(self, after: Revision, upto: Revision, limit: int | None) -> list[ChangeEvent]:
+        same_key = " AND ".join(f"n.{c} = o.{c}" for c in KEY_COLUMNS)
+        blank = ", ".join(f"'' AS {c}" for c in KEY_COLUMNS)
+        data = (
+            f"SELECT revision AS rev, 0 AS kind, {blank}, NULL AS caveat_name, "
+            f"NULL AS caveat_context, NULL AS expires_at FROM policies "
+            f"WHERE revision > ? AND revision <= ? "
+            f"UNION ALL SELECT o.deleted_revision, 1, {', '.join('o.' + c for c in KEY_COLUMNS)}, "
+            f"o.caveat_name, o.caveat_context, o.expires_at FROM relationships o "
+            f"WHERE o.deleted_revision > ? AND o.deleted_revision <= ? "
+            f"AND o.deleted_revision < {LIVE} AND NOT EXISTS (SELECT 1 FROM relationships n "
+            f"WHERE {same_key} AND n.created_revision = o.deleted_revision) "
+            f"UNION ALL SELECT created_revision, 2, {COLUMNS} FROM relationships "
+            f"WHERE created_revision > ? AND created_revision <= ? "
+            f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+        )
+        bounds: tuple[int, ...] = (after, upto) * 3
+        if limit is not None:
+            data += " LIMIT ?"
+            bounds += (limit,)
+        with self._read() as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT s.head, s.oldest, d.* FROM store_state s LEFT JOIN ({data}) d ON 1 = 1 "
+                f"ORDER BY d.rev, d.kind, {', '.join('d.' + c for c in KEY_COLUMNS)}",
+                bounds,
+            ).fetchall()
+        head, oldest = rows[0][0], rows[0][1]
+        if after > head:
+            raise RevisionUnavailableError(
+                f"revision {after} is in the future (head is {head})", field="after"
+            )
+        if after < oldest:
+            raise RevisionUnavailableError(
+                f"changes after {after} were garbage-collected (oldest kept is {oldest})",
+                field="after",
+            )
+        events = []
+        for r in rows:
+            if r[2] is None:
+                continue
+            revision, kind = r[2], r[3]
+            if kind == 0:
+                events.append(ChangeEvent(revision, ChangeKind.POLICY))
+            else:
+                change = ChangeKind.DELETE if kind == 1 else ChangeKind.TOUCH
+                events.append(ChangeEvent(revision, change, relationship_from(r[4:])))
+        return events
+
+    # ---- garbage collection --------------------------------------------------------------------
+
+    def hold(self, revision: Revision, ttl: timedelta = DEFAULT_HOLD_TTL) -> RevisionHold:
+        """Keep ``gc`` away from what ``revision`` sees (see Store.hold)."""
+        hold_id = uuid.uuid4().hex
+        lease = int(ttl.total_seconds() * 1_000_000)
+        with self._write() as cur:
+            head, oldest = self._exec(cur, self._lock_state_sql()).fetchone()
+            self._check_revision(revision, head, oldest)
+            self._exec(
+                cur,
+                "INSERT INTO revision_holds (id, revision, expires_at) VALUES (?, ?, ?)",
+                (hold_id, revision, self._now() + lease),
+            )
+
+        def release() -> None:
+            with self._write() as cur:
+                self._exec(cur, "DELETE FROM revision_holds WHERE id = ?", (hold_id,))
+
+        def renew() -> None:
+            with self._write() as cur:
+                self._exec(
+                    cur,
+                    "UPDATE revision_holds SET expires_at = ? WHERE id = ?",
+                    (self._now() + lease, hold_id),
+                )
+
+        return RevisionHold(revision, release, renew)
+
+    def _lock_state_sql(self) -> str:
+        """Read head and oldest, locking out GC until commit (PostgreSQL adds FOR UPDATE)."""
+        return "SELECT head, oldest FROM store_state"
+
+    def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
+        """Collect old deleted rows and expired rows (see Store.gc)."""
+        now = self._now()
+        cutoff = now - int(window.total_seconds() * 1_000_000)
+        with self._write() as cur:
+            _, oldest = self._exec(cur, self._lock_state_sql()).fetchone()
+            self._exec(cur, "DELETE FROM revision_holds WHERE expires_at <= ?", (now,))
+            point = self._exec(
+                cur,
+                "SELECT MAX(revision) FROM revisions WHERE created_at <= ?",
+                (cutoff,),
+            ).fetchone()[0]
+            held = self._exec(cur, "SELECT MIN(revision) FROM revision_holds").fetchone()[0]
+            point = oldest if point is None else point
+            if held is not None:
+                point = min(point, held)
+            point = max(point, oldest)
+            removed = self._exec(
+                cur,
+                f"DELETE FROM relationships WHERE deleted_revision <= ? "
+                f"AND deleted_revision < {LIVE}",
+                (point,),
+            ).rowcount
+            removed += self._exec(
+                cur,
+                "DELETE FROM relationships WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (now,),
+            ).rowcount
+            self._exec(cur, "DELETE FROM revisions WHERE revision < ?", (point,))
+            self._exec(cur, "UPDATE store_state SET oldest = ?", (point,))
+        return GcResult(int(removed), point)

@@ -1,0 +1,197 @@
+"""Package store.validation checks relationships against a compiled schema (writes, policy changes).
+
+Every backend calls the same functions, so they refuse the same writes with
+the same messages. A relationship is allowed when its relation is a stored
+relation of its resource type and one ``AllowedSubject`` of that relation
+matches its subject exactly: type, userset relation or wildcard, caveat name
+(or none), and expiry (present exactly when the entry says ``with expiration``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from policyd.errors import InvalidRelationshipError
+from policyd.relationship import WILDCARD, Operation, Relationship, RelationshipUpdate
+from policyd.schema.ir import AllowedSubject, Schema
+
+
+class Shape(NamedTuple):
+    """What the schema decides on: a relationship without its ids."""
+
+    resource_type: str
+    relation: str
+    subject_type: str
+    subject_relation: str
+    wildcard: bool
+    caveat_name: str
+    expiring: bool
+
+    def __str__(self) -> str:
+        subject = self.subject_type + (
+            ":*" if self.wildcard else f"#{self.subject_relation}" if self.subject_relation else ""
+        )
+        traits = [t for t in (self.caveat_name, "expiration" if self.expiring else "") if t]
+        suffix = " with " + " and ".join(traits) if traits else ""
+        return f"{self.resource_type}#{self.relation}@{subject}{suffix}"
+
+
+def shape_of(relationship: Relationship) -> Shape:
+    """The shape of one relationship."""
+    s = relationship.subject
+    return Shape(
+        relationship.resource.type,
+        relationship.relation,
+        s.type,
+        s.relation or "",
+        s.id == WILDCARD,
+        relationship.caveat_name or "",
+        relationship.expires_at is not None,
+    )
+
+
+class Validator:
+    """Validates relationships against one schema, remembering shapes already found allowed."""
+
+    def __init__(self, schema: Schema | None) -> None:
+        self.schema = schema
+        self._allowed: set[Shape] = set()
+
+    def check(self, relationship: Relationship, where: str) -> None:
+        """Raise InvalidRelationshipError naming ``where`` and the field when not allowed."""
+        try:
+            relationship.validate()
+        except InvalidRelationshipError as e:
+            raise InvalidRelationshipError(
+                f"{where}: {relationship}: {e.message}", field=_field(where, e.field)
+            ) from e
+        shape = shape_of(relationship)
+        if shape not in self._allowed:
+            problem = shape_problem(self.schema, shape)
+            if problem is not None:
+                field, message = problem
+                raise InvalidRelationshipError(
+                    f"{where}: {relationship}: {message}", field=_field(where, field)
+                )
+            self._allowed.add(shape)
+        if relationship.caveat_name and relationship.caveat_context and self.schema is not None:
+            caveat = self.schema.caveats[relationship.caveat_name]
+            unknown = sorted(set(relationship.caveat_context) - set(caveat.parameter_types))
+            if unknown:
+                raise InvalidRelationshipError(
+                    f"{where}: {relationship}: caveat {caveat.name!r} has no parameter "
+                    f"{', '.join(map(repr, unknown))}",
+                    field=_field(where, "caveat.context"),
+                )
+
+    def check_updates(self, updates: Sequence[RelationshipUpdate]) -> None:
+        """Validate a write batch: CREATE/TOUCH against the schema, DELETE for form only."""
+        seen: dict[tuple[str, ...], int] = {}
+        for i, update in enumerate(updates):
+            where = f"updates[{i}]"
+            rel = update.relationship
+            if update.operation is Operation.DELETE:
+                try:
+                    rel.validate()
+                except InvalidRelationshipError as e:
+                    raise InvalidRelationshipError(
+                        f"{where}: {rel}: {e.message}", field=_field(where, e.field)
+                    ) from e
+            else:
+                self.check(rel, where)
+            first = seen.setdefault(rel.key, i)
+            if first != i:
+                raise InvalidRelationshipError(
+                    f"{where}: {rel}: the same relationship is already updated "
+                    f"by updates[{first}] in this batch",
+                    field=f"{where}.relationship",
+                )
+
+
+def _field(where: str, field: str | None) -> str:
+    return f"{where}.relationship.{field}" if field else f"{where}.relationship"
+
+
+def shape_problem(schema: Schema | None, shape: Shape) -> tuple[str, str] | None:
+    """Why the schema does not allow this shape, as (field, message), or ``None`` if it does."""
+    if schema is None:
+        return "resource.type", "no policy has been written yet; write a policy first"
+    definition = schema.definitions.get(shape.resource_type)
+    if definition is None:
+        return "resource.type", f"the policy defines no type {shape.resource_type!r}"
+    if shape.relation in definition.permissions:
+        return (
+            "relation",
+            f"{shape.resource_type}#{shape.relation} is a permission; "
+            "relationships can only be written to relations",
+        )
+    relation = definition.relations.get(shape.relation)
+    if relation is None:
+        return "relation", f"type {shape.resource_type!r} has no relation {shape.relation!r}"
+    allowed = relation.allowed
+    if shape.caveat_name and shape.caveat_name not in schema.caveats:
+        return "caveat.name", f"the policy defines no caveat {shape.caveat_name!r}"
+    subject_matches = [a for a in allowed if _subject_matches(a, shape)]
+    if not subject_matches:
+        return _subject_problem(allowed, shape)
+    caveat = shape.caveat_name or None
+    caveat_matches = [a for a in subject_matches if a.caveat == caveat]
+    if not caveat_matches:
+        wanted = sorted({a.caveat or "no caveat" for a in subject_matches})
+        have = f"caveat {caveat!r}" if caveat else "no caveat"
+        return (
+            "caveat.name",
+            f"{_subject_text(shape)} on {shape.resource_type}#{shape.relation} needs "
+            f"{' or '.join(wanted)}, not {have}",
+        )
+    if not any(a.expiration == shape.expiring for a in caveat_matches):
+        message = "does not allow an expiration" if shape.expiring else "requires an expiration"
+        return (
+            "expiration",
+            f"{shape.resource_type}#{shape.relation} {message} for {_subject_text(shape)}",
+        )
+    return None
+
+
+def _subject_matches(allowed: AllowedSubject, shape: Shape) -> bool:
+    if allowed.type != shape.subject_type:
+        return False
+    if shape.wildcard:
+        return allowed.wildcard
+    return not allowed.wildcard and (allowed.relation or "") == shape.subject_relation
+
+
+def _subject_text(shape: Shape) -> str:
+    if shape.wildcard:
+        return f"{shape.subject_type}:*"
+    if shape.subject_relation:
+        return f"{shape.subject_type}#{shape.subject_relation}"
+    return shape.subject_type
+
+
+def _subject_problem(allowed: Iterable[AllowedSubject], shape: Shape) -> tuple[str, str]:
+    names = ", ".join(sorted({str(_strip_traits(a)) for a in allowed})) or "nothing"
+    target = f"{shape.resource_type}#{shape.relation}"
+    if shape.wildcard:
+        field = "subject.id"
+    elif shape.subject_relation and any(a.type == shape.subject_type for a in allowed):
+        field = "subject.relation"
+    else:
+        field = "subject.type"
+    return field, f"subject {_subject_text(shape)} is not allowed on {target} (allowed: {names})"
+
+
+def _strip_traits(a: AllowedSubject) -> AllowedSubject:
+    return AllowedSubject(a.type, a.relation, a.wildcard)
+
+
+def orphan_blockers(schema: Schema, shapes: Iterable[tuple[Shape, int]]) -> list[str]:
+    """Describe each stored shape (with its count of live relationships) the new schema refuses."""
+    blockers = []
+    for shape, count in sorted(shapes):
+        problem = shape_problem(schema, shape)
+        if problem is not None:
+            noun = "relationship" if count == 1 else "relationships"
+            blockers.append(f"{count} {noun} {shape}: {problem[1]}")
+    return blockers
