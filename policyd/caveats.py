@@ -111,13 +111,20 @@ class CaveatCompileError(CaveatError):
     compiler can map it to a place in the policy file; ``caveat`` is the caveat's name.
     """
 
-    # TODO(errors.py owner): move beside CaveatError; it lives here until then.
     code = "caveat-invalid"
 
-    def __init__(self, message: str, *, caveat: str, position: ExpressionPosition | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        caveat: str,
+        position: ExpressionPosition | None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.caveat = caveat
         self.position = position
+        self.detail = detail or message
 
 
 class CaveatOutcome(Enum):
@@ -956,7 +963,10 @@ class _Compiler:
         position = None if offset is None else ExpressionPosition.at(self.expression, offset)
         where = f" at line {position.line}, column {position.column}" if position else ""
         return CaveatCompileError(
-            f"caveat {self.name}{where}: {message}", caveat=self.name, position=position
+            f"caveat {self.name}{where}: {message}",
+            caveat=self.name,
+            position=position,
+            detail=message,
         )
 
     def compile(self) -> CompiledCaveat:

@@ -67,7 +67,7 @@ def _check_caveat(caveat: Caveat) -> Iterator[Diagnostic]:
             line = span.line + e.position.line - 1
             column = span.column + e.position.column - 1
             span = SourceSpan(span.file, line, column, line, column)
-        yield _diag(span, "caveat-invalid", f"caveat '{caveat.name}': {e.message}")
+        yield _diag(span, "caveat-invalid", f"caveat '{caveat.name}': {e.detail}")
 
 
 def _check_relation(
