@@ -1,0 +1,196 @@
+"""Package formatter prints a policy syntax tree in its canonical text form (``policyd fmt``).
+
+The output parses back to an equal tree, so formatting never changes what a
+policy means; formatting formatted text changes nothing. Comments survive:
+each is printed on its own line above the declaration it was attached to.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from policyd.dsl import ast
+from policyd.dsl.parser import parse_policy
+
+INDENT = "    "
+
+# Binding strength of each expression form, loosest first; atoms bind tightest.
+_ARROW_PRECEDENCE = 4
+_ATOM_PRECEDENCE = 5
+
+
+def format_text(text: str, source_name: str = "<policy>") -> str:
+    """Parse policy text and print it in canonical form.
+
+    Raises:
+        PolicySyntaxError: the text does not parse (one error).
+        PolicyErrors: the text does not parse (several errors).
+    """
+    return format_policy(parse_policy(text, source_name))
+
+
+def format_policy(tree: ast.PolicyFile) -> str:
+    """Print a syntax tree in canonical form: the text ends with one newline, or is empty."""
+    lines: list[str] = []
+    previous: ast.TopLevel | None = None
+    for item in tree.items:
+        if previous is not None and _blank_between(previous, item):
+            lines.append("")
+        lines.extend(_comment_lines(item.layout.comments, ""))
+        lines.extend(_top_level_lines(item))
+        previous = item
+    if tree.trailing_comments:
+        if lines:
+            lines.append("")
+        lines.extend(_comment_lines(tree.trailing_comments, ""))
+    return "".join(line + "\n" for line in lines)
+
+
+def _blank_between(previous: ast.TopLevel, item: ast.TopLevel) -> bool:
+    """Runs of ``use`` flags and of imports stay together; any other neighbours get a blank line."""
+    same_kind = type(previous) is type(item)
+    if same_kind and isinstance(item, ast.UseFlag | ast.ImportStmt):
+        return item.layout.blank_before
+    return True
+
+
+def _top_level_lines(item: ast.TopLevel) -> list[str]:
+    match item:
+        case ast.UseFlag():
+            return [f"use {item.name}"]
+        case ast.ImportStmt():
+            return [f"import {item.quoted}"]
+        case ast.DefinitionDecl():
+            return _block_lines(f"definition {item.name}", item.members, item.trailing_comments)
+        case ast.PartialDecl():
+            return _block_lines(f"partial {item.name}", item.members, item.trailing_comments)
+        case ast.CaveatDecl():
+            return _caveat_lines(item)
+        case _:
+            assert_never(item)
+
+
+def _block_lines(
+    header: str, members: tuple[ast.Member, ...], trailing_comments: tuple[str, ...]
+) -> list[str]:
+    if not members and not trailing_comments:
+        return [header + " {}"]
+    lines = [header + " {"]
+    for index, member in enumerate(members):
+        if index > 0 and member.layout.blank_before:
+            lines.append("")
+        lines.extend(_comment_lines(member.layout.comments, INDENT))
+        lines.append(INDENT + _member_text(member))
+    lines.extend(_comment_lines(trailing_comments, INDENT))
+    lines.append("}")
+    return lines
+
+
+def _member_text(member: ast.Member) -> str:
+    match member:
+        case ast.RelationDecl():
+            types = " | ".join(format_type_ref(t) for t in member.types)
+            return f"relation {member.name}: {types}"
+        case ast.PermissionDecl():
+            annotation = ": " + " | ".join(member.subject_types) if member.subject_types else ""
+            return f"permission {member.name}{annotation} = {format_expr(member.expr)}"
+        case ast.PartialRef():
+            return f"...{member.name}"
+        case _:
+            assert_never(member)
+
+
+def format_type_ref(ref: ast.TypeRef) -> str:
+    """``user``, ``group#member``, ``user:*``, each optionally ``with a and expiration``."""
+    text = ref.type
+    if ref.relation is not None:
+        text += f"#{ref.relation}"
+    elif ref.wildcard:
+        text += ":*"
+    if ref.traits:
+        text += " with " + " and ".join(ref.traits)
+    return text
+
+
+def format_expr(expr: ast.Expr) -> str:
+    """A permission expression with only the parentheses its tree needs.
+
+    ``-`` binds loosest, then ``&``, then ``+``, all left-associative, and
+    arrows bind tightest: so ``(a + b) + c`` prints as ``a + b + c`` while
+    ``a - (b - c)`` keeps its parentheses.
+    """
+    match expr:
+        case ast.Identifier():
+            return expr.name
+        case ast.NilExpr():
+            return "nil"
+        case ast.BinaryExpr():
+            strength = ast.PRECEDENCE[expr.op]
+            # Left-associative: the left operand may be as loose as the operator itself.
+            left = _operand(expr.left, strength)
+            right = _operand(expr.right, strength + 1)
+            return f"{left} {expr.op} {right}"
+        case ast.ArrowExpr():
+            left = _operand(expr.left, _ARROW_PRECEDENCE)
+            if expr.spelling == "->":
+                return f"{left}->{expr.target}"
+            return f"{left}.{expr.spelling}({expr.target})"
+        case _:
+            assert_never(expr)
+
+
+def _operand(expr: ast.Expr, weakest_allowed: int) -> str:
+    """Print ``expr`` in parentheses unless it binds at least as tightly as ``weakest_allowed``."""
+    text = format_expr(expr)
+    return text if _precedence(expr) >= weakest_allowed else f"({text})"
+
+
+def _precedence(expr: ast.Expr) -> int:
+    match expr:
+        case ast.BinaryExpr():
+            return ast.PRECEDENCE[expr.op]
+        case ast.ArrowExpr():
+            return _ARROW_PRECEDENCE
+        case ast.Identifier() | ast.NilExpr():
+            return _ATOM_PRECEDENCE
+        case _:
+            assert_never(expr)
+
+
+def _caveat_lines(caveat: ast.CaveatDecl) -> list[str]:
+    params = ", ".join(f"{p.name} {format_caveat_type(p.type)}" for p in caveat.params)
+    lines = [f"caveat {caveat.name}({params}) {{"]
+    expression = caveat.expression
+    if '"""' in expression or "'''" in expression:
+        # A multi-line string literal would change if its lines moved, so only the
+        # first line is indented; the parser keeps such bodies exactly as written.
+        lines.append(INDENT + expression)
+    else:
+        lines.extend(INDENT + line if line.strip() else "" for line in expression.split("\n"))
+    lines.append("}")
+    return lines
+
+
+def format_caveat_type(ref: ast.CaveatTypeRef) -> str:
+    """``int``, ``list<string>``, ``map<list<int>>``."""
+    if not ref.args:
+        return ref.name
+    return f"{ref.name}<{', '.join(format_caveat_type(a) for a in ref.args)}>"
+
+
+def _comment_lines(comments: tuple[str, ...], indent: str) -> list[str]:
+    return [line for comment in comments for line in format_comment(comment, indent)]
+
+
+def format_comment(comment: str, indent: str) -> list[str]:
+    """The lines of one comment printed at ``indent``, without trailing whitespace.
+
+    A block comment whose every continuation line starts with ``*`` (a doc
+    comment's gutter) is re-indented so that its stars line up one space in
+    from ``indent``. Any other block comment keeps its continuation lines as
+    written, since only its author knows how they were meant to line up.
+    """
+    first, *rest = [line.rstrip() for line in comment.split("\n")]
+    if rest and all(line.lstrip().startswith("*") for line in rest):
+        rest = [f"{indent} {line.lstrip()}" for line in rest]
+    return [indent + first, *rest]
