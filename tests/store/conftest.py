@@ -1,0 +1,130 @@
+"""Store fixtures: one ``store`` fixture over every backend, and a controllable clock.
+
+PostgreSQL tests read ``POLICYD_TEST_PG_DSN``; without a reachable server they
+skip locally and fail when ``CI=true``. Each PostgreSQL store lives in its own
+fresh PostgreSQL schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from policyd.store.base import Store
+from policyd.store.memory import MemoryStore
+from policyd.store.sqlite import SqliteStore
+from tests.store.schemas import POLICY_TEXT, base_schema
+
+
+class FakeClock:
+    """A clock tests move by hand; starts at the real time so revisions look sane."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The DSN of the test PostgreSQL server; skips (locally) or fails (CI) without one."""
+    dsn = os.environ.get("POLICYD_TEST_PG_DSN", "")
+    reason = ""
+    if not dsn:
+        reason = 'POLICYD_TEST_PG_DSN is not set (start one with: eval "$(bash .ci/postgres.sh)")'
+    else:
+        import psycopg
+
+        try:
+            psycopg.connect(dsn, connect_timeout=5).close()
+        except psycopg.Error as e:
+            reason = f"PostgreSQL at POLICYD_TEST_PG_DSN is unreachable: {e}"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the PostgreSQL tests, not skip them")
+        pytest.skip(reason)
+    return dsn
+
+
+StoreFactory = Callable[..., Store]
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite-file", id="sqlite-file"),
+    pytest.param("sqlite-memory", id="sqlite-memory"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def open_backend(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, clock: FakeClock
+) -> Iterator[StoreFactory]:
+    """Open (or reopen: same file, same PostgreSQL schema) the backend's store."""
+    opened: list[Store] = []
+    schema_name = f"t_{uuid.uuid4().hex[:12]}"
+    memory: list[Store] = []
+
+    def factory(**kwargs: object) -> Store:
+        kwargs.setdefault("clock", clock)
+        store: Store
+        if backend == "memory":
+            if not memory:
+                memory.append(MemoryStore(**kwargs))  # type: ignore[arg-type]
+            return memory[0]
+        if backend == "sqlite-file":
+            store = SqliteStore(tmp_path / "policyd.db", **kwargs)  # type: ignore[arg-type]
+        elif backend == "sqlite-memory":
+            if not memory:
+                memory.append(SqliteStore(":memory:", **kwargs))  # type: ignore[arg-type]
+            return memory[0]
+        else:
+            from policyd.store.postgres import PostgresStore
+
+            dsn = request.getfixturevalue("pg_dsn")
+            store = PostgresStore(dsn, schema_name=schema_name, **kwargs)  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in memory + opened:
+        store.close()
+    if backend == "postgres" and opened:
+        from policyd.store.postgres import PostgresStore
+
+        cleanup = PostgresStore(request.getfixturevalue("pg_dsn"), schema_name=schema_name)
+        cleanup.drop()
+        cleanup.close()
+
+
+@pytest.fixture
+def bare_store(open_backend: StoreFactory) -> Store:
+    """A store of the parametrised backend with no policy yet."""
+    return open_backend()
+
+
+@pytest.fixture
+def store(bare_store: Store) -> Store:
+    """A store of the parametrised backend holding ``base_schema``."""
+    bare_store.write_policy(POLICY_TEXT, base_schema())
+    return bare_store
