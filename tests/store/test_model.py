@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from policyd.errors import AlreadyExistsError
 from policyd.relationship import (
@@ -172,9 +178,10 @@ SETTINGS = settings(
 
 
 def _run(open_store: Callable[[], Store], config: settings = SETTINGS) -> None:
-    machine = type("Machine", (StoreMachine,), {"open_store": staticmethod(open_store)})
-    machine.TestCase.settings = config
-    machine.TestCase().runTest()
+    machine: type[StoreMachine] = type(
+        "Machine", (StoreMachine,), {"open_store": staticmethod(open_store)}
+    )
+    run_state_machine_as_test(machine, settings=config)
 
 
 def test_memory_store_matches_the_model() -> None:
