@@ -15,7 +15,15 @@ from functools import cache
 from importlib import resources
 from typing import TypeVar
 
-from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import (
+    Lark,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 from lark.exceptions import VisitError
 
 from policyd.dsl import ast
@@ -23,6 +31,9 @@ from policyd.dsl.transformer import PolicyTransformer
 from policyd.errors import Diagnostic, PolicyErrors, PolicySyntaxError, SourceSpan
 
 MAX_SYNTAX_ERRORS = 20
+# Deeper nesting (an expression, a caveat parameter type) is refused: every later stage
+# walks the tree recursively and Python's stack would overflow first (see test_parser_fuzz).
+MAX_NESTING = 200
 USE_FLAGS = ("expiration", "import", "partial", "self", "typechecking")
 
 # How the grammar's terminals read in an error message.
@@ -92,11 +103,29 @@ def _parse_with_recovery(
         return None
     finally:
         _comments.tokens = []
+    too_deep = _too_deep(tree, source_name)
+    if too_deep is not None:
+        diagnostics.append(too_deep)
+        return None
     try:
         parsed = PolicyTransformer(text, source_name).transform(tree)
     except VisitError as e:  # a bug in the transformer, never the author's fault
         raise e.orig_exc from e
     return _attach_layout(parsed, comments)
+
+
+def _too_deep(tree: Tree[Token], source_name: str) -> Diagnostic | None:
+    """A diagnostic at the first node nested more than MAX_NESTING deep, found without recursion."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            line, column = max(node.meta.line, 1), max(node.meta.column, 1)
+            span = SourceSpan(source_name, line, column, line, column)
+            message = f"nested more than {MAX_NESTING} levels deep: split it into several parts"
+            return Diagnostic(span, "nesting-too-deep", message)
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+    return None
 
 
 def _collect_more_errors(
