@@ -1,0 +1,150 @@
+"""Faults across processes: SIGKILL mid-write, racing CREATEs, concurrent writers in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policyd.store import open_store
+from policyd.store.base import ChangeKind, RelationshipFilter, Store
+from tests.store.schemas import POLICY_TEXT, base_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite-file"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of a shared store with the base policy written, for several processes."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'shared.db'}"
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        sep = "&" if "?" in dsn else "?"
+        url = f"{dsn}{sep}schema=f_{uuid.uuid4().hex[:12]}"
+    store = open_store(url)
+    store.write_policy(POLICY_TEXT, base_schema())
+    store.close()
+    yield url
+    if request.param == "postgres":
+        from policyd.store.postgres import PostgresStore
+
+        store = open_store(url)
+        assert isinstance(store, PostgresStore)
+        store.drop()
+        store.close()
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store.worker", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> list[str]:
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    return out.splitlines()
+
+
+def everything(store: Store) -> list[str]:
+    return [str(r) for r in store.export_relationships()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_import", [False, True], ids=["write", "import"])
+def test_sigkill_mid_write_leaves_no_partial_batch(store_url: str, use_import: bool) -> None:
+    big = "300000" if use_import else "100000"
+    proc = spawn(
+        "big-write", store_url, "--count", "25", "--big", big, *(["--import"] * use_import)
+    )
+    assert proc.stdout is not None
+    acked: list[tuple[int, str]] = []
+    for line in proc.stdout:
+        word, *rest = line.split()
+        if word == "ack":
+            acked.append((int(rest[0]), rest[1]))
+        if word == "big":
+            break
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGKILL)
+    tail = proc.stdout.read()
+    proc.wait()
+    assert "done" not in tail, "the big batch finished before the kill; make it bigger"
+    assert len(acked) == 25
+    store = open_store(store_url)
+    try:
+        assert store.head_revision() == acked[-1][0]
+        assert everything(store) == sorted(
+            (text for _, text in acked), key=lambda t: (t.split("#")[0], t)
+        )
+        store.write_policy(POLICY_TEXT, base_schema())  # the store still takes writes
+    finally:
+        store.close()
+
+
+def test_racing_creates_have_exactly_one_winner(store_url: str) -> None:
+    start = f"{time.time() + 1.5:.3f}"
+    procs = [spawn("race", store_url, "--count", "30", "--start-at", start) for _ in range(2)]
+    outcomes = [finish(p) for p in procs]
+    for i in range(30):
+        results = sorted(
+            next(line.split()[0] for line in out if line.endswith(f" {i}")) for out in outcomes
+        )
+        assert results == ["lost", "won"], f"relationship {i}: {results}"
+    store = open_store(store_url)
+    try:
+        assert len(store.read(RelationshipFilter(resource_type="document")).relationships) == 30
+    finally:
+        store.close()
+
+
+def test_concurrent_writers_commit_in_revision_order(store_url: str) -> None:
+    store = open_store(store_url)
+    start_revision = store.head_revision()
+    start = f"{time.time() + 1.5:.3f}"
+    procs = [
+        spawn("writer", store_url, "--name", name, "--count", "150", "--start-at", start)
+        for name in ("a", "b")
+    ]
+    try:
+        # While they write, every head a reader sees must come with every revision below it.
+        checks = 0
+        while any(p.poll() is None for p in procs):
+            head = store.head_revision()
+            revisions = {e.revision for e in store.changes(start_revision, limit=100_000)}
+            seen = {r for r in revisions if r <= head}
+            assert seen == set(range(start_revision + 1, head + 1))
+            checks += 1
+        acks = [finish(p) for p in procs]
+        by_revision: dict[int, str] = {}
+        for out in acks:
+            revs = [int(line.split()[1]) for line in out]
+            assert revs == sorted(revs)
+            for line in out:
+                _, rev, text = line.split()
+                assert int(rev) not in by_revision
+                by_revision[int(rev)] = text
+        assert sorted(by_revision) == list(range(start_revision + 1, start_revision + 301))
+        for event in store.changes(start_revision, limit=1000):
+            assert event.kind is ChangeKind.TOUCH
+            assert str(event.relationship) == by_revision[event.revision]
+        assert checks > 0
+    finally:
+        store.close()

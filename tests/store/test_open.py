@@ -1,0 +1,68 @@
+"""open_store picks backends by URL, lazily; the store package stays inside its layer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policyd.errors import InvalidRequestError
+from policyd.store import open_store
+from policyd.store.memory import MemoryStore
+from policyd.store.sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("memory://", MemoryStore),
+        ("sqlite://:memory:", SqliteStore),
+        ("sqlite:///:memory:", SqliteStore),
+    ],
+    ids=["memory", "sqlite-memory", "sqlite-memory-slashes"],
+)
+def test_open_store_by_url(url: str, kind: type) -> None:
+    store = open_store(url)
+    try:
+        assert isinstance(store, kind)
+        assert store.head_revision() == 0
+    finally:
+        store.close()
+
+
+def test_open_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "policyd.db"
+    path.parent.mkdir()
+    store = open_store(f"sqlite://{path}")
+    store.close()
+    assert path.exists()
+
+
+def test_unknown_url_is_refused() -> None:
+    with pytest.raises(InvalidRequestError, match="unknown store URL"):
+        open_store("mysql://localhost/x")
+
+
+def test_importing_the_store_loads_no_backend_library() -> None:
+    code = (
+        "import sys, policyd, policyd.store; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool', 'grpc')"
+        " or m.startswith(('policyd.dsl', 'policyd.engine', 'policyd.store.postgres'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_store_modules_import_only_lower_layers() -> None:
+    allowed = ("policyd.errors", "policyd.relationship", "policyd.schema", "policyd.store")
+    for path in (ROOT / "policyd" / "store").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            is_import = len(words) >= 2 and words[0] in ("import", "from")
+            if is_import and words[1].startswith("policyd"):
+                assert words[1].startswith(allowed), f"{path.name}: {line}"
