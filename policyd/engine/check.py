@@ -1,0 +1,172 @@
+"""Package check decides whether one subject holds a permission: caveats, memo, depth limit.
+
+A ``CheckRun`` serves every check for one subject at one revision with one
+caveat context: it dispatches to the plan's closures, memoises each
+(type, id, member) it settles, breaks cycles in the data, and refuses to
+recurse deeper than the configured limit. ``TracingRun`` records what it did,
+for Explain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policyd.caveats import CaveatOutcome, merge_contexts
+from policyd.engine.graph import GraphReader
+from policyd.engine.plan import Plan
+from policyd.engine.results import Explanation, Partial, missing_of, permissionship
+from policyd.errors import MaxDepthExceededError
+from policyd.relationship import Relationship, SubjectRef
+
+_NO_CUT = 1 << 30
+
+
+class CheckRun:
+    """Evaluates members for one subject; memo and cycle state live as long as the run."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        reader: GraphReader,
+        subject: SubjectRef,
+        context: Mapping[str, Any],
+        max_depth: int,
+    ) -> None:
+        self.plan = plan
+        self.reader = reader
+        self.subject_key = (subject.type, subject.id, subject.relation or "")
+        self.context = context
+        self.max_depth = max_depth
+        self.memo: dict[tuple[str, str, str], Partial] = {}
+        self._open: dict[tuple[str, str, str], int] = {}
+        self._lowest_cut = _NO_CUT
+
+    def check(self, type_name: str, rid: str, member: str, depth: int) -> Partial:
+        """Decide whether the subject holds ``type_name:rid#member``.
+
+        A member that is already being evaluated further up (a cycle in the
+        data) counts as not granting on this path; results that leaned on such
+        a cut are not memoised, so the memo never holds a half-computed answer.
+        """
+        key = (type_name, rid, member)
+        memo = self.memo.get(key)
+        if memo is not None:
+            return memo
+        if key == self.subject_key:
+            return True
+        position = self._open.get(key)
+        if position is not None:
+            self._lowest_cut = min(self._lowest_cut, position)
+            return False
+        if depth > self.max_depth:
+            raise MaxDepthExceededError(
+                f"checking {type_name}:{rid}#{member} needs more than {self.max_depth} "
+                "levels of nesting; raise max depth or look for a cycle in the data"
+            )
+        evaluate = self.plan.members.get((type_name, member))
+        if evaluate is None:
+            return False
+        here = len(self._open)
+        self._open[key] = here
+        saved, self._lowest_cut = self._lowest_cut, _NO_CUT
+        try:
+            result = evaluate(self, rid, depth)
+        finally:
+            del self._open[key]
+        cut = self._lowest_cut
+        if cut >= here:
+            self.memo[key] = result
+            self._lowest_cut = saved
+        else:
+            self._lowest_cut = min(saved, cut)
+        return result
+
+    def caveat(self, relationship: Relationship) -> Partial:
+        """Whether a relationship's caveat holds under the run's context (True if it has none)."""
+        name = relationship.caveat_name
+        if name is None:
+            return True
+        compiled = self.plan.caveats[name]
+        context = merge_contexts(relationship.caveat_context, self.context)
+        result = compiled.evaluate(context)
+        if result.outcome is CaveatOutcome.TRUE:
+            return True
+        if result.outcome is CaveatOutcome.FALSE:
+            return False
+        return frozenset(result.missing)
+
+
+class _Step:
+    """A mutable explanation node while tracing."""
+
+    __slots__ = ("children", "note", "result", "what")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.children: list[_Step] = []
+        self.result: Partial = False
+        self.note = ""
+
+    def freeze(self) -> Explanation:
+        return Explanation(
+            self.what,
+            permissionship(self.result),
+            tuple(c.freeze() for c in self.children),
+            self.note,
+            missing_of(self.result),
+        )
+
+
+class TracingRun(CheckRun):
+    """A CheckRun that records each member it evaluates and each relationship it relies on."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        reader: GraphReader,
+        subject: SubjectRef,
+        context: Mapping[str, Any],
+        max_depth: int,
+    ) -> None:
+        super().__init__(plan, reader, subject, context, max_depth)
+        self.root = _Step("")
+        self._stack = [self.root]
+
+    def check(self, type_name: str, rid: str, member: str, depth: int) -> Partial:
+        """Evaluate as CheckRun does, recording a step for the member."""
+        step = _Step(f"{type_name}:{rid}#{member}")
+        key = (type_name, rid, member)
+        if key in self.memo:
+            step.note = "already evaluated above"
+        elif key in self._open:
+            step.note = "cycle: already being evaluated"
+        elif self.plan.members.get((type_name, member)) is None:
+            step.note = f"type '{type_name}' has no '{member}'"
+        self._stack[-1].children.append(step)
+        self._stack.append(step)
+        try:
+            step.result = super().check(type_name, rid, member, depth)
+        finally:
+            self._stack.pop()
+        return step.result
+
+    def caveat(self, relationship: Relationship) -> Partial:
+        """Evaluate as CheckRun does, recording the relationship that was found."""
+        result = super().caveat(relationship)
+        step = _Step(f"relationship {relationship}")
+        step.result = result
+        if relationship.caveat_name is not None:
+            missing = missing_of(result)
+            step.note = (
+                f"caveat {relationship.caveat_name} needs {', '.join(missing)}"
+                if missing
+                else f"caveat {relationship.caveat_name} is {str(result is True).lower()}"
+            )
+        self._stack[-1].children.append(step)
+        return result
+
+    def explanation(self) -> Explanation:
+        """The recorded tree under the top-level check."""
+        (top,) = self.root.children
+        return top.freeze()

@@ -1,0 +1,436 @@
+"""Package engine is the in-process API: policies, relationships and decisions over one Store.
+
+``Engine`` is what the gRPC service calls and what an application can embed
+directly, like SQLite for authorization. It picks the revision each request
+reads at (consistency), keeps one compiled plan per policy revision, and runs
+Check, BatchCheck, ListObjects, ListSubjects and Expand.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyd.engine.check import CheckRun, TracingRun
+from policyd.engine.consistency import Consistency, ConsistencyMode, decode_token, encode_token
+from policyd.engine.expand import ExpandNode, expand
+from policyd.engine.graph import GraphReader, StoreGraph
+from policyd.engine.lookup import (
+    FoundSubject,
+    candidate_subjects,
+    reachable_resources,
+    verify_subjects,
+)
+from policyd.engine.plan import Plan, compile_plan
+from policyd.engine.reachability import ReverseIndex, build_reverse_index
+from policyd.engine.results import CheckResult, Partial, missing_of, permissionship
+from policyd.errors import (
+    Diagnostic,
+    InvalidRequestError,
+    NotFoundError,
+    RevisionUnavailableError,
+)
+from policyd.relationship import ObjectRef, Relationship, RelationshipUpdate, SubjectRef
+from policyd.schema.ir import Schema
+from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
+
+DEFAULT_MAX_DEPTH = 50
+DEFAULT_HEAD_STALENESS = 0.1
+DEFAULT_LIST_LIMIT = 1000
+MAX_SUBJECT_VISITS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyWritten:
+    """The outcome of writing a policy: where it took effect and what the compiler warned."""
+
+    revision: Revision
+    token: str
+    warnings: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """One check of a batch."""
+
+    resource: ObjectRef
+    permission: str
+    subject: SubjectRef
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FoundObject:
+    """A ListObjects answer: a resource id, granted or conditional on missing parameters."""
+
+    resource_id: str
+    conditional: bool = False
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectsPage:
+    """A page of ListObjects; pass ``cursor`` back for the next page (None on the last)."""
+
+    objects: tuple[FoundObject, ...]
+    revision: Revision
+    token: str
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectsResult:
+    """ListSubjects answers: concrete subjects, and wildcards with their exclusions."""
+
+    subjects: tuple[FoundSubject, ...]
+    revision: Revision
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpandResult:
+    """An Expand tree at a revision."""
+
+    tree: ExpandNode
+    revision: Revision
+    token: str
+
+
+@dataclass(slots=True)
+class _CompiledPolicy:
+    plan: Plan
+    reverse: ReverseIndex
+    verified_to: Revision
+
+
+class Engine:
+    """Decisions over a Store; thread-safe for concurrent requests."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        head_staleness: float = DEFAULT_HEAD_STALENESS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_depth < 1:
+            raise InvalidRequestError("max depth must be at least 1", field="max_depth")
+        self.store = store
+        self.max_depth = max_depth
+        self._head_staleness = head_staleness
+        self._clock = clock
+        self._head = store.head_revision()
+        self._head_read_at = clock()
+        self._policies: dict[Revision, _CompiledPolicy] = {}
+
+    # ---- revisions and policies ------------------------------------------------------------
+
+    def _refresh_head(self) -> Revision:
+        head = self.store.head_revision()
+        self._head = max(self._head, head)
+        self._head_read_at = self._clock()
+        return self._head
+
+    def revision_for(self, consistency: Consistency | None) -> Revision:
+        """The revision a request with this consistency reads at."""
+        if consistency is None or consistency.mode is ConsistencyMode.MINIMIZE_LATENCY:
+            if self._clock() - self._head_read_at > self._head_staleness:
+                return self._refresh_head()
+            return self._head
+        consistency.validate()
+        if consistency.mode is ConsistencyMode.FULLY_CONSISTENT:
+            return self._refresh_head()
+        assert consistency.token is not None
+        wanted = decode_token(consistency.token)
+        head = self._head if wanted <= self._head else self._refresh_head()
+        if wanted > head:
+            raise RevisionUnavailableError(
+                f"the token's revision {wanted} is newer than this store's head {head}; "
+                "it was issued by another store",
+                field="consistency.token",
+            )
+        if consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT:
+            return wanted
+        return head
+
+    def _policy(self, revision: Revision) -> _CompiledPolicy:
+        for policy_revision, compiled in self._policies.items():
+            if policy_revision <= revision <= compiled.verified_to:
+                return compiled
+        stored = self.store.read_policy(revision)
+        if stored is None:
+            raise NotFoundError("no policy has been written yet; write one first", field="policy")
+        known = self._policies.get(stored.revision)
+        if known is None:
+            plan = compile_plan(stored.schema)
+            known = _CompiledPolicy(plan, build_reverse_index(stored.schema), revision)
+            self._policies[stored.revision] = known
+        known.verified_to = max(known.verified_to, revision)
+        return known
+
+    def schema(self, consistency: Consistency | None = None) -> Schema:
+        """The compiled policy in force at the consistency's revision."""
+        return self._policy(self.revision_for(consistency)).plan.schema
+
+    def write_policy(self, text: str, source_name: str = "<policy>") -> PolicyWritten:
+        """Compile and store a policy; refused if invalid or if it would orphan relationships."""
+        from policyd.dsl.compiler import compile_policy  # the one place the engine uses dsl
+
+        compiled = compile_policy(text, source_name)
+        revision = self.store.write_policy(text, compiled.schema)
+        self._head = max(self._head, revision)
+        return PolicyWritten(revision, encode_token(revision), compiled.warnings)
+
+    def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
+        """The policy text in force at the consistency's revision, and that revision."""
+        revision = self.revision_for(consistency)
+        stored = self.store.read_policy(revision)
+        if stored is None:
+            raise NotFoundError("no policy has been written yet", field="policy")
+        return stored.text, revision
+
+    # ---- relationships ---------------------------------------------------------------------
+
+    def write(
+        self, updates: Sequence[RelationshipUpdate], preconditions: Sequence[Precondition] = ()
+    ) -> str:
+        """Apply a batch atomically; returns the consistency token of the new revision."""
+        revision = self.store.write(updates, preconditions)
+        self._head = max(self._head, revision)
+        return encode_token(revision)
+
+    def import_relationships(self, relationships: Iterable[Relationship]) -> str:
+        """Bulk-create relationships in one transaction; returns the new revision's token."""
+        revision = self.store.import_relationships(relationships)
+        self._head = max(self._head, revision)
+        return encode_token(revision)
+
+    def delete(
+        self, relationship_filter: RelationshipFilter, limit: int | None = None
+    ) -> tuple[str, int]:
+        """Delete relationships matching a filter; returns the token and how many went."""
+        revision, count = self.store.delete(relationship_filter, limit)
+        self._head = max(self._head, revision)
+        return encode_token(revision), count
+
+    # ---- decisions -------------------------------------------------------------------------
+
+    def _validate(
+        self, schema: Schema, resource_type: str, permission: str, subject: SubjectRef | None
+    ) -> None:
+        definition = schema.definition(resource_type)
+        if definition is None:
+            raise InvalidRequestError(
+                f"the policy has no type '{resource_type}'", field="resource.type"
+            )
+        if definition.member(permission) is None:
+            raise InvalidRequestError(
+                f"type '{resource_type}' has no relation or permission '{permission}'",
+                field="permission",
+            )
+        if subject is None:
+            return
+        subject_definition = schema.definition(subject.type)
+        if subject_definition is None:
+            raise InvalidRequestError(
+                f"the policy has no type '{subject.type}'", field="subject.type"
+            )
+        if subject.relation and subject_definition.member(subject.relation) is None:
+            raise InvalidRequestError(
+                f"type '{subject.type}' has no relation or permission '{subject.relation}'",
+                field="subject.relation",
+            )
+
+    def check(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject: SubjectRef,
+        *,
+        context: Mapping[str, Any] | None = None,
+        consistency: Consistency | None = None,
+        explain: bool = False,
+    ) -> CheckResult:
+        """Decide whether ``subject`` holds ``permission`` on ``resource``."""
+        revision = self.revision_for(consistency)
+        plan = self._policy(revision).plan
+        self._validate(plan.schema, resource.type, permission, subject)
+        reader = StoreGraph(self.store, revision)
+        run_type = TracingRun if explain else CheckRun
+        run = run_type(plan, reader, subject, context or {}, self.max_depth)
+        value = run.check(resource.type, resource.id, permission, 0)
+        explanation = run.explanation() if isinstance(run, TracingRun) else None
+        return self._result(resource, permission, subject, value, revision, explanation)
+
+    @staticmethod
+    def _result(
+        resource: ObjectRef,
+        permission: str,
+        subject: SubjectRef,
+        value: Partial,
+        revision: Revision,
+        explanation: Any = None,
+    ) -> CheckResult:
+        return CheckResult(
+            resource,
+            permission,
+            subject,
+            permissionship(value),
+            revision,
+            encode_token(revision),
+            missing_of(value),
+            explanation,
+        )
+
+    def check_many(
+        self, requests: Sequence[CheckRequest], *, consistency: Consistency | None = None
+    ) -> list[CheckResult]:
+        """Answer many checks at one revision, sharing work between checks of one subject."""
+        revision = self.revision_for(consistency)
+        plan = self._policy(revision).plan
+        reader = StoreGraph(self.store, revision)
+        runs: dict[tuple[SubjectRef, str], CheckRun] = {}
+        results: list[CheckResult] = []
+        for i, request in enumerate(requests):
+            try:
+                self._validate(
+                    plan.schema, request.resource.type, request.permission, request.subject
+                )
+            except InvalidRequestError as e:
+                raise InvalidRequestError(e.message, field=f"items[{i}].{e.field}") from e
+            context_key = json.dumps(request.context, sort_keys=True, default=str)
+            run = runs.get((request.subject, context_key))
+            if run is None:
+                run = CheckRun(plan, reader, request.subject, request.context, self.max_depth)
+                runs[(request.subject, context_key)] = run
+            value = run.check(request.resource.type, request.resource.id, request.permission, 0)
+            results.append(
+                self._result(request.resource, request.permission, request.subject, value, revision)
+            )
+        return results
+
+    def list_objects(
+        self,
+        resource_type: str,
+        permission: str,
+        subject: SubjectRef,
+        *,
+        context: Mapping[str, Any] | None = None,
+        consistency: Consistency | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> ObjectsPage:
+        """Resources of a type on which the subject holds the permission, in id order, paged."""
+        if limit is not None and limit < 1:
+            raise InvalidRequestError("limit must be positive", field="limit")
+        after: str | None = None
+        if cursor:
+            revision, after = _decode_list_cursor(cursor, resource_type, permission, subject)
+        else:
+            revision = self.revision_for(consistency)
+        compiled = self._policy(revision)
+        plan = compiled.plan
+        self._validate(plan.schema, resource_type, permission, subject)
+        reader = StoreGraph(self.store, revision)
+        candidates = sorted(
+            reachable_resources(reader, compiled.reverse, subject, resource_type, permission)
+        )
+        run = CheckRun(plan, reader, subject, context or {}, self.max_depth)
+        found: list[FoundObject] = []
+        next_cursor: str | None = None
+        for resource_id in candidates:
+            if after is not None and resource_id <= after:
+                continue
+            value = run.check(resource_type, resource_id, permission, 0)
+            if value is False:
+                continue
+            missing = missing_of(value)
+            found.append(FoundObject(resource_id, bool(missing), missing))
+            if limit is not None and len(found) >= limit:
+                next_cursor = _encode_list_cursor(
+                    revision, resource_type, permission, subject, resource_id
+                )
+                break
+        return ObjectsPage(tuple(found), revision, encode_token(revision), next_cursor)
+
+    def list_subjects(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject_type: str,
+        subject_relation: str | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+        consistency: Consistency | None = None,
+    ) -> SubjectsResult:
+        """Subjects of a type that hold the permission on the resource; wildcards as such."""
+        revision = self.revision_for(consistency)
+        plan = self._policy(revision).plan
+        self._validate(
+            plan.schema, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
+        )
+        reader: GraphReader = StoreGraph(self.store, revision)
+        candidates, wildcard = candidate_subjects(
+            plan,
+            reader,
+            resource.type,
+            resource.id,
+            permission,
+            subject_type,
+            subject_relation,
+            MAX_SUBJECT_VISITS,
+        )
+        found = verify_subjects(
+            plan,
+            reader,
+            resource.type,
+            resource.id,
+            permission,
+            subject_type,
+            subject_relation,
+            candidates,
+            wildcard,
+            dict(context or {}),
+            self.max_depth,
+        )
+        return SubjectsResult(tuple(found), revision, encode_token(revision))
+
+    def expand(
+        self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
+    ) -> ExpandResult:
+        """The userset tree of ``resource#permission``."""
+        revision = self.revision_for(consistency)
+        plan = self._policy(revision).plan
+        self._validate(plan.schema, resource.type, permission, None)
+        tree = expand(
+            plan.schema, StoreGraph(self.store, revision), resource, permission, self.max_depth
+        )
+        return ExpandResult(tree, revision, encode_token(revision))
+
+
+def _encode_list_cursor(
+    revision: Revision, resource_type: str, permission: str, subject: SubjectRef, after: str
+) -> str:
+    raw = json.dumps([revision, resource_type, permission, str(subject), after])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_list_cursor(
+    cursor: str, resource_type: str, permission: str, subject: SubjectRef
+) -> tuple[Revision, str]:
+    try:
+        revision, type_name, perm, subject_text, after = json.loads(
+            base64.urlsafe_b64decode(cursor.encode())
+        )
+    except (ValueError, TypeError) as e:
+        raise InvalidRequestError("malformed cursor", field="cursor") from e
+    if (type_name, perm, subject_text) != (resource_type, permission, str(subject)):
+        raise InvalidRequestError("the cursor belongs to another request", field="cursor")
+    if not isinstance(revision, int) or not isinstance(after, str):
+        raise InvalidRequestError("malformed cursor", field="cursor")
+    return revision, after

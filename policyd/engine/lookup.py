@@ -1,0 +1,166 @@
+"""Package lookup answers ListObjects and ListSubjects: candidates by graph walk, verified by Check.
+
+Both walks over-approximate (they ignore caveats, intersections and
+exclusions), then every candidate is checked, so the answers agree with Check
+by construction. The walks are set-at-a-time: one read per (type, relation)
+per step, however many objects the step holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policyd.engine.check import CheckRun
+from policyd.engine.graph import GraphReader
+from policyd.engine.plan import Plan
+from policyd.engine.reachability import ReverseIndex, leaves
+from policyd.engine.results import Partial
+from policyd.relationship import WILDCARD, SubjectRef
+from policyd.schema.ir import Arrow, RelationRef, SelfRef
+
+
+def reachable_resources(
+    reader: GraphReader,
+    index: ReverseIndex,
+    subject: SubjectRef,
+    resource_type: str,
+    permission: str,
+) -> set[str]:
+    """Ids of ``resource_type`` that may grant ``permission`` to the subject (a superset)."""
+    reached: dict[tuple[str, str], set[str]] = {}
+    frontier: dict[tuple[str, str], set[str]] = {}
+
+    def add(type_name: str, member: str, ids: set[str]) -> None:
+        known = reached.setdefault((type_name, member), set())
+        new = ids - known
+        if new:
+            known |= new
+            frontier.setdefault((type_name, member), set()).update(new)
+
+    subject_relation = subject.relation or ""
+    if subject.relation:
+        add(subject.type, subject.relation, {subject.id})
+    else:
+        for permission_name in index.self_permissions.get(subject.type, ()):
+            add(subject.type, permission_name, {subject.id})
+    for holder_type, holder_relation in index.holders.get((subject.type, subject_relation), ()):
+        found = reader.resources(
+            holder_type, holder_relation, subject.type, (subject.id,), subject.relation
+        )
+        add(holder_type, holder_relation, {r.resource.id for r in found})
+    if not subject.relation and subject.id != WILDCARD:
+        for holder_type, holder_relation in index.wildcard_holders.get(subject.type, ()):
+            found = reader.resources(holder_type, holder_relation, subject.type, (WILDCARD,), None)
+            add(holder_type, holder_relation, {r.resource.id for r in found})
+
+    while frontier:
+        (type_name, member), ids = frontier.popitem()
+        for holder_type, holder_relation in index.holders.get((type_name, member), ()):
+            found = reader.resources(holder_type, holder_relation, type_name, ids, member)
+            add(holder_type, holder_relation, {r.resource.id for r in found})
+        for permission_name in index.computed.get((type_name, member), ()):
+            add(type_name, permission_name, ids)
+        for owner_type, tupleset, via, permission_name in index.arrows.get((type_name, member), ()):
+            found = reader.resources(owner_type, tupleset, type_name, ids, via or None)
+            add(owner_type, permission_name, {r.resource.id for r in found})
+    return reached.get((resource_type, permission), set())
+
+
+@dataclass(frozen=True, slots=True)
+class FoundSubject:
+    """A ListSubjects answer: a subject, or a wildcard with the subjects it excludes."""
+
+    subject: SubjectRef
+    result: Partial
+    excluded: tuple[SubjectRef, ...] = ()
+
+
+def candidate_subjects(
+    plan: Plan,
+    reader: GraphReader,
+    resource_type: str,
+    resource_id: str,
+    permission: str,
+    subject_type: str,
+    subject_relation: str | None,
+    max_visits: int,
+) -> tuple[set[str], bool]:
+    """Subject ids of the wanted type under the permission, and whether a wildcard was seen.
+
+    Subtracted branches are walked too: their subjects are the ones a wildcard
+    answer must list as excluded.
+    """
+    wanted_relation = subject_relation or ""
+    found: set[str] = set()
+    wildcard = False
+    seen: set[tuple[str, str, str]] = set()
+    stack = [(resource_type, resource_id, permission)]
+    while stack:
+        key = stack.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > max_visits:
+            break
+        type_name, rid, member = key
+        if (type_name, member) == (subject_type, wanted_relation):
+            found.add(rid)
+        definition = plan.schema.definition(type_name)
+        if definition is None:
+            continue
+        if member in definition.relations:
+            for rel in reader.subjects(type_name, rid, member, None):
+                s = rel.subject
+                if s.type == subject_type and (s.relation or "") == wanted_relation:
+                    if s.id == WILDCARD:
+                        wildcard = True
+                    else:
+                        found.add(s.id)
+                if s.relation:
+                    stack.append((s.type, s.id, s.relation))
+            continue
+        granted = definition.permissions.get(member)
+        if granted is None:
+            continue
+        for node in leaves(granted.rewrite, subtracted=True):
+            if isinstance(node, RelationRef):
+                stack.append((type_name, rid, node.name))
+            elif isinstance(node, Arrow):
+                for rel in reader.subjects(type_name, rid, node.tupleset, None):
+                    stack.append((rel.subject.type, rel.subject.id, node.target))
+            elif isinstance(node, SelfRef) and type_name == subject_type and not wanted_relation:
+                found.add(rid)
+    return found, wildcard
+
+
+def verify_subjects(
+    plan: Plan,
+    reader: GraphReader,
+    resource_type: str,
+    resource_id: str,
+    permission: str,
+    subject_type: str,
+    subject_relation: str | None,
+    candidates: set[str],
+    wildcard: bool,
+    context: dict[str, object],
+    max_depth: int,
+) -> list[FoundSubject]:
+    """Check each candidate; a granted wildcard carries the candidates that are denied."""
+    results: list[FoundSubject] = []
+    denied: list[SubjectRef] = []
+    for subject_id in sorted(candidates):
+        subject = SubjectRef(subject_type, subject_id, subject_relation)
+        run = CheckRun(plan, reader, subject, context, max_depth)
+        value = run.check(resource_type, resource_id, permission, 0)
+        if value is False:
+            denied.append(subject)
+        else:
+            results.append(FoundSubject(subject, value))
+    if wildcard and not subject_relation:
+        subject = SubjectRef(subject_type, WILDCARD)
+        run = CheckRun(plan, reader, subject, context, max_depth)
+        value = run.check(resource_type, resource_id, permission, 0)
+        if value is not False:
+            results.insert(0, FoundSubject(subject, value, tuple(denied)))
+    return results

@@ -1,0 +1,257 @@
+"""Package plan compiles a Schema, once per policy revision, into an evaluation function per member.
+
+Every (type, relation or permission) becomes one Python closure that answers
+"does the run's subject hold this member on resource ``rid``?". The closures
+capture precomputed sets and tuples, so a check does no tree walking and no
+schema lookups: it calls closures and reads relationships.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias, assert_never
+
+from policyd.caveats import CompiledCaveat, compile_caveat
+from policyd.engine.results import Partial, all_of, any_of, negate
+from policyd.schema.ir import (
+    Arrow,
+    ArrowKind,
+    Definition,
+    Exclusion,
+    Intersection,
+    Nil,
+    Relation,
+    RelationRef,
+    Rewrite,
+    Schema,
+    SelfRef,
+    Union,
+)
+
+if TYPE_CHECKING:
+    from policyd.engine.check import CheckRun
+
+PlanFn: TypeAlias = Callable[["CheckRun", str, int], Partial]
+"""Evaluates one member for the run's subject on resource ``rid`` at dispatch ``depth``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelationShape:
+    """What a stored relation may hold, split the way evaluation needs it."""
+
+    direct: frozenset[tuple[str, str]]
+    """(subject type, subject relation or '') pairs a subject may match directly."""
+    wildcard_types: frozenset[str]
+    """Subject types allowed as ``type:*``."""
+    usersets: tuple[tuple[str, tuple[str, ...]], ...]
+    """(subject type, its relations) allowed as ``type#relation``: followed recursively."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The compiled form of a schema: an evaluation function per (type, member)."""
+
+    schema: Schema
+    members: dict[tuple[str, str], PlanFn]
+    shapes: dict[tuple[str, str], RelationShape]
+    caveats: dict[str, CompiledCaveat]
+
+    def member(self, type_name: str, name: str) -> PlanFn | None:
+        """The function for ``type_name#name``, or None when the type has no such member."""
+        return self.members.get((type_name, name))
+
+
+def compile_plan(schema: Schema) -> Plan:
+    """Compile every relation and permission of a schema."""
+    members: dict[tuple[str, str], PlanFn] = {}
+    shapes: dict[tuple[str, str], RelationShape] = {}
+    for definition in schema.definitions.values():
+        for relation in definition.relations.values():
+            shape = relation_shape(relation)
+            shapes[(definition.name, relation.name)] = shape
+            members[(definition.name, relation.name)] = _relation_fn(
+                definition.name, relation.name, shape
+            )
+        for permission in definition.permissions.values():
+            members[(definition.name, permission.name)] = _rewrite_fn(
+                schema, definition, permission.rewrite
+            )
+    caveats = {
+        c.name: compile_caveat(c.name, c.parameter_types, c.expression)
+        for c in schema.caveats.values()
+    }
+    return Plan(schema, members, shapes, caveats)
+
+
+def relation_shape(relation: Relation) -> RelationShape:
+    """Split a relation's allowed subjects into direct, wildcard and userset parts."""
+    direct: set[tuple[str, str]] = set()
+    wildcards: set[str] = set()
+    usersets: dict[str, list[str]] = {}
+    for allowed in relation.allowed:
+        if allowed.wildcard:
+            wildcards.add(allowed.type)
+            continue
+        direct.add((allowed.type, allowed.relation or ""))
+        if allowed.relation is not None:
+            names = usersets.setdefault(allowed.type, [])
+            if allowed.relation not in names:
+                names.append(allowed.relation)
+    return RelationShape(
+        frozenset(direct),
+        frozenset(wildcards),
+        tuple((t, tuple(names)) for t, names in usersets.items()),
+    )
+
+
+def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
+    direct, wildcard_types, usersets = shape.direct, shape.wildcard_types, shape.usersets
+
+    def evaluate(run: CheckRun, rid: str, depth: int) -> Partial:
+        subject_type, subject_id, subject_rel = run.subject_key
+        reader = run.reader
+        result: Partial = False
+        if (subject_type, subject_rel) in direct:
+            found = reader.get(type_name, rid, relation, subject_type, subject_id, subject_rel)
+            if found is not None:
+                result = run.caveat(found)
+                if result is True:
+                    return True
+        if not subject_rel and subject_type in wildcard_types:
+            found = reader.get(type_name, rid, relation, subject_type, "*", "")
+            if found is not None:
+                result = any_of(result, run.caveat(found))
+                if result is True:
+                    return True
+        for userset_type, names in usersets:
+            for rel in reader.subjects(type_name, rid, relation, userset_type):
+                subject_relation = rel.subject.relation
+                if subject_relation is None or subject_relation not in names:
+                    continue
+                inner = run.check(userset_type, rel.subject.id, subject_relation, depth + 1)
+                if inner is False:
+                    continue
+                result = any_of(result, all_of(run.caveat(rel), inner))
+                if result is True:
+                    return True
+        return result
+
+    return evaluate
+
+
+def _rewrite_fn(schema: Schema, definition: Definition, node: Rewrite) -> PlanFn:
+    type_name = definition.name
+    match node:
+        case Nil():
+            return _nil
+        case SelfRef():
+
+            def is_self(run: CheckRun, rid: str, depth: int) -> Partial:
+                return run.subject_key == (type_name, rid, "")
+
+            return is_self
+        case RelationRef(name=name):
+
+            def computed(run: CheckRun, rid: str, depth: int) -> Partial:
+                return run.check(type_name, rid, name, depth + 1)
+
+            return computed
+        case Arrow():
+            return _arrow_fn(schema, definition, node)
+        case Union(children=children):
+            return _union_fn(tuple(_rewrite_fn(schema, definition, c) for c in children))
+        case Intersection(children=children):
+            return _intersection_fn(tuple(_rewrite_fn(schema, definition, c) for c in children))
+        case Exclusion(base=base, subtract=subtract):
+            return _exclusion_fn(
+                _rewrite_fn(schema, definition, base), _rewrite_fn(schema, definition, subtract)
+            )
+        case _:
+            assert_never(node)
+
+
+def _nil(run: CheckRun, rid: str, depth: int) -> Partial:
+    return False
+
+
+def _union_fn(children: tuple[PlanFn, ...]) -> PlanFn:
+    def union(run: CheckRun, rid: str, depth: int) -> Partial:
+        result: Partial = False
+        for child in children:
+            value = child(run, rid, depth)
+            if value is True:
+                return True
+            if value is not False:
+                result = any_of(result, value)
+        return result
+
+    return union
+
+
+def _intersection_fn(children: tuple[PlanFn, ...]) -> PlanFn:
+    def intersection(run: CheckRun, rid: str, depth: int) -> Partial:
+        result: Partial = True
+        for child in children:
+            value = child(run, rid, depth)
+            if value is False:
+                return False
+            if value is not True:
+                result = all_of(result, value)
+        return result
+
+    return intersection
+
+
+def _exclusion_fn(base: PlanFn, subtract: PlanFn) -> PlanFn:
+    def exclusion(run: CheckRun, rid: str, depth: int) -> Partial:
+        kept = base(run, rid, depth)
+        if kept is False:
+            return False
+        return all_of(kept, negate(subtract(run, rid, depth)))
+
+    return exclusion
+
+
+def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
+    type_name, tupleset, target = definition.name, arrow.tupleset, arrow.target
+    # Only subject types that define the target can contribute; the rest are skipped unread.
+    relation = definition.relations.get(tupleset)
+    target_types = frozenset(
+        a.type
+        for a in (relation.allowed if relation else ())
+        if (d := schema.definition(a.type)) is not None and d.member(target) is not None
+    )
+
+    def arrow_any(run: CheckRun, rid: str, depth: int) -> Partial:
+        result: Partial = False
+        for rel in run.reader.subjects(type_name, rid, tupleset, None):
+            subject = rel.subject
+            if subject.type not in target_types:
+                continue
+            inner = run.check(subject.type, subject.id, target, depth + 1)
+            if inner is False:
+                continue
+            result = any_of(result, all_of(run.caveat(rel), inner))
+            if result is True:
+                return True
+        return result
+
+    def arrow_all(run: CheckRun, rid: str, depth: int) -> Partial:
+        # As in SpiceDB, every tupleset relationship must hold its caveat and grant:
+        # one whose caveat is false fails the arrow rather than being ignored.
+        result: Partial = False
+        for i, rel in enumerate(run.reader.subjects(type_name, rid, tupleset, None)):
+            subject = rel.subject
+            grants = (
+                run.check(subject.type, subject.id, target, depth + 1)
+                if subject.type in target_types
+                else False
+            )
+            value = all_of(run.caveat(rel), grants)
+            result = value if i == 0 else all_of(result, value)
+            if result is False:
+                return False
+        return result
+
+    return arrow_all if arrow.kind is ArrowKind.ALL else arrow_any
