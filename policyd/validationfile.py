@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,12 @@ from typing import Any
 import yaml
 
 from policyd.dsl.compiler import CompiledPolicy, compile_policy, resolve_relative_import
+from policyd.engine import Consistency, Engine, Permissionship, format_explanation
+from policyd.engine.lookup import FoundSubject
 from policyd.errors import (
     Diagnostic,
     InvalidRelationshipError,
+    PolicydError,
     PolicyErrors,
     PolicySyntaxError,
     SourceSpan,
@@ -35,6 +38,7 @@ from policyd.relationship import (
     parse_relationship,
     parse_subject,
 )
+from policyd.store.memory import MemoryStore
 from policyd.store.validation import Validator
 
 
@@ -199,7 +203,9 @@ class _Loader:
         self, text: str, source_name: str, node: yaml.ScalarNode | None
     ) -> CompiledPolicy | None:
         try:
-            return compile_policy(text, source_name, resolve_import=resolve_relative_import)
+            compiled = compile_policy(text, source_name, resolve_import=resolve_relative_import)
+            warnings = tuple(self._relocate(d, node) for d in compiled.warnings)
+            return replace(compiled, warnings=warnings)
         except PolicySyntaxError as e:
             assert e.span is not None
             self.out.append(self._relocate(Diagnostic(e.span, e.code, e.message), node))
@@ -370,3 +376,114 @@ def _parse_expected_subject(text: str, span: SourceSpan) -> ExpectedSubject:
     subject = parse_subject(subject_text.strip())
     paths = tuple(re.findall(r"<([^>]+)>", match.group("rest")))
     return ExpectedSubject(subject, caveated, tuple(excluded), paths, span)
+
+
+# ---- running a file --------------------------------------------------------------------------
+
+_EXPECTED_ANSWER = {
+    AssertionKind.TRUE: Permissionship.HAS_PERMISSION,
+    AssertionKind.FALSE: Permissionship.NO_PERMISSION,
+    AssertionKind.CAVEATED: Permissionship.CONDITIONAL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An assertion or expected-relations block that did not hold, with the explain tree."""
+
+    span: SourceSpan | None
+    message: str
+    explanation: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.span}: " if self.span else ""
+        return f"{where}{self.message}"
+
+
+def load_engine(file: ValidationFile, max_depth: int = 50) -> Engine:
+    """An engine over a fresh in-memory store holding the file's policy and relationships."""
+    engine = Engine(MemoryStore(), max_depth=max_depth)
+    engine.write_policy(file.policy_text, file.path)
+    if file.relationships:
+        engine.import_relationships(file.relationships)
+    return engine
+
+
+def run_validation_file(file: ValidationFile, max_depth: int = 50) -> list[Failure]:
+    """Run every assertion and expected-relations block; return what failed."""
+    engine = load_engine(file, max_depth)
+    consistency = Consistency.fully_consistent()
+    failures: list[Failure] = []
+    for assertion in file.assertions:
+        try:
+            result = engine.check(
+                assertion.resource,
+                assertion.permission,
+                assertion.subject,
+                context=assertion.context,
+                consistency=consistency,
+                explain=True,
+            )
+        except PolicydError as e:
+            failures.append(
+                Failure(assertion.span, f"{assertion.kind.value} {assertion.text}: {e}")
+            )
+            continue
+        expected = _EXPECTED_ANSWER[assertion.kind]
+        if result.permissionship is not expected:
+            missing = f" (needs {', '.join(result.missing)})" if result.missing else ""
+            tree = format_explanation(result.explanation) if result.explanation else ""
+            failures.append(
+                Failure(
+                    assertion.span,
+                    f"{assertion.kind.value} {assertion.text}: expected "
+                    f"{expected.value}, got {result.permissionship.value}{missing}",
+                    tree,
+                )
+            )
+    for block in file.expected:
+        failures.extend(_check_expected(engine, block, consistency))
+    return failures
+
+
+def _subject_text(found: FoundSubject) -> str:
+    text = str(found.subject)
+    if found.excluded:
+        text += " - {" + ", ".join(str(s) for s in found.excluded) + "}"
+    if isinstance(found.result, frozenset):
+        text += "[...]"
+    return text
+
+
+def _check_expected(
+    engine: Engine, block: ExpectedRelations, consistency: Consistency
+) -> list[Failure]:
+    """Compare the subjects that hold ``resource#permission`` with the block's list."""
+    wanted = {
+        str(s.subject)
+        + (" - {" + ", ".join(str(e) for e in s.excluded) + "}" if s.excluded else "")
+        + ("[...]" if s.caveated else "")
+        for s in block.subjects
+    }
+    kinds = {(s.subject.type, s.subject.relation) for s in block.subjects}
+    actual: set[str] = set()
+    for subject_type, subject_relation in sorted(kinds, key=str):
+        result = engine.list_subjects(
+            block.resource,
+            block.permission,
+            subject_type,
+            subject_relation,
+            consistency=consistency,
+        )
+        actual.update(_subject_text(found) for found in result.subjects)
+    if wanted == actual:
+        return []
+    missing = ", ".join(sorted(wanted - actual)) or "none"
+    extra = ", ".join(sorted(actual - wanted)) or "none"
+    return [
+        Failure(
+            block.span,
+            f"{block.resource}#{block.permission}: expected subjects missing: {missing}; "
+            f"unexpected subjects: {extra}",
+        )
+    ]

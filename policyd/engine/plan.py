@@ -129,10 +129,11 @@ def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
                 subject_relation = rel.subject.relation
                 if subject_relation is None or subject_relation not in names:
                     continue
-                inner = run.check(userset_type, rel.subject.id, subject_relation, depth + 1)
-                if inner is False:
+                edge = run.caveat(rel)
+                if edge is False:
                     continue
-                result = any_of(result, all_of(run.caveat(rel), inner))
+                inner = run.check(userset_type, rel.subject.id, subject_relation, depth + 1)
+                result = any_of(result, all_of(edge, inner))
                 if result is True:
                     return True
         return result
@@ -229,10 +230,11 @@ def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
             subject = rel.subject
             if subject.type not in target_types:
                 continue
-            inner = run.check(subject.type, subject.id, target, depth + 1)
-            if inner is False:
+            edge = run.caveat(rel)
+            if edge is False:
                 continue
-            result = any_of(result, all_of(run.caveat(rel), inner))
+            inner = run.check(subject.type, subject.id, target, depth + 1)
+            result = any_of(result, all_of(edge, inner))
             if result is True:
                 return True
         return result
@@ -243,12 +245,13 @@ def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
         result: Partial = False
         for i, rel in enumerate(run.reader.subjects(type_name, rid, tupleset, None)):
             subject = rel.subject
+            edge = run.caveat(rel)
             grants = (
                 run.check(subject.type, subject.id, target, depth + 1)
-                if subject.type in target_types
+                if edge is not False and subject.type in target_types
                 else False
             )
-            value = all_of(run.caveat(rel), grants)
+            value = all_of(edge, grants)
             result = value if i == 0 else all_of(result, value)
             if result is False:
                 return False
