@@ -400,18 +400,24 @@ class Failure:
         return f"{where}{self.message}"
 
 
-def load_engine(file: ValidationFile, max_depth: int = 50) -> Engine:
-    """An engine over a fresh in-memory store holding the file's policy and relationships."""
-    engine = Engine(MemoryStore(), max_depth=max_depth)
+def load_engine(file: ValidationFile, max_depth: int = 50, *, index: bool = True) -> Engine:
+    """An engine over a fresh in-memory store holding the file's policy and relationships.
+
+    ``index=False`` makes the engine read the store for every step instead of
+    its in-memory index, so both read paths can be tested.
+    """
+    engine = Engine(MemoryStore(), max_depth=max_depth, index=index)
     engine.write_policy(file.policy_text, file.path)
     if file.relationships:
         engine.import_relationships(file.relationships)
     return engine
 
 
-def run_validation_file(file: ValidationFile, max_depth: int = 50) -> list[Failure]:
+def run_validation_file(
+    file: ValidationFile, max_depth: int = 50, *, index: bool = True
+) -> list[Failure]:
     """Run every assertion and expected-relations block; return what failed."""
-    engine = load_engine(file, max_depth)
+    engine = load_engine(file, max_depth, index=index)
     consistency = Consistency.fully_consistent()
     failures: list[Failure] = []
     for assertion in file.assertions:

@@ -14,10 +14,11 @@ from typing import Any
 
 from policyd.caveats import CaveatOutcome, merge_contexts
 from policyd.engine.graph import GraphReader
+from policyd.engine.index import Edge, relationship_from
 from policyd.engine.plan import Plan
 from policyd.engine.results import Explanation, Partial, missing_of, permissionship
 from policyd.errors import MaxDepthExceededError
-from policyd.relationship import Relationship, SubjectRef
+from policyd.relationship import SubjectRef
 
 _NO_CUT = 1 << 30
 
@@ -72,6 +73,15 @@ class CheckRun:
         saved, self._lowest_cut = self._lowest_cut, _NO_CUT
         try:
             result = evaluate(self, rid, depth)
+        except RecursionError:
+            if depth:
+                raise
+            # A max depth above what Python's stack holds must still end in a clear error.
+            raise MaxDepthExceededError(
+                f"checking {type_name}:{rid}#{member} nests deeper than Python's stack allows "
+                f"before reaching max depth {self.max_depth}; lower max depth or look for "
+                "a very long chain in the data"
+            ) from None
         finally:
             del self._open[key]
         cut = self._lowest_cut
@@ -82,13 +92,28 @@ class CheckRun:
             self._lowest_cut = min(saved, cut)
         return result
 
-    def caveat(self, relationship: Relationship) -> Partial:
-        """Whether a relationship's caveat holds under the run's context (True if it has none)."""
-        name = relationship.caveat_name
+    def grant(
+        self,
+        rtype: str,
+        rid: str,
+        relation: str,
+        stype: str,
+        sid: str,
+        srel: str,
+        value: bool | Edge,
+    ) -> Partial:
+        """What a found relationship contributes: True, or its caveat's answer under the context.
+
+        The key parts are unused here; TracingRun records them.
+        """
+        if value is True:
+            return True
+        assert isinstance(value, Edge)
+        name = value.caveat_name
         if name is None:
             return True
         compiled = self.plan.caveats[name]
-        context = merge_contexts(relationship.caveat_context, self.context)
+        context = merge_contexts(value.context, self.context)
         result = compiled.evaluate(context)
         if result.outcome is CaveatOutcome.TRUE:
             return True
@@ -151,9 +176,19 @@ class TracingRun(CheckRun):
             self._stack.pop()
         return step.result
 
-    def caveat(self, relationship: Relationship) -> Partial:
+    def grant(
+        self,
+        rtype: str,
+        rid: str,
+        relation: str,
+        stype: str,
+        sid: str,
+        srel: str,
+        value: bool | Edge,
+    ) -> Partial:
         """Evaluate as CheckRun does, recording the relationship that was found."""
-        result = super().caveat(relationship)
+        result = super().grant(rtype, rid, relation, stype, sid, srel, value)
+        relationship = relationship_from(rtype, rid, relation, stype, sid, srel, value)
         step = _Step(f"relationship {relationship}")
         step.result = result
         if relationship.caveat_name is not None:

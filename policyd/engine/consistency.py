@@ -11,14 +11,16 @@ import base64
 import binascii
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from policyd.errors import InvalidRequestError
 
 _TOKEN_PREFIX = "pd1:"
 
 
+@lru_cache(maxsize=1024)
 def encode_token(revision: int) -> str:
-    """The opaque consistency token for a revision."""
+    """The opaque consistency token for a revision (cached: every response carries one)."""
     raw = f"{_TOKEN_PREFIX}{revision}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.consistency import Consistency, ConsistencyMode, decode_token, encode_token
 from policyd.engine.expand import ExpandNode, expand
 from policyd.engine.graph import GraphReader, StoreGraph
+from policyd.engine.index import IndexGraph, RelationshipIndex
 from policyd.engine.lookup import (
     FoundSubject,
     candidate_subjects,
@@ -108,7 +110,13 @@ class _CompiledPolicy:
 
 
 class Engine:
-    """Decisions over a Store; thread-safe for concurrent requests."""
+    """Decisions over a Store; thread-safe for concurrent requests.
+
+    With ``index=True`` (the default) the engine keeps every live relationship
+    in memory (``RelationshipIndex``), loaded once and kept current from the
+    store's change log, and answers from it; reads at an exact older snapshot
+    go to the store. With ``index=False`` every read goes to the store.
+    """
 
     def __init__(
         self,
@@ -117,6 +125,7 @@ class Engine:
         max_depth: int = DEFAULT_MAX_DEPTH,
         head_staleness: float = DEFAULT_HEAD_STALENESS,
         clock: Callable[[], float] = time.monotonic,
+        index: bool = True,
     ) -> None:
         if max_depth < 1:
             raise InvalidRequestError("max depth must be at least 1", field="max_depth")
@@ -124,20 +133,40 @@ class Engine:
         self.max_depth = max_depth
         self._head_staleness = head_staleness
         self._clock = clock
-        self._head = store.head_revision()
-        self._head_read_at = clock()
         self._policies: dict[Revision, _CompiledPolicy] = {}
+        self._refresh_lock = threading.Lock()
+        self._index: RelationshipIndex | None = None
+        self._head = store.head_revision()
+        if index:
+            self._index = RelationshipIndex()
+            self._index.load(store, self._head)
+        self._head_read_at = clock()
 
     # ---- revisions and policies ------------------------------------------------------------
 
     def _refresh_head(self) -> Revision:
-        head = self.store.head_revision()
-        self._head = max(self._head, head)
-        self._head_read_at = self._clock()
-        return self._head
+        """Learn the store's head; with an index, apply the change log up to it."""
+        with self._refresh_lock:
+            index = self._index
+            if index is None:
+                self._head = max(self._head, self.store.head_revision())
+            else:
+                before = index.revision
+                policy_changed = index.catch_up(self.store)
+                self._head = max(self._head, index.revision)
+                if not policy_changed:
+                    self._extend_policy(before, index.revision)
+            self._head_read_at = self._clock()
+            return self._head
+
+    def _extend_policy(self, known: Revision, upto: Revision) -> None:
+        """No policy was written in (known, upto]: the one in force at ``known`` still is."""
+        for policy_revision, compiled in self._policies.items():
+            if policy_revision <= known <= compiled.verified_to:
+                compiled.verified_to = max(compiled.verified_to, upto)
 
     def revision_for(self, consistency: Consistency | None) -> Revision:
-        """The revision a request with this consistency reads at."""
+        """The revision a request with this consistency reads at (at least; see ``_snapshot``)."""
         if consistency is None or consistency.mode is ConsistencyMode.MINIMIZE_LATENCY:
             if self._clock() - self._head_read_at > self._head_staleness:
                 return self._refresh_head()
@@ -157,6 +186,26 @@ class Engine:
         if consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT:
             return wanted
         return head
+
+    def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, _CompiledPolicy]:
+        """The reader and the compiled policy a request uses.
+
+        The index serves any request it is fresh enough for; a newer index
+        revision than asked is fine except for an exact snapshot, which then
+        reads the store.
+        """
+        revision = self.revision_for(consistency)
+        index = self._index
+        if index is not None:
+            if index.revision < revision:
+                self._refresh_head()
+            exact = (
+                consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
+            )
+            if index.revision == revision or (index.revision > revision and not exact):
+                graph = IndexGraph(index)
+                return graph, self._policy(graph.revision)
+        return StoreGraph(self.store, revision), self._policy(revision)
 
     def _policy(self, revision: Revision) -> _CompiledPolicy:
         for policy_revision, compiled in self._policies.items():
@@ -183,7 +232,7 @@ class Engine:
 
         compiled = compile_policy(text, source_name)
         revision = self.store.write_policy(text, compiled.schema)
-        self._head = max(self._head, revision)
+        self._wrote(revision)
         return PolicyWritten(revision, encode_token(revision), compiled.warnings)
 
     def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
@@ -196,18 +245,25 @@ class Engine:
 
     # ---- relationships ---------------------------------------------------------------------
 
+    def _wrote(self, revision: Revision) -> None:
+        """After a write through this engine, later requests here see it (read your writes)."""
+        if revision > self._head:
+            if self._index is not None:
+                self._refresh_head()
+            self._head = max(self._head, revision)
+
     def write(
         self, updates: Sequence[RelationshipUpdate], preconditions: Sequence[Precondition] = ()
     ) -> str:
         """Apply a batch atomically; returns the consistency token of the new revision."""
         revision = self.store.write(updates, preconditions)
-        self._head = max(self._head, revision)
+        self._wrote(revision)
         return encode_token(revision)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> str:
         """Bulk-create relationships in one transaction; returns the new revision's token."""
         revision = self.store.import_relationships(relationships)
-        self._head = max(self._head, revision)
+        self._wrote(revision)
         return encode_token(revision)
 
     def delete(
@@ -215,14 +271,26 @@ class Engine:
     ) -> tuple[str, int]:
         """Delete relationships matching a filter; returns the token and how many went."""
         revision, count = self.store.delete(relationship_filter, limit)
-        self._head = max(self._head, revision)
+        self._wrote(revision)
         return encode_token(revision), count
 
     # ---- decisions -------------------------------------------------------------------------
 
+    @staticmethod
     def _validate(
-        self, schema: Schema, resource_type: str, permission: str, subject: SubjectRef | None
+        plan: Plan, resource_type: str, permission: str, subject: SubjectRef | None
     ) -> None:
+        """Raise InvalidRequestError naming the field when the request names unknown things."""
+        members = plan.members
+        if (resource_type, permission) in members and (
+            subject is None
+            or (
+                subject.type in plan.schema.definitions
+                and (subject.relation is None or (subject.type, subject.relation) in members)
+            )
+        ):
+            return
+        schema = plan.schema
         definition = schema.definition(resource_type)
         if definition is None:
             raise InvalidRequestError(
@@ -233,18 +301,15 @@ class Engine:
                 f"type '{resource_type}' has no relation or permission '{permission}'",
                 field="permission",
             )
-        if subject is None:
-            return
-        subject_definition = schema.definition(subject.type)
-        if subject_definition is None:
+        assert subject is not None
+        if schema.definition(subject.type) is None:
             raise InvalidRequestError(
                 f"the policy has no type '{subject.type}'", field="subject.type"
             )
-        if subject.relation and subject_definition.member(subject.relation) is None:
-            raise InvalidRequestError(
-                f"type '{subject.type}' has no relation or permission '{subject.relation}'",
-                field="subject.relation",
-            )
+        raise InvalidRequestError(
+            f"type '{subject.type}' has no relation or permission '{subject.relation}'",
+            field="subject.relation",
+        )
 
     def check(
         self,
@@ -257,10 +322,9 @@ class Engine:
         explain: bool = False,
     ) -> CheckResult:
         """Decide whether ``subject`` holds ``permission`` on ``resource``."""
-        revision = self.revision_for(consistency)
-        plan = self._policy(revision).plan
-        self._validate(plan.schema, resource.type, permission, subject)
-        reader = StoreGraph(self.store, revision)
+        reader, compiled = self._snapshot(consistency)
+        plan, revision = compiled.plan, reader.revision
+        self._validate(plan, resource.type, permission, subject)
         run_type = TracingRun if explain else CheckRun
         run = run_type(plan, reader, subject, context or {}, self.max_depth)
         value = run.check(resource.type, resource.id, permission, 0)
@@ -291,16 +355,13 @@ class Engine:
         self, requests: Sequence[CheckRequest], *, consistency: Consistency | None = None
     ) -> list[CheckResult]:
         """Answer many checks at one revision, sharing work between checks of one subject."""
-        revision = self.revision_for(consistency)
-        plan = self._policy(revision).plan
-        reader = StoreGraph(self.store, revision)
+        reader, compiled = self._snapshot(consistency)
+        plan, revision = compiled.plan, reader.revision
         runs: dict[tuple[SubjectRef, str], CheckRun] = {}
         results: list[CheckResult] = []
         for i, request in enumerate(requests):
             try:
-                self._validate(
-                    plan.schema, request.resource.type, request.permission, request.subject
-                )
+                self._validate(plan, request.resource.type, request.permission, request.subject)
             except InvalidRequestError as e:
                 raise InvalidRequestError(e.message, field=f"items[{i}].{e.field}") from e
             context_key = json.dumps(request.context, sort_keys=True, default=str)
@@ -330,13 +391,11 @@ class Engine:
             raise InvalidRequestError("limit must be positive", field="limit")
         after: str | None = None
         if cursor:
-            revision, after = _decode_list_cursor(cursor, resource_type, permission, subject)
-        else:
-            revision = self.revision_for(consistency)
-        compiled = self._policy(revision)
-        plan = compiled.plan
-        self._validate(plan.schema, resource_type, permission, subject)
-        reader = StoreGraph(self.store, revision)
+            pinned, after = _decode_list_cursor(cursor, resource_type, permission, subject)
+            consistency = Consistency.at_exact_snapshot(encode_token(pinned))
+        reader, compiled = self._snapshot(consistency)
+        plan, revision = compiled.plan, reader.revision
+        self._validate(plan, resource_type, permission, subject)
         candidates = sorted(
             reachable_resources(reader, compiled.reverse, subject, resource_type, permission)
         )
@@ -369,12 +428,11 @@ class Engine:
         consistency: Consistency | None = None,
     ) -> SubjectsResult:
         """Subjects of a type that hold the permission on the resource; wildcards as such."""
-        revision = self.revision_for(consistency)
-        plan = self._policy(revision).plan
+        reader, compiled = self._snapshot(consistency)
+        plan, revision = compiled.plan, reader.revision
         self._validate(
-            plan.schema, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
+            plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
         )
-        reader: GraphReader = StoreGraph(self.store, revision)
         candidates, wildcard = candidate_subjects(
             plan,
             reader,
@@ -404,12 +462,10 @@ class Engine:
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
     ) -> ExpandResult:
         """The userset tree of ``resource#permission``."""
-        revision = self.revision_for(consistency)
-        plan = self._policy(revision).plan
-        self._validate(plan.schema, resource.type, permission, None)
-        tree = expand(
-            plan.schema, StoreGraph(self.store, revision), resource, permission, self.max_depth
-        )
+        reader, compiled = self._snapshot(consistency)
+        plan, revision = compiled.plan, reader.revision
+        self._validate(plan, resource.type, permission, None)
+        tree = expand(plan.schema, reader, resource, permission, self.max_depth)
         return ExpandResult(tree, revision, encode_token(revision))
 
 

@@ -7,17 +7,52 @@ serves every read from a ``Store`` at a fixed revision.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
+from policyd.engine.index import Edge, edge_of
 from policyd.relationship import Relationship
 from policyd.store.base import Revision, Store
 
 
 class GraphReader(Protocol):
-    """Relationship reads at one fixed revision, as the evaluators need them."""
+    """Relationship reads at one fixed revision, as the evaluators need them.
+
+    The ``*edge*`` methods are the Check hot path: they return relationship
+    values (``True`` for unconditional, an ``Edge`` for caveated or expiring)
+    without building Relationship objects. The rest serve lookups and Expand.
+    """
 
     revision: Revision
+
+    def edge(
+        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
+    ) -> bool | Edge:
+        """The live relationship with exactly this key: True, its Edge, or False if absent."""
+        ...
+
+    def subject_edges(
+        self, rtype: str, rid: str, relation: str, stype: str, srel: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(subject id, value) of each live ``resource#relation@stype:…[#srel]``."""
+        ...
+
+    def all_subject_edges(
+        self, rtype: str, rid: str, relation: str
+    ) -> list[tuple[str, str, str, bool | Edge]]:
+        """(subject type, id, relation or '', value) of each live ``resource#relation@…``."""
+        ...
+
+    def resource_ids(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+    ) -> set[str]:
+        """Ids of ``rtype`` holding any of the subjects in ``relation``."""
+        ...
 
     def get(
         self,
@@ -56,11 +91,49 @@ class GraphReader(Protocol):
 
 
 class StoreGraph:
-    """A GraphReader that asks the store for every read."""
+    """A GraphReader that asks the store for every read (snapshots the index cannot serve)."""
 
     def __init__(self, store: Store, revision: Revision) -> None:
         self.store = store
         self.revision = revision
+
+    def edge(
+        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
+    ) -> bool | Edge:
+        """The live relationship with exactly this key, or False."""
+        found = self.store.get((rtype, rid, relation, stype, sid, srel), self.revision)
+        return False if found is None else edge_of(found)
+
+    def subject_edges(
+        self, rtype: str, rid: str, relation: str, stype: str, srel: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(subject id, value) of each live relationship to subjects of one type and relation."""
+        return [
+            (r.subject.id, edge_of(r))
+            for r in self.subjects(rtype, rid, relation, stype)
+            if (r.subject.relation or "") == srel
+        ]
+
+    def all_subject_edges(
+        self, rtype: str, rid: str, relation: str
+    ) -> list[tuple[str, str, str, bool | Edge]]:
+        """(subject type, id, relation, value) of each live relationship on resource#relation."""
+        return [
+            (r.subject.type, r.subject.id, r.subject.relation or "", edge_of(r))
+            for r in self.subjects(rtype, rid, relation, None)
+        ]
+
+    def resource_ids(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+    ) -> set[str]:
+        """Ids of ``rtype`` holding any of the subjects in ``relation``."""
+        found = self.resources(rtype, relation, stype, list(subject_ids), subject_relation)
+        return {r.resource.id for r in found}
 
     def get(
         self,

@@ -113,29 +113,32 @@ def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
         reader = run.reader
         result: Partial = False
         if (subject_type, subject_rel) in direct:
-            found = reader.get(type_name, rid, relation, subject_type, subject_id, subject_rel)
-            if found is not None:
-                result = run.caveat(found)
+            found = reader.edge(type_name, rid, relation, subject_type, subject_id, subject_rel)
+            if found is not False:
+                result = run.grant(
+                    type_name, rid, relation, subject_type, subject_id, subject_rel, found
+                )
                 if result is True:
                     return True
         if not subject_rel and subject_type in wildcard_types:
-            found = reader.get(type_name, rid, relation, subject_type, "*", "")
-            if found is not None:
-                result = any_of(result, run.caveat(found))
+            found = reader.edge(type_name, rid, relation, subject_type, "*", "")
+            if found is not False:
+                value = run.grant(type_name, rid, relation, subject_type, "*", "", found)
+                result = any_of(result, value)
                 if result is True:
                     return True
         for userset_type, names in usersets:
-            for rel in reader.subjects(type_name, rid, relation, userset_type):
-                subject_relation = rel.subject.relation
-                if subject_relation is None or subject_relation not in names:
-                    continue
-                edge = run.caveat(rel)
-                if edge is False:
-                    continue
-                inner = run.check(userset_type, rel.subject.id, subject_relation, depth + 1)
-                result = any_of(result, all_of(edge, inner))
-                if result is True:
-                    return True
+            for name in names:
+                for sid, found in reader.subject_edges(
+                    type_name, rid, relation, userset_type, name
+                ):
+                    edge = run.grant(type_name, rid, relation, userset_type, sid, name, found)
+                    if edge is False:
+                        continue
+                    inner = run.check(userset_type, sid, name, depth + 1)
+                    result = any_of(result, all_of(edge, inner))
+                    if result is True:
+                        return True
         return result
 
     return evaluate
@@ -226,14 +229,13 @@ def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
 
     def arrow_any(run: CheckRun, rid: str, depth: int) -> Partial:
         result: Partial = False
-        for rel in run.reader.subjects(type_name, rid, tupleset, None):
-            subject = rel.subject
-            if subject.type not in target_types:
+        for stype, sid, srel, found in run.reader.all_subject_edges(type_name, rid, tupleset):
+            if stype not in target_types:
                 continue
-            edge = run.caveat(rel)
+            edge = run.grant(type_name, rid, tupleset, stype, sid, srel, found)
             if edge is False:
                 continue
-            inner = run.check(subject.type, subject.id, target, depth + 1)
+            inner = run.check(stype, sid, target, depth + 1)
             result = any_of(result, all_of(edge, inner))
             if result is True:
                 return True
@@ -243,12 +245,12 @@ def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
         # As in SpiceDB, every tupleset relationship must hold its caveat and grant:
         # one whose caveat is false fails the arrow rather than being ignored.
         result: Partial = False
-        for i, rel in enumerate(run.reader.subjects(type_name, rid, tupleset, None)):
-            subject = rel.subject
-            edge = run.caveat(rel)
+        edges = run.reader.all_subject_edges(type_name, rid, tupleset)
+        for i, (stype, sid, srel, found) in enumerate(edges):
+            edge = run.grant(type_name, rid, tupleset, stype, sid, srel, found)
             grants = (
-                run.check(subject.type, subject.id, target, depth + 1)
-                if edge is not False and subject.type in target_types
+                run.check(stype, sid, target, depth + 1)
+                if edge is not False and stype in target_types
                 else False
             )
             value = all_of(edge, grants)

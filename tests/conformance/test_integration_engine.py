@@ -36,6 +36,13 @@ def test_assertions_hold(path: Path) -> None:
         assert not failures, "\n".join(f"{f}\n{f.explanation}" for f in failures)
 
 
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_assertions_hold_reading_the_store(path: Path) -> None:
+    for loaded in load_validation_files(path):
+        failures = run_validation_file(loaded, index=False)
+        assert not failures, "\n".join(f"{f}\n{f.explanation}" for f in failures)
+
+
 def objects_and_subjects(loaded: ValidationFile) -> tuple[set[ObjectRef], set[SubjectRef]]:
     """Every object that appears as a resource or subject, and every subject, in a file."""
     objects: set[ObjectRef] = set()
@@ -98,9 +105,10 @@ def agreement_problems(engine: Engine, loaded: ValidationFile) -> list[str]:
     return problems
 
 
+@pytest.mark.parametrize("index", [True, False], ids=["index", "store-reads"])
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
-def test_lookups_agree_with_check(path: Path) -> None:
+def test_lookups_agree_with_check(path: Path, index: bool) -> None:
     for loaded in load_validation_files(path):
-        engine = load_engine(loaded)
+        engine = load_engine(loaded, index=index)
         problems = agreement_problems(engine, loaded)
         assert not problems, "\n".join(problems[:20])
