@@ -172,3 +172,15 @@ class InternalError(PolicydError):
     """A broken invariant: a bug in policyd, never the caller's fault."""
 
     code = "internal"
+
+
+class UnauthenticatedError(PolicydError):
+    """A request without the right bearer token; says nothing about what was wrong."""
+
+    code = "unauthenticated"
+
+
+class UnavailableError(PolicydError):
+    """The server could not be reached or is shutting down; the call may be retried."""
+
+    code = "unavailable"

@@ -1,0 +1,80 @@
+"""Package errors is the one table from policyd error codes to gRPC status codes.
+
+The server sends the status code, the error message and, as the binary
+trailing metadata entry ``policyd-error-bin``, an ``ErrorDetail`` with the
+stable code, the field at fault and any diagnostics, so the client can raise
+the same error class. An error that is not a PolicydError becomes INTERNAL
+with a fixed message: it is logged, never sent.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from policyd.api.convert import diagnostic_to_proto, span_to_proto
+from policyd.api.gen import core_pb2
+from policyd.errors import PolicyChangeRefusedError, PolicydError, PolicyErrors
+
+ERROR_DETAIL_KEY = "policyd-error-bin"
+INTERNAL_MESSAGE = "internal error"
+STORE_MESSAGE = "the store is unavailable; retry"
+
+STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
+    "invalid-request": grpc.StatusCode.INVALID_ARGUMENT,
+    "invalid-relationship": grpc.StatusCode.INVALID_ARGUMENT,
+    "policy-invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "syntax-error": grpc.StatusCode.INVALID_ARGUMENT,
+    "caveat-error": grpc.StatusCode.INVALID_ARGUMENT,
+    "precondition-failed": grpc.StatusCode.FAILED_PRECONDITION,
+    "max-depth-exceeded": grpc.StatusCode.FAILED_PRECONDITION,
+    "policy-change-refused": grpc.StatusCode.FAILED_PRECONDITION,
+    "not-found": grpc.StatusCode.NOT_FOUND,
+    "already-exists": grpc.StatusCode.ALREADY_EXISTS,
+    "revision-unavailable": grpc.StatusCode.OUT_OF_RANGE,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "store-error": grpc.StatusCode.UNAVAILABLE,
+    "deadline-exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+"""Every policyd error code the API sends as itself; anything else is INTERNAL."""
+
+# Codes whose message may carry internals (a DSN, a driver message): sent as a fixed text.
+_PRIVATE_MESSAGES = {"store-error": STORE_MESSAGE}
+
+
+def status_for(error: PolicydError) -> grpc.StatusCode:
+    """The gRPC status code of a policyd error; INTERNAL for codes not in the table."""
+    return STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
+
+
+def is_internal(error: BaseException) -> bool:
+    """True when the error must be logged with its traceback and hidden from the caller."""
+    return not isinstance(error, PolicydError) or error.code not in STATUS_BY_CODE
+
+
+def public_message(error: PolicydError) -> str:
+    """The message the caller sees."""
+    if is_internal(error):
+        return INTERNAL_MESSAGE
+    return _PRIVATE_MESSAGES.get(error.code, error.message)
+
+
+def error_detail(error: PolicydError) -> core_pb2.ErrorDetail:
+    """The ErrorDetail sent in trailing metadata."""
+    if is_internal(error):
+        return core_pb2.ErrorDetail(code="internal", message=INTERNAL_MESSAGE)
+    detail = core_pb2.ErrorDetail(
+        code=error.code, field=error.field or "", message=public_message(error)
+    )
+    if isinstance(error, PolicyErrors):
+        detail.diagnostics.extend(diagnostic_to_proto(d) for d in error.diagnostics)
+    if isinstance(error, PolicyChangeRefusedError):
+        detail.blockers.extend(error.blockers)
+    if error.span is not None:
+        detail.span.CopyFrom(span_to_proto(error.span))
+    return detail
+
+
+def trailing_metadata(error: PolicydError) -> tuple[tuple[str, str | bytes], ...]:
+    """The trailing metadata that carries the ErrorDetail."""
+    return ((ERROR_DETAIL_KEY, error_detail(error).SerializeToString()),)
