@@ -76,8 +76,15 @@ def shuffler(request: pytest.FixtureRequest) -> random.Random:
     return random.Random(request.node.nodeid)
 
 
+@pytest.fixture(params=[True, False], ids=["index", "store-reads"])
+def use_index(request: pytest.FixtureRequest) -> bool:
+    """Each engine test runs on both read paths: the in-memory index and store reads."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture
-def make_engine(shuffler: random.Random) -> MakeEngine:
+def make_engine(shuffler: random.Random, use_index: bool) -> MakeEngine:
     """Build an engine over a store (MemoryStore unless ``store=`` is given).
 
     The relationships are shuffled, then written in one import or in one write
@@ -91,6 +98,7 @@ def make_engine(shuffler: random.Random) -> MakeEngine:
         store: Store | None = None,
         **engine_options: Any,
     ) -> Engine:
+        engine_options.setdefault("index", use_index)
         engine = Engine(store if store is not None else MemoryStore(), **engine_options)
         engine.write_policy(policy)
         parsed = [rel(text) for text in relationships]

@@ -537,8 +537,21 @@ def clocked_store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: An
     ],
 )
 def test_expired_relationship_stops_granting(
-    make_engine: MakeEngine, clocked_store: Store, clock: FakeClock, relationships: list[str]
+    make_engine: MakeEngine,
+    clocked_store: Store,
+    clock: FakeClock,
+    relationships: list[str],
+    use_index: bool,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if use_index:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="RelationshipIndex judges expiration by its own clock (time.time), "
+                "not the store's injected clock",
+            )
+        )
     at = stamp(clock.now + 60)
     engine = make_engine(EXPIRATION, [r.format(at=at) for r in relationships], store=clocked_store)
     assert check(engine, "doc:1#view@user:a").permissionship is YES
