@@ -159,13 +159,21 @@ def test_format_text_reports_syntax_errors_with_location() -> None:
 def test_parse_of_format_is_identity_on_trees(tree: ast.PolicyFile) -> None:
     text = format_policy(tree)
     assert parse_policy(text, "generated.policy") == tree
+    assert_tidy(text)
+
+
+def assert_tidy(text: str) -> None:
+    """One final newline, never two blank lines in a row, no trailing whitespace."""
     assert text == "" or (text.endswith("\n") and not text.endswith("\n\n"))
+    assert "\n\n\n" not in text
+    assert all(line == line.rstrip() for line in text.split("\n"))
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_texts())
 def test_format_of_untidy_text_is_stable(text: str) -> None:
     formatted = format_text(text, "untidy.policy")
+    assert_tidy(formatted)
     assert format_text(formatted, "untidy.policy") == formatted
     assert normalized(parse_policy(formatted)) == normalized(parse_policy(text))
 
