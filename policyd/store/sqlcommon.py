@@ -229,15 +229,17 @@ class SqlStore(ABC):
         self._check_revision(revision, rows[0][0], rows[0][1])
         return [r[2:] for r in rows if r[2] is not None]
 
-    def _check_revision(self, revision: Revision, head: Revision, oldest: Revision) -> None:
+    def _check_revision(
+        self, revision: Revision, head: Revision, oldest: Revision, field: str = "revision"
+    ) -> None:
         if revision > head:
             raise RevisionUnavailableError(
-                f"revision {revision} is in the future (head is {head})", field="revision"
+                f"revision {revision} is in the future (head is {head})", field=field
             )
         if revision < oldest:
             raise RevisionUnavailableError(
                 f"revision {revision} was garbage-collected (oldest kept is {oldest})",
-                field="revision",
+                field=field,
             )
 
     def _resolve(self, revision: Revision | None) -> Revision:
@@ -563,16 +565,7 @@ class SqlStore(ABC):
                 f"ORDER BY d.rev, d.kind, {', '.join('d.' + c for c in KEY_COLUMNS)}",
                 bounds,
             ).fetchall()
-        head, oldest = rows[0][0], rows[0][1]
-        if after > head:
-            raise RevisionUnavailableError(
-                f"revision {after} is in the future (head is {head})", field="after"
-            )
-        if after < oldest:
-            raise RevisionUnavailableError(
-                f"changes after {after} were garbage-collected (oldest kept is {oldest})",
-                field="after",
-            )
+        self._check_revision(after, rows[0][0], rows[0][1], field="after")
         events = []
         for r in rows:
             if r[2] is None:

@@ -99,12 +99,7 @@ class Validator:
                 )
 
     def _check_fully(self, relationship: Relationship, where: str) -> None:
-        try:
-            relationship.validate()
-        except InvalidRelationshipError as e:
-            raise InvalidRelationshipError(
-                f"{where}: {relationship}: {e.message}", field=_field(where, e.field)
-            ) from e
+        _check_form(relationship, where)
         problem = shape_problem(self.schema, shape_of(relationship))
         if problem is not None:
             field, message = problem
@@ -119,12 +114,7 @@ class Validator:
             where = f"updates[{i}]"
             rel = update.relationship
             if update.operation is Operation.DELETE:
-                try:
-                    rel.validate()
-                except InvalidRelationshipError as e:
-                    raise InvalidRelationshipError(
-                        f"{where}: {rel}: {e.message}", field=_field(where, e.field)
-                    ) from e
+                _check_form(rel, where)
             else:
                 self.check(rel, where)
             first = seen.setdefault(rel.key, i)
@@ -134,6 +124,16 @@ class Validator:
                     f"by updates[{first}] in this batch",
                     field=f"{where}.relationship",
                 )
+
+
+def _check_form(relationship: Relationship, where: str) -> None:
+    """Names and ids well formed (no policy needed); errors say where in the request."""
+    try:
+        relationship.validate()
+    except InvalidRelationshipError as e:
+        raise InvalidRelationshipError(
+            f"{where}: {relationship}: {e.message}", field=_field(where, e.field)
+        ) from e
 
 
 def _field(where: str, field: str | None) -> str:
