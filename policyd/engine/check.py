@@ -15,6 +15,7 @@ from typing import Any
 from policyd.caveats import CaveatOutcome, merge_contexts
 from policyd.engine.graph import GraphReader
 from policyd.engine.index import Edge, relationship_from
+from policyd.engine.leopard import Closures
 from policyd.engine.plan import Plan
 from policyd.engine.results import Explanation, Partial, missing_of, permissionship
 from policyd.errors import MaxDepthExceededError
@@ -33,9 +34,11 @@ class CheckRun:
         subject: SubjectRef,
         context: Mapping[str, Any],
         max_depth: int,
+        closures: Closures | None = None,
     ) -> None:
         self.plan = plan
         self.reader = reader
+        self.closures = closures
         self.subject_key = (subject.type, subject.id, subject.relation or "")
         self.context = context
         self.max_depth = max_depth

@@ -21,6 +21,7 @@ from policyd.engine.consistency import Consistency, ConsistencyMode, decode_toke
 from policyd.engine.expand import ExpandNode, expand
 from policyd.engine.graph import GraphReader, StoreGraph
 from policyd.engine.index import IndexGraph, RelationshipIndex
+from policyd.engine.leopard import Closures
 from policyd.engine.lookup import (
     FoundSubject,
     candidate_subjects,
@@ -136,10 +137,12 @@ class Engine:
         self._policies: dict[Revision, _CompiledPolicy] = {}
         self._refresh_lock = threading.Lock()
         self._index: RelationshipIndex | None = None
+        self._closures: Closures | None = None
         self._head = store.head_revision()
         if index:
             self._index = RelationshipIndex()
             self._index.load(store, self._head)
+            self._closures = Closures(self._index)
         self._head_read_at = clock()
 
     # ---- revisions and policies ------------------------------------------------------------
@@ -186,6 +189,17 @@ class Engine:
         if consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT:
             return wanted
         return head
+
+    def _run(
+        self,
+        compiled: _CompiledPolicy,
+        reader: GraphReader,
+        subject: SubjectRef,
+        context: Mapping[str, Any] | None,
+    ) -> CheckRun:
+        """A check run; group closures serve it when it reads the index."""
+        closures = self._closures if isinstance(reader, IndexGraph) else None
+        return CheckRun(compiled.plan, reader, subject, context or {}, self.max_depth, closures)
 
     def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, _CompiledPolicy]:
         """The reader and the compiled policy a request uses.
@@ -325,8 +339,11 @@ class Engine:
         reader, compiled = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
         self._validate(plan, resource.type, permission, subject)
-        run_type = TracingRun if explain else CheckRun
-        run = run_type(plan, reader, subject, context or {}, self.max_depth)
+        run = (
+            TracingRun(plan, reader, subject, context or {}, self.max_depth)
+            if explain
+            else self._run(compiled, reader, subject, context)
+        )
         value = run.check(resource.type, resource.id, permission, 0)
         explanation = run.explanation() if isinstance(run, TracingRun) else None
         return self._result(resource, permission, subject, value, revision, explanation)
@@ -367,7 +384,7 @@ class Engine:
             context_key = json.dumps(request.context, sort_keys=True, default=str)
             run = runs.get((request.subject, context_key))
             if run is None:
-                run = CheckRun(plan, reader, request.subject, request.context, self.max_depth)
+                run = self._run(compiled, reader, request.subject, request.context)
                 runs[(request.subject, context_key)] = run
             value = run.check(request.resource.type, request.resource.id, request.permission, 0)
             results.append(
@@ -399,7 +416,7 @@ class Engine:
         candidates = sorted(
             reachable_resources(reader, compiled.reverse, subject, resource_type, permission)
         )
-        run = CheckRun(plan, reader, subject, context or {}, self.max_depth)
+        run = self._run(compiled, reader, subject, context)
         found: list[FoundObject] = []
         next_cursor: str | None = None
         for resource_id in candidates:

@@ -43,6 +43,12 @@ class GraphReader(Protocol):
         """(subject type, id, relation or '', value) of each live ``resource#relation@…``."""
         ...
 
+    def resource_edges(
+        self, stype: str, sid: str, srel: str, rtype: str, relation: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
+        ...
+
     def resource_ids(
         self,
         rtype: str,
@@ -122,6 +128,13 @@ class StoreGraph:
             (r.subject.type, r.subject.id, r.subject.relation or "", edge_of(r))
             for r in self.subjects(rtype, rid, relation, None)
         ]
+
+    def resource_edges(
+        self, stype: str, sid: str, srel: str, rtype: str, relation: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
+        found = self.resources(rtype, relation, stype, (sid,), srel or None)
+        return [(r.resource.id, edge_of(r)) for r in found]
 
     def resource_ids(
         self,

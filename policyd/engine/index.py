@@ -263,6 +263,12 @@ class IndexGraph:
         """(subject type, id, relation, value) of each live relationship on resource#relation."""
         return self.index.all_subject_edges(rtype, rid, relation, self.now)
 
+    def resource_edges(
+        self, stype: str, sid: str, srel: str, rtype: str, relation: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
+        return self.index.resource_edges(stype, sid, srel, rtype, relation, self.now)
+
     def get(
         self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
     ) -> Relationship | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias, assert_never
 
 from policyd.caveats import CompiledCaveat, compile_caveat
+from policyd.engine.index import Edge
 from policyd.engine.results import Partial, all_of, any_of, negate
 from policyd.schema.ir import (
     Arrow,
@@ -56,6 +57,8 @@ class Plan:
     members: dict[tuple[str, str], PlanFn]
     shapes: dict[tuple[str, str], RelationShape]
     caveats: dict[str, CompiledCaveat]
+    closable: frozenset[tuple[str, str]]
+    """Self-recursive relations (``group#member: … | group#member``) answered by a closure."""
 
     def member(self, type_name: str, name: str) -> PlanFn | None:
         """The function for ``type_name#name``, or None when the type has no such member."""
@@ -66,13 +69,17 @@ def compile_plan(schema: Schema) -> Plan:
     """Compile every relation and permission of a schema."""
     members: dict[tuple[str, str], PlanFn] = {}
     shapes: dict[tuple[str, str], RelationShape] = {}
+    closable: set[tuple[str, str]] = set()
     for definition in schema.definitions.values():
         for relation in definition.relations.values():
+            key = (definition.name, relation.name)
             shape = relation_shape(relation)
-            shapes[(definition.name, relation.name)] = shape
-            members[(definition.name, relation.name)] = _relation_fn(
-                definition.name, relation.name, shape
-            )
+            shapes[key] = shape
+            evaluate = _relation_fn(definition.name, relation.name, shape)
+            if _is_closable(relation, definition.name, shape):
+                closable.add(key)
+                evaluate = _closure_relation_fn(definition.name, relation.name, shape, evaluate)
+            members[key] = evaluate
         for permission in definition.permissions.values():
             members[(definition.name, permission.name)] = _rewrite_fn(
                 schema, definition, permission.rewrite
@@ -81,7 +88,62 @@ def compile_plan(schema: Schema) -> Plan:
         c.name: compile_caveat(c.name, c.parameter_types, c.expression)
         for c in schema.caveats.values()
     }
-    return Plan(schema, members, shapes, caveats)
+    return Plan(schema, members, shapes, caveats, frozenset(closable))
+
+
+def _is_closable(relation: Relation, type_name: str, shape: RelationShape) -> bool:
+    """True when the relation nests only itself and its nesting edges are unconditional.
+
+    Then membership at any depth is "the subject's direct memberships, or
+    their ancestors" (see engine/leopard.py); caveated or expiring nesting
+    edges, or nesting through other types, take the general walk.
+    """
+    if shape.usersets != ((type_name, (relation.name,)),):
+        return False
+    return all(
+        a.caveat is None and not a.expiration
+        for a in relation.allowed
+        if a.type == type_name and a.relation == relation.name
+    )
+
+
+def _closure_relation_fn(
+    type_name: str, relation: str, shape: RelationShape, walk: PlanFn
+) -> PlanFn:
+    direct, wildcard_types = shape.direct, shape.wildcard_types
+
+    def evaluate(run: CheckRun, rid: str, depth: int) -> Partial:
+        closures = run.closures
+        if closures is None:
+            return walk(run, rid, depth)
+        closure = closures.get(type_name, relation)
+        subject_type, subject_id, subject_rel = run.subject_key
+        if subject_type == type_name and subject_rel == relation:
+            return subject_id == rid or closure.contains(rid, subject_id)
+        reader = run.reader
+        result: Partial = False
+        memberships: list[tuple[str, str, bool | Edge]] = []
+        if (subject_type, subject_rel) in direct:
+            memberships.extend(
+                (subject_id, y, v)
+                for y, v in reader.resource_edges(
+                    subject_type, subject_id, subject_rel, type_name, relation
+                )
+            )
+        if not subject_rel and subject_type in wildcard_types:
+            memberships.extend(
+                ("*", y, v)
+                for y, v in reader.resource_edges(subject_type, "*", "", type_name, relation)
+            )
+        for sid, group, found in memberships:
+            if group == rid or closure.contains(rid, group):
+                value = run.grant(type_name, group, relation, subject_type, sid, subject_rel, found)
+                result = any_of(result, value)
+                if result is True:
+                    return True
+        return result
+
+    return evaluate
 
 
 def relation_shape(relation: Relation) -> RelationShape:
