@@ -58,6 +58,10 @@ def edge_of(relationship: Relationship) -> bool | Edge:
     return Edge(relationship.caveat_name, relationship.caveat_context, expires)
 
 
+def _expires(value: bool | Edge) -> bool:
+    return value is not True and value.expires_at is not None  # type: ignore[union-attr]
+
+
 def live(value: bool | Edge, now: float) -> bool:
     """False for a relationship that has expired by ``now``."""
     return value is True or value.expires_at is None or value.expires_at > now  # type: ignore[union-attr]
@@ -73,6 +77,8 @@ class RelationshipIndex:
         self.forward: dict[tuple[str, str, str], dict[tuple[str, str], _Inner]] = {}
         self.reverse: dict[tuple[str, str, str], dict[tuple[str, str], _Inner]] = {}
         self.size = 0
+        self.expiring = 0
+        """How many relationships carry an expiry; while 0, reads skip the time filter."""
         self._listeners: list[Callable[[Relationship, bool], None]] = []
 
     def on_change(self, listener: Callable[[Relationship, bool], None]) -> None:
@@ -88,8 +94,13 @@ class RelationshipIndex:
         rtype, rid, relation = _intern(r.type), _intern(r.id), _intern(rel.relation)
         stype, sid, srel = _intern(s.type), _intern(s.id), _intern(s.relation or "")
         inner = self.forward.setdefault((rtype, rid, relation), {}).setdefault((stype, srel), {})
-        if sid not in inner:
+        previous = inner.get(sid)
+        if previous is None:
             self.size += 1
+        elif _expires(previous):
+            self.expiring -= 1
+        if _expires(value):
+            self.expiring += 1
         inner[sid] = value
         self.reverse.setdefault((stype, sid, srel), {}).setdefault((rtype, relation), {})[rid] = (
             value
@@ -104,9 +115,12 @@ class RelationshipIndex:
         fkey = (r.type, r.id, rel.relation)
         by_type = self.forward.get(fkey)
         inner = by_type.get((s.type, srel)) if by_type else None
-        if inner is None or inner.pop(s.id, None) is None:
+        previous = inner.pop(s.id, None) if inner is not None else None
+        if inner is None or previous is None:
             return
         self.size -= 1
+        if _expires(previous):
+            self.expiring -= 1
         if not inner and by_type is not None:
             del by_type[(s.type, srel)]
             if not by_type:
@@ -129,6 +143,7 @@ class RelationshipIndex:
             self.forward.clear()
             self.reverse.clear()
             self.size = 0
+            self.expiring = 0
             for rel in store.export_relationships(revision):
                 self.add(rel)
             self.revision = revision
@@ -322,10 +337,21 @@ class IndexGraph:
     ) -> set[str]:
         """Ids of ``rtype`` related by ``relation`` to any of the subjects (no objects built)."""
         srel = subject_relation or ""
-        now = self.now
+        index = self.index
         found: set[str] = set()
-        for sid in subject_ids:
-            found.update(
-                rid for rid, _ in self.index.resource_edges(stype, sid, srel, rtype, relation, now)
-            )
+        if index.expiring:
+            now = self.now
+            for sid in subject_ids:
+                found.update(
+                    rid for rid, _ in index.resource_edges(stype, sid, srel, rtype, relation, now)
+                )
+            return found
+        reverse = index.reverse
+        with index.lock:
+            for sid in subject_ids:
+                by_relation = reverse.get((stype, sid, srel))
+                if by_relation is not None:
+                    inner = by_relation.get((rtype, relation))
+                    if inner:
+                        found.update(inner)
         return found

@@ -44,25 +44,33 @@ def reachable_resources(
         for permission_name in index.self_permissions.get(subject.type, ()):
             add(subject.type, permission_name, {subject.id})
     for holder_type, holder_relation in index.holders.get((subject.type, subject_relation), ()):
-        found = reader.resources(
+        found = reader.resource_ids(
             holder_type, holder_relation, subject.type, (subject.id,), subject.relation
         )
-        add(holder_type, holder_relation, {r.resource.id for r in found})
+        add(holder_type, holder_relation, found)
     if not subject.relation and subject.id != WILDCARD:
         for holder_type, holder_relation in index.wildcard_holders.get(subject.type, ()):
-            found = reader.resources(holder_type, holder_relation, subject.type, (WILDCARD,), None)
-            add(holder_type, holder_relation, {r.resource.id for r in found})
+            found = reader.resource_ids(
+                holder_type, holder_relation, subject.type, (WILDCARD,), None
+            )
+            add(holder_type, holder_relation, found)
 
     while frontier:
         (type_name, member), ids = frontier.popitem()
         for holder_type, holder_relation in index.holders.get((type_name, member), ()):
-            found = reader.resources(holder_type, holder_relation, type_name, ids, member)
-            add(holder_type, holder_relation, {r.resource.id for r in found})
+            add(
+                holder_type,
+                holder_relation,
+                reader.resource_ids(holder_type, holder_relation, type_name, ids, member),
+            )
         for permission_name in index.computed.get((type_name, member), ()):
             add(type_name, permission_name, ids)
         for owner_type, tupleset, via, permission_name in index.arrows.get((type_name, member), ()):
-            found = reader.resources(owner_type, tupleset, type_name, ids, via or None)
-            add(owner_type, permission_name, {r.resource.id for r in found})
+            add(
+                owner_type,
+                permission_name,
+                reader.resource_ids(owner_type, tupleset, type_name, ids, via or None),
+            )
     return reached.get((resource_type, permission), set())
 
 
