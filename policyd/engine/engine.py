@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache
 from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.consistency import Consistency, ConsistencyMode, decode_token, encode_token
 from policyd.engine.expand import ExpandNode, expand
@@ -128,6 +129,7 @@ class Engine:
         head_staleness: float = DEFAULT_HEAD_STALENESS,
         clock: Callable[[], float] = time.monotonic,
         index: bool = True,
+        cache_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if max_depth < 1:
             raise InvalidRequestError("max depth must be at least 1", field="max_depth")
@@ -145,6 +147,8 @@ class Engine:
             self._index.load(store, self._head)
             self._closures = Closures(self._index)
         self._head_read_at = clock()
+        self.cache = DecisionCache(cache_capacity if index else 0)
+        """Recent decisions at the index revision; ``cache.hits``/``misses`` feed metrics."""
 
     # ---- revisions and policies ------------------------------------------------------------
 
@@ -340,14 +344,57 @@ class Engine:
         reader, compiled = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
         self._validate(plan, resource.type, permission, subject)
-        run = (
-            TracingRun(plan, reader, subject, context or {}, self.max_depth)
-            if explain
-            else self._run(compiled, reader, subject, context)
+        if explain:
+            run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
+            value = run.check(resource.type, resource.id, permission, 0)
+            return self._result(resource, permission, subject, value, revision, run.explanation())
+        return self._result(
+            resource,
+            permission,
+            subject,
+            self._decide(compiled, reader, resource, permission, subject, context),
+            revision,
         )
+
+    def _decide(
+        self,
+        compiled: _CompiledPolicy,
+        reader: GraphReader,
+        resource: ObjectRef,
+        permission: str,
+        subject: SubjectRef,
+        context: Mapping[str, Any] | None,
+        runs: dict[tuple[SubjectRef, str], CheckRun] | None = None,
+    ) -> Partial:
+        """One decision, from the cache when it can be (index reads, no caveat context).
+
+        ``runs`` lets a batch share one CheckRun, and so its memo, per subject and context.
+        """
+        cacheable = not context and isinstance(reader, IndexGraph)
+        if cacheable:
+            key = (
+                reader.revision,
+                resource.type,
+                resource.id,
+                permission,
+                subject.type,
+                subject.id,
+                subject.relation or "",
+            )
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        if runs is None:
+            run = self._run(compiled, reader, subject, context)
+        else:
+            context_key = json.dumps(context, sort_keys=True, default=str) if context else ""
+            run = runs.get((subject, context_key)) or runs.setdefault(
+                (subject, context_key), self._run(compiled, reader, subject, context)
+            )
         value = run.check(resource.type, resource.id, permission, 0)
-        explanation = run.explanation() if isinstance(run, TracingRun) else None
-        return self._result(resource, permission, subject, value, revision, explanation)
+        if cacheable:
+            self.cache.put(key, value)
+        return value
 
     @staticmethod
     def _result(
@@ -382,12 +429,15 @@ class Engine:
                 self._validate(plan, request.resource.type, request.permission, request.subject)
             except InvalidRequestError as e:
                 raise InvalidRequestError(e.message, field=f"items[{i}].{e.field}") from e
-            context_key = json.dumps(request.context, sort_keys=True, default=str)
-            run = runs.get((request.subject, context_key))
-            if run is None:
-                run = self._run(compiled, reader, request.subject, request.context)
-                runs[(request.subject, context_key)] = run
-            value = run.check(request.resource.type, request.resource.id, request.permission, 0)
+            value = self._decide(
+                compiled,
+                reader,
+                request.resource,
+                request.permission,
+                request.subject,
+                request.context,
+                runs,
+            )
             results.append(
                 self._result(request.resource, request.permission, request.subject, value, revision)
             )

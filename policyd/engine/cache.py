@@ -1,0 +1,63 @@
+"""Package cache remembers recent decisions so repeated checks cost a dict lookup.
+
+Entries are keyed by the index revision they were computed at, so a write,
+which moves the revision on, makes every older entry unreachable at once:
+nothing stale can be served, and no invalidation bookkeeping is needed on the
+write path. Old entries age out first-in, first-out when the cache is full.
+Only checks without caveat context are cached (their answer depends on the
+relationships alone). Hit and miss counts are plain ints for a metrics
+collector to export.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TypeAlias
+
+from policyd.engine.results import Partial
+
+DecisionKey: TypeAlias = tuple[int, str, str, str, str, str, str]
+"""(revision, resource type and id, permission, subject type, id and relation)."""
+
+DEFAULT_CAPACITY = 100_000
+
+
+class DecisionCache:
+    """A bounded map from a decision's key to its answer."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[DecisionKey, Partial] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: DecisionKey) -> Partial | None:
+        """The cached answer, or None (counted as a miss)."""
+        value = self._entries.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: DecisionKey, value: Partial) -> None:
+        """Remember an answer, dropping the oldest entries when full."""
+        if self.capacity <= 0:
+            return
+        entries = self._entries
+        if len(entries) >= self.capacity:
+            with self._lock:
+                excess = len(entries) - self.capacity + max(1, self.capacity // 10)
+                for old in list(entries)[:excess]:
+                    entries.pop(old, None)
+        entries[key] = value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def hit_ratio(self) -> float:
+        """Hits over lookups so far (0 before any lookup)."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
