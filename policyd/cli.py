@@ -9,22 +9,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+from policyd import client
 from policyd.dsl.compiler import compile_file
 from policyd.dsl.formatter import format_text
-from policyd.engine import Consistency, Engine, format_explanation
-from policyd.errors import Diagnostic, InvalidRequestError, PolicydError, PolicyErrors
-from policyd.relationship import parse_object, parse_subject
+from policyd.engine import (
+    Consistency,
+    Engine,
+    Explanation,
+    Permissionship,
+    format_explanation,
+)
+from policyd.errors import (
+    Diagnostic,
+    InvalidRequestError,
+    NotFoundError,
+    PolicydError,
+    PolicyErrors,
+)
+from policyd.relationship import (
+    ObjectRef,
+    Operation,
+    Relationship,
+    RelationshipUpdate,
+    SubjectRef,
+    format_timestamp,
+    parse_object,
+    parse_relationship,
+    parse_subject,
+    parse_timestamp,
+)
 from policyd.store import open_store
 from policyd.validationfile import load_engine, load_validation_files, run_validation_file
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+MAX_WORKER_RESTARTS = 10
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+LOG = logging.getLogger("policyd")
 
 
 def _print_error(error: PolicydError) -> None:
@@ -135,38 +166,482 @@ def _engine_for(args: argparse.Namespace) -> Engine:
     return Engine(open_store(args.db), max_depth=args.max_depth)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    """Answer one check in-process, against a store or a validation file, optionally explained."""
-    try:
-        resource_text, _, subject_text = args.query.partition("@")
-        resource_part, _, permission = resource_text.rpartition("#")
-        if not subject_text or not permission:
-            raise InvalidRequestError(
-                f"expected resource#permission@subject, got {args.query!r}", field="query"
-            )
-        context = json.loads(args.context) if args.context else {}
-        if not isinstance(context, dict):
-            raise InvalidRequestError("the context must be a JSON object", field="context")
-        engine = _engine_for(args)
-        result = engine.check(
-            parse_object(resource_part, "resource"),
-            permission,
-            parse_subject(subject_text),
-            context=context,
-            consistency=Consistency.fully_consistent(),
-            explain=args.explain,
+def _parse_query(query: str) -> tuple[ObjectRef, str, SubjectRef]:
+    resource_text, _, subject_text = query.partition("@")
+    resource_part, _, permission = resource_text.rpartition("#")
+    if not subject_text or not permission:
+        raise InvalidRequestError(
+            f"expected resource#permission@subject, got {query!r}", field="query"
         )
+    return parse_object(resource_part, "resource"), permission, parse_subject(subject_text)
+
+
+def _json_object(text: str | None, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
     except json.JSONDecodeError as e:
-        print(f"error: context is not JSON: {e.msg}", file=sys.stderr)
-        return EXIT_USAGE
+        raise InvalidRequestError(f"{what} is not JSON: {e.msg}", field=what) from e
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"the {what} must be a JSON object", field=what)
+    return value
+
+
+def _client_explanation(node: client.Explanation) -> Explanation:
+    return Explanation(
+        node.what,
+        Permissionship(node.result.value),
+        tuple(_client_explanation(c) for c in node.children),
+        node.note,
+        node.missing,
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Answer one check on a server (--server), a store (--db) or a validation file (--file)."""
+    try:
+        resource, permission, subject = _parse_query(args.query)
+        context = _json_object(args.context, "context")
+        if args.server:
+            with _client(args) as connection:
+                decision = connection.check(
+                    resource,
+                    permission,
+                    subject,
+                    context=context,
+                    consistency=_consistency(args),
+                    explain=args.explain,
+                )
+            value = decision.permissionship.value
+            missing_names = decision.missing
+            allowed = decision.allowed
+            explanation = (
+                _client_explanation(decision.explanation) if decision.explanation else None
+            )
+        else:
+            result = _engine_for(args).check(
+                resource,
+                permission,
+                subject,
+                context=context,
+                consistency=Consistency.fully_consistent(),
+                explain=args.explain,
+            )
+            value, missing_names = result.permissionship.value, result.missing
+            allowed, explanation = result.allowed, result.explanation
     except PolicydError as e:
         _print_error(e)
         return EXIT_USAGE
-    missing = f" (needs {', '.join(result.missing)})" if result.missing else ""
-    print(f"{result.permissionship.value}{missing}")
-    if result.explanation is not None:
-        print(format_explanation(result.explanation))
-    return EXIT_OK if result.allowed else EXIT_PROBLEMS
+    missing = f" (needs {', '.join(missing_names)})" if missing_names else ""
+    print(f"{value}{missing}")
+    if explanation is not None:
+        print(format_explanation(explanation))
+    return EXIT_OK if allowed else EXIT_PROBLEMS
+
+
+# ---- client commands ----------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> client.PolicydClient:
+    tls: bool | bytes = False
+    if args.tls_ca:
+        tls = Path(args.tls_ca).read_bytes()
+    elif args.tls:
+        tls = True
+    return client.PolicydClient(
+        args.server, token=args.token or os.environ.get("POLICYD_TOKEN"), tls=tls
+    )
+
+
+def _consistency(args: argparse.Namespace) -> client.Consistency:
+    if getattr(args, "at_least_as_fresh", None):
+        return client.Consistency.at_least_as_fresh(args.at_least_as_fresh)
+    return client.Consistency.fully_consistent()
+
+
+def _client_command(
+    run: Callable[[argparse.Namespace, client.PolicydClient], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A command handler that opens a client and prints policyd errors the usual way."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            with _client(args) as connection:
+                return run(args, connection)
+        except PolicydError as e:
+            _print_error(e)
+            return EXIT_PROBLEMS
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return handler
+
+
+def _lines(sources: Sequence[str]) -> Iterator[tuple[str, int, str]]:
+    """(source name, line number, text) of every non-blank, non-comment line; '-' is stdin."""
+    for source in sources:
+        stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+        try:
+            for number, line in enumerate(stream, 1):
+                text = line.strip()
+                if text and not text.startswith(("//", "#")):
+                    yield source, number, text
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+
+
+def relationship_to_json(relationship: Relationship) -> dict[str, Any]:
+    """The NDJSON form of a relationship: flat fields, empty ones left out."""
+    record: dict[str, Any] = {
+        "resource_type": relationship.resource.type,
+        "resource_id": relationship.resource.id,
+        "relation": relationship.relation,
+        "subject_type": relationship.subject.type,
+        "subject_id": relationship.subject.id,
+    }
+    if relationship.subject.relation:
+        record["subject_relation"] = relationship.subject.relation
+    if relationship.caveat_name:
+        record["caveat_name"] = relationship.caveat_name
+        if relationship.caveat_context:
+            record["caveat_context"] = relationship.caveat_context
+    if relationship.expires_at is not None:
+        record["expires_at"] = format_timestamp(relationship.expires_at)
+    return record
+
+
+def relationship_from_json(text: str) -> Relationship:
+    """Parse one NDJSON line written by ``relationship_to_json``."""
+    record = _json_object(text, "relationship")
+    try:
+        relationship = Relationship(
+            ObjectRef(str(record["resource_type"]), str(record["resource_id"])),
+            str(record["relation"]),
+            SubjectRef(
+                str(record["subject_type"]),
+                str(record["subject_id"]),
+                record.get("subject_relation") or None,
+            ),
+            record.get("caveat_name") or None,
+            dict(record.get("caveat_context") or {}),
+            parse_timestamp(record["expires_at"]) if record.get("expires_at") else None,
+        )
+    except KeyError as e:
+        raise InvalidRequestError(f"missing field {e.args[0]!r}", field=str(e.args[0])) from e
+    relationship.validate()
+    return relationship
+
+
+def _parse_line(text: str, fmt: str) -> Relationship:
+    if fmt == "ndjson" or (fmt == "auto" and text.startswith("{")):
+        return relationship_from_json(text)
+    return parse_relationship(text)
+
+
+def _read_relationships(sources: Sequence[str], fmt: str) -> Iterator[Relationship]:
+    for source, number, text in _lines(sources):
+        try:
+            yield _parse_line(text, fmt)
+        except PolicydError as e:
+            raise InvalidRequestError(f"{source}:{number}: {e.message}", field=e.field) from e
+
+
+def _print_relationship(relationship: Relationship, fmt: str) -> None:
+    if fmt == "ndjson":
+        print(json.dumps(relationship_to_json(relationship), sort_keys=True))
+    else:
+        print(relationship)
+
+
+def run_write(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Write relationships given as text (or NDJSON) on the command line or in files."""
+    operation = Operation(args.operation)
+    relationships = [_parse_line(text, "auto") for text in args.relationships]
+    relationships += list(_read_relationships(args.from_file or [], "auto"))
+    if not relationships:
+        print("error: no relationships given", file=sys.stderr)
+        return EXIT_USAGE
+    token = connection.write([RelationshipUpdate(operation, r) for r in relationships])
+    print(token)
+    return EXIT_OK
+
+
+def _filter(args: argparse.Namespace) -> client.Filter:
+    return client.Filter(
+        resource_type=args.resource_type,
+        resource_id=args.resource_id,
+        relation=args.relation,
+        subject_type=args.subject_type,
+        subject_id=args.subject_id,
+        subject_relation=args.subject_relation,
+    )
+
+
+def run_read(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Print the relationships a filter matches."""
+    for found in connection.read(_filter(args), consistency=_consistency(args), limit=args.limit):
+        _print_relationship(found.relationship, args.format)
+    return EXIT_OK
+
+
+def run_delete(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Delete the relationships a filter matches."""
+    token, count = connection.delete(_filter(args), limit=args.limit)
+    print(f"deleted {count}")
+    print(token)
+    return EXIT_OK
+
+
+def run_watch(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Print changes after a token, one line per change: token, kind, relationship."""
+    for seen, change in enumerate(connection.watch(args.after, timeout=args.timeout), 1):
+        for kind, relationship in change.updates:
+            print(f"{change.token} {kind} {relationship or ''}".rstrip(), flush=True)
+        if args.count and seen >= args.count:
+            break
+    return EXIT_OK
+
+
+def run_import(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Load relationships from files in one transaction."""
+    token, count = connection.import_relationships(_read_relationships(args.files, args.format))
+    print(f"imported {count}")
+    print(token)
+    return EXIT_OK
+
+
+def run_export(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Print every relationship, one per line."""
+    for relationship in connection.export_relationships(consistency=_consistency(args)):
+        _print_relationship(relationship, args.format)
+    return EXIT_OK
+
+
+def run_policy_write(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Store a policy on the server."""
+    text = _read(args.file)
+    if text is None:
+        return EXIT_USAGE
+    token, warnings = connection.write_policy(text, args.file)
+    for warning in warnings:
+        _print_diagnostic(warning)
+    print(token)
+    return EXIT_OK
+
+
+def run_policy_read(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Print the policy in force."""
+    text, _token = connection.read_policy(consistency=_consistency(args))
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def run_policy_validate(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Compile a policy on the server without storing it."""
+    text = _read(args.file)
+    if text is None:
+        return EXIT_USAGE
+    result = connection.validate_policy(text, args.file)
+    for diagnostic in result.diagnostics:
+        _print_diagnostic(diagnostic)
+    if result.valid:
+        print(f"{args.file}: ok")
+    return EXIT_OK if result.valid else EXIT_PROBLEMS
+
+
+# ---- serve --------------------------------------------------------------------------------------
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    if args.store == "postgres":
+        dsn = args.dsn or os.environ.get("POLICYD_DSN")
+        if not dsn:
+            raise InvalidRequestError("--store postgres needs --dsn (or POLICYD_DSN)", field="dsn")
+        return str(dsn)
+    if args.store == "memory":
+        return "memory://"
+    return f"sqlite://{args.db}"
+
+
+def _ensure_policy(engine: Engine, path: str) -> None:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        current, _revision = engine.read_policy(Consistency.fully_consistent())
+    except NotFoundError:
+        current = None
+    if current != text:
+        written = engine.write_policy(text, path)
+        for warning in written.warnings:
+            _print_diagnostic(warning)
+        LOG.info("wrote policy %s at revision %d", path, written.revision)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidRequestError(f"expected HOST:PORT, got {address!r}", field="listen")
+    return host, int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the gRPC API (and metrics) until SIGTERM or SIGINT."""
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    token = args.token or os.environ.get("POLICYD_TOKEN") or None
+    if token is None and not args.insecure_no_auth:
+        print(
+            "error: a bearer token is required: --token or POLICYD_TOKEN "
+            "(or --insecure-no-auth to serve without one)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if token is None:
+        LOG.warning(
+            "SERVING WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach "
+            "%s can read and change every relationship and the policy",
+            args.listen,
+        )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        url = _store_url(args)
+        _split_address(args.listen)
+        if args.workers > 1:
+            if args.store == "memory":
+                raise InvalidRequestError(
+                    "--workers needs a shared store, not memory", field="store"
+                )
+            return _supervise(args, url, token)
+        return _serve_one(args, url, token)
+    except PolicydError as e:
+        _print_error(e)
+        return EXIT_USAGE
+
+
+def _serve_one(args: argparse.Namespace, url: str, token: str | None) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from policyd.api.limits import Limits
+    from policyd.api.metrics import serve_metrics
+    from policyd.api.server import PolicydServer, ServerConfig
+
+    store = open_store(url)
+    engine = Engine(store, max_depth=args.max_depth)
+    if args.policy:
+        _ensure_policy(engine, args.policy)
+    config = ServerConfig(
+        listen=args.listen,
+        token=token,
+        tls_cert=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+        tls_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
+        threads=args.threads,
+        reuse_port=args.reuse_port,
+        limits=Limits(max_message_bytes=args.max_message_bytes),
+    )
+    registry = CollectorRegistry()
+    server = PolicydServer(engine, store, config, registry)
+    metrics_server = None
+    if args.metrics_listen != "off":
+        metrics_server, metrics_port = serve_metrics(registry, args.metrics_listen)
+        host = args.metrics_listen.rpartition(":")[0]
+        print(f"policyd metrics on http://{host}:{metrics_port}/metrics", flush=True)
+    server.start()
+    server.stop_on_signals(grace=args.grace)
+    print(f"policyd listening on {server.address}", flush=True)
+    while not server.wait(1.0):
+        pass
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    return EXIT_OK
+
+
+def _supervise(args: argparse.Namespace, url: str, token: str | None) -> int:
+    """Run ``--workers`` processes sharing the port (SO_REUSEPORT); forward SIGTERM to them."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    host, port = _split_address(args.listen)
+    if port == 0:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host.strip("[]"), 0))
+            port = probe.getsockname()[1]
+    if args.policy:
+        store = open_store(url)
+        try:
+            _ensure_policy(Engine(store), args.policy)
+        finally:
+            store.close()
+    env = dict(os.environ)
+    if token is not None:
+        env["POLICYD_TOKEN"] = token
+    if args.store == "postgres":
+        env["POLICYD_DSN"] = url
+    metrics_host, metrics_port = ("", 0)
+    if args.metrics_listen != "off":
+        metrics_host, metrics_port = _split_address(args.metrics_listen)
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable, "-m", "policyd.cli", "serve",
+            "--listen", f"{host}:{port}", "--reuse-port", "--workers", "1",
+            "--store", args.store, "--db", args.db,
+            "--threads", str(args.threads), "--grace", str(args.grace),
+            "--max-message-bytes", str(args.max_message_bytes),
+            "--max-depth", str(args.max_depth), "--log-level", args.log_level,
+        ]  # fmt: skip
+        if args.metrics_listen == "off":
+            command += ["--metrics-listen", "off"]
+        else:
+            worker_port = metrics_port + index if metrics_port else 0
+            command += ["--metrics-listen", f"{metrics_host}:{worker_port}"]
+        if token is None:
+            command.append("--insecure-no-auth")
+        if args.tls_cert:
+            command += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+        return subprocess.Popen(command, env=env)
+
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in workers:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    workers = [spawn(i) for i in range(args.workers)]
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    print(f"policyd listening on {host}:{port} with {args.workers} workers", flush=True)
+    restarts = 0
+    while not stopping:
+        time.sleep(0.2)
+        for i, child in enumerate(workers):
+            if not stopping and child.poll() is not None:
+                if restarts >= MAX_WORKER_RESTARTS:
+                    LOG.error("worker %d exited with %s; giving up", i, child.returncode)
+                    forward(signal.SIGTERM, None)
+                    break
+                LOG.warning("worker %d exited with %s; restarting", i, child.returncode)
+                restarts += 1
+                workers[i] = spawn(i)
+    deadline = time.monotonic() + args.grace + 10
+    status = EXIT_OK
+    for child in workers:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+            status = EXIT_PROBLEMS
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,13 +681,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
     )
 
+    def server_options(sub: argparse.ArgumentParser, *, required_server: bool = True) -> None:
+        group = sub.add_argument_group("server connection")
+        group.add_argument(
+            "--server",
+            metavar="HOST:PORT",
+            default=os.environ.get("POLICYD_SERVER", DEFAULT_SERVER) if required_server else None,
+            help=f"policyd server address (default: $POLICYD_SERVER or {DEFAULT_SERVER})"
+            if required_server
+            else "ask this policyd server instead of opening a store in-process",
+        )
+        group.add_argument("--token", help="bearer token (default: $POLICYD_TOKEN)")
+        group.add_argument("--tls", action="store_true", help="use TLS with the system roots")
+        group.add_argument("--tls-ca", metavar="PEM", help="use TLS trusting this CA certificate")
+
+    def consistency_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--at-least-as-fresh",
+            metavar="TOKEN",
+            help="read at a revision no older than this consistency token "
+            "(default: fully consistent)",
+        )
+
+    def filter_options(sub: argparse.ArgumentParser) -> None:
+        group = sub.add_argument_group("filter (unset fields match anything)")
+        group.add_argument("--resource-type")
+        group.add_argument("--resource-id")
+        group.add_argument("--relation")
+        group.add_argument("--subject-type")
+        group.add_argument("--subject-id")
+        group.add_argument("--subject-relation", help="'' selects subjects without a relation")
+
     check = command("check", cmd_check, "answer one permission check, optionally explained")
     check.add_argument(
         "query", metavar="RESOURCE#PERMISSION@SUBJECT", help="e.g. doc:1#view@user:a"
     )
     source = check.add_mutually_exclusive_group()
     source.add_argument(
-        "--db", default="sqlite:///policyd.db", help="store URL (default: sqlite:///policyd.db)"
+        "--db", default="sqlite://policyd.db", help="store URL (default: sqlite://policyd.db)"
     )
     source.add_argument(
         "--file", help="a SpiceDB validation file whose schema and relationships to check against"
@@ -222,6 +728,157 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
     )
+    server_options(check, required_server=False)
+    consistency_option(check)
+
+    serve = command("serve", cmd_serve, "serve the gRPC API and Prometheus metrics")
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:50051",
+        metavar="HOST:PORT",
+        help="gRPC address (default: 127.0.0.1:50051; port 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        default="127.0.0.1:9090",
+        metavar="HOST:PORT|off",
+        help="Prometheus /metrics address (default: 127.0.0.1:9090); 'off' disables it",
+    )
+    serve.add_argument(
+        "--store",
+        choices=["sqlite", "postgres", "memory"],
+        default="sqlite",
+        help="storage backend (default: sqlite)",
+    )
+    serve.add_argument(
+        "--db", default="policyd.db", help="SQLite file (default: policyd.db in the working dir)"
+    )
+    serve.add_argument("--dsn", help="PostgreSQL DSN for --store postgres (or $POLICYD_DSN)")
+    serve.add_argument("--token", help="preshared bearer token (default: $POLICYD_TOKEN)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without a token; anyone who can connect may read and write everything",
+    )
+    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="TLS private key")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port and the database (default: 1)",
+    )
+    serve.add_argument(
+        "--policy", metavar="FILE", help="write this policy at start unless it is already in force"
+    )
+    serve.add_argument("--threads", type=int, default=16, help="threads per process (default: 16)")
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight calls get to finish on SIGTERM (default: 10)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="largest request or response message (default: 4 MiB)",
+    )
+    serve.add_argument(
+        "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (debug logs one line per request)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+    write = command(
+        "write", _client_command(run_write), "write relationships on a server, atomically"
+    )
+    write.add_argument(
+        "relationships",
+        nargs="*",
+        metavar="RELATIONSHIP",
+        help='e.g. "post:1#viewer@account:did:plc:a" (text or NDJSON)',
+    )
+    write.add_argument(
+        "--operation",
+        choices=[o.value for o in Operation],
+        default="touch",
+        help="touch (create or replace; default), create (fail if it exists) or delete",
+    )
+    write.add_argument(
+        "-f",
+        "--from-file",
+        action="append",
+        metavar="FILE",
+        help="also write the relationships in FILE, one per line ('-' is stdin)",
+    )
+    server_options(write)
+
+    read = command("read", _client_command(run_read), "print the relationships a filter matches")
+    filter_options(read)
+    read.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    read.add_argument("--format", choices=["text", "ndjson"], default="text")
+    consistency_option(read)
+    server_options(read)
+
+    delete = command(
+        "delete", _client_command(run_delete), "delete the relationships a filter matches"
+    )
+    filter_options(delete)
+    delete.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    server_options(delete)
+
+    watch = command(
+        "watch", _client_command(run_watch), "print relationship changes as they happen"
+    )
+    watch.add_argument("--after", metavar="TOKEN", help="start after this token (default: now)")
+    watch.add_argument("--timeout", type=float, help="stop after this many seconds")
+    watch.add_argument("--count", type=int, default=0, help="stop after this many revisions")
+    server_options(watch)
+
+    import_ = command(
+        "import",
+        _client_command(run_import),
+        "load relationships from files in one transaction (text or NDJSON, one per line)",
+    )
+    import_.add_argument("files", nargs="+", metavar="FILE", help="files to load ('-' is stdin)")
+    import_.add_argument(
+        "--format",
+        choices=["auto", "text", "ndjson"],
+        default="auto",
+        help="line format: SpiceDB relationship text, NDJSON, or auto (per line)",
+    )
+    server_options(import_)
+
+    export = command(
+        "export", _client_command(run_export), "print every relationship, one per line"
+    )
+    export.add_argument("--format", choices=["text", "ndjson"], default="text")
+    consistency_option(export)
+    server_options(export)
+
+    policy = commands.add_parser(
+        "policy", help="write, read or validate the policy on a server",
+        description="write, read or validate the policy on a server",
+    )  # fmt: skip
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    for name, handler, help_text in (
+        ("write", run_policy_write, "store a policy file on the server"),
+        ("read", run_policy_read, "print the policy in force"),
+        ("validate", run_policy_validate, "compile a policy file on the server, store nothing"),
+    ):
+        sub = policy_commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=_client_command(handler))
+        if name != "read":
+            sub.add_argument("file", metavar="FILE", help=".policy file")
+        else:
+            consistency_option(sub)
+        server_options(sub)
     return parser
 
 

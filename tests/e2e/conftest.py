@@ -1,0 +1,155 @@
+"""Run ``policyd serve`` as a real subprocess on loopback and talk to it with the client.
+
+``ServerProcess`` starts the server on port 0 (gRPC and metrics), reads the
+addresses it prints, and stops it with SIGTERM. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from policyd.client import PolicydClient
+
+TOKEN = "e2e-token"
+START_TIMEOUT = 30.0
+ROOT = Path(__file__).resolve().parents[2]
+POLICY_FILE = ROOT / "policies" / "atproto.policy"
+
+
+class ServerProcess:
+    """One ``policyd serve`` subprocess."""
+
+    def __init__(self, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+        environment = {**os.environ, "POLICYD_TOKEN": TOKEN, **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "policyd.cli", "serve", *args],
+            cwd=cwd,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        self.address = ""
+        self.metrics_url = ""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.address:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None:
+                self.kill()
+                raise RuntimeError(f"policyd serve did not start: {''.join(self.stderr)}")
+            try:
+                line = self.lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if line.startswith("policyd metrics on "):
+                self.metrics_url = line.split()[-1]
+            elif line.startswith("policyd listening on "):
+                self.address = line.split()[3]
+
+    def _pump_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.strip())
+
+    def _pump_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
+
+    def client(self, token: str | None = TOKEN, **kwargs: object) -> PolicydClient:
+        """A client for this server."""
+        return PolicydClient(self.address, token=token, timeout=15, **kwargs)  # type: ignore[arg-type]
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL if still running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start ``policyd serve`` subprocesses (SQLite in tmp_path unless told otherwise)."""
+    started: list[ServerProcess] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+        args = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--grace", "5"]
+        if "--store" not in extra and "--db" not in extra:
+            args += ["--db", str(tmp_path / "policyd.db")]
+        server = ServerProcess([*args, *extra], tmp_path, env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.terminate(timeout=15)
+
+
+@pytest.fixture
+def server(start_server: ServerFactory) -> ServerProcess:
+    """A server holding the example atproto policy (written with --policy)."""
+    return start_server("--policy", str(POLICY_FILE))
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The test PostgreSQL DSN; skips locally without one, fails when CI=true."""
+    dsn = os.environ.get("POLICYD_TEST_PG_DSN", "")
+    reason = ""
+    if not dsn:
+        reason = 'POLICYD_TEST_PG_DSN is not set (start one with: eval "$(bash .ci/postgres.sh)")'
+    else:
+        import psycopg
+
+        try:
+            psycopg.connect(dsn, connect_timeout=5).close()
+        except psycopg.Error as e:
+            reason = f"PostgreSQL at POLICYD_TEST_PG_DSN is unreachable: {e}"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the PostgreSQL tests, not skip them")
+        pytest.skip(reason)
+    return dsn
+
+
+@pytest.fixture
+def pg_url(pg_dsn: str) -> Iterator[str]:
+    """A store URL for a fresh PostgreSQL schema, dropped afterwards."""
+    from policyd.store.postgres import PostgresStore
+
+    schema = f"e2e_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in pg_dsn else "?"
+    yield f"{pg_dsn}{separator}schema={schema}"
+    cleanup = PostgresStore(pg_dsn, schema_name=schema)
+    cleanup.drop()
+    cleanup.close()
