@@ -38,7 +38,7 @@ def _rewrite(text: str) -> str:
 
 def generate(out: Path) -> None:
     """Write every generated module into ``out`` (replacing what is there)."""
-    import grpc_tools
+    import grpc_tools  # type: ignore[import-untyped]
     from grpc_tools import protoc
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_DIR.glob("*.proto"))

@@ -36,7 +36,7 @@ def test_unavailable_is_retried_with_backoff_then_raised() -> None:
             list(client.read(Filter(resource_type="x")))
 
 
-class _FakeError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+class _FakeError(grpc.RpcError, grpc.Call):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         self._code = code
         self._details = details

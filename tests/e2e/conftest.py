@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from policyd.client import PolicydClient
+from tests.store.conftest import pg_dsn  # noqa: F401  (the shared PostgreSQL fixture)
 
 TOKEN = "e2e-token"
 START_TIMEOUT = 30.0
@@ -121,35 +122,15 @@ def server(start_server: ServerFactory) -> ServerProcess:
     return start_server("--policy", str(POLICY_FILE))
 
 
-@pytest.fixture(scope="session")
-def pg_dsn() -> str:
-    """The test PostgreSQL DSN; skips locally without one, fails when CI=true."""
-    dsn = os.environ.get("POLICYD_TEST_PG_DSN", "")
-    reason = ""
-    if not dsn:
-        reason = 'POLICYD_TEST_PG_DSN is not set (start one with: eval "$(bash .ci/postgres.sh)")'
-    else:
-        import psycopg
-
-        try:
-            psycopg.connect(dsn, connect_timeout=5).close()
-        except psycopg.Error as e:
-            reason = f"PostgreSQL at POLICYD_TEST_PG_DSN is unreachable: {e}"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must run the PostgreSQL tests, not skip them")
-        pytest.skip(reason)
-    return dsn
-
-
 @pytest.fixture
-def pg_url(pg_dsn: str) -> Iterator[str]:
-    """A store URL for a fresh PostgreSQL schema, dropped afterwards."""
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A store URL for a fresh PostgreSQL schema, dropped afterwards (skips without PostgreSQL)."""
+    dsn: str = request.getfixturevalue("pg_dsn")
     from policyd.store.postgres import PostgresStore
 
     schema = f"e2e_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in pg_dsn else "?"
-    yield f"{pg_dsn}{separator}schema={schema}"
-    cleanup = PostgresStore(pg_dsn, schema_name=schema)
+    separator = "&" if "?" in dsn else "?"
+    yield f"{dsn}{separator}schema={schema}"
+    cleanup = PostgresStore(dsn, schema_name=schema)
     cleanup.drop()
     cleanup.close()

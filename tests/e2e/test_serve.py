@@ -70,7 +70,7 @@ def test_every_rpc(server: ServerProcess) -> None:
         moved = [r for r in exported if r.resource.type == "post"]
         token, count = client.import_relationships(moved)
         assert count == 2
-        kinds = []
+        kinds: list[str] = []
         for change in client.watch(fresh.token, timeout=10):
             kinds.extend(kind for kind, _ in change.updates)
             if change.token == token:

@@ -1,0 +1,190 @@
+"""The command line: every command's help, in-process check, and the client commands on a server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from policyd.api.server import PolicydServer, ServerConfig
+from policyd.cli import build_parser, main, relationship_from_json, relationship_to_json
+from policyd.engine import Engine
+from policyd.relationship import parse_relationship
+from policyd.store.memory import MemoryStore
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = ROOT / "policies" / "atproto.policy"
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _commands(sub, (*prefix, name))
+
+
+COMMANDS = sorted(_commands(build_parser()))
+
+
+def test_the_commands_are_all_there() -> None:
+    names = {c[0] for c in COMMANDS}
+    assert {"fmt", "lint", "validate", "check", "serve", "write", "read", "delete", "watch",
+            "import", "export", "policy"} <= names  # fmt: skip
+    assert {("policy", "write"), ("policy", "read"), ("policy", "validate")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_every_command_has_help(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([*command, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: policyd " + " ".join(command))
+
+
+@pytest.fixture
+def server() -> Iterator[PolicydServer]:
+    store = MemoryStore()
+    running = PolicydServer(
+        Engine(store),
+        store,
+        ServerConfig(listen="127.0.0.1:0", token="cli-token"),
+        CollectorRegistry(),
+    )
+    running.start()
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture
+def remote(server: PolicydServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("POLICYD_SERVER", server.address)
+    monkeypatch.setenv("POLICYD_TOKEN", "cli-token")
+    assert main(["policy", "write", str(POLICY), "--server", server.address]) == 0
+    return server.address
+
+
+def test_write_check_explain_read(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["write", "space:cats#member@account:did:plc:bob", "post:1#space@space:cats"]) == 0
+    token = capsys.readouterr().out.strip()
+    query = "post:1#view@account:did:plc:bob"
+    args = ["check", query, "--server", remote, "--explain", "--at-least-as-fresh", token]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("has_permission\n✓ post:1#view")
+    assert main(["check", "post:1#view@account:did:plc:eve", "--server", remote]) == 1
+    assert capsys.readouterr().out == "no_permission\n"
+    assert main(["read", "--resource-type", "post"]) == 0
+    assert capsys.readouterr().out == "post:1#space@space:cats\n"
+
+
+def test_write_create_twice_fails(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rel = "space:cats#owner@account:did:plc:alice"
+    assert main(["write", "--operation", "create", rel]) == 0
+    assert main(["write", "--operation", "create", rel]) == 1
+    assert "already-exists" in capsys.readouterr().err
+
+
+def test_bad_relationship_text_is_reported(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["write", "not a relationship"]) == 1
+    assert "invalid-relationship" in capsys.readouterr().err
+
+
+def test_wrong_token(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "--token", "nope"]) == 1
+    assert "unauthenticated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson"])
+def test_export_then_import(
+    remote: str, fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    relationships = [
+        "space:cats#member@account:did:plc:bob",
+        "space:cats#member@space:kittens#member",
+        'creator:zoe#gold@account:did:plc:bob[active_subscription:{"expires":"2030-01-01T00:00:00Z"}]',
+        "post:2#viewer@account:*",
+    ]
+    source = tmp_path / "in.txt"
+    source.write_text("// a comment\n\n" + "\n".join(relationships) + "\n")
+    assert main(["import", str(source)]) == 0
+    assert capsys.readouterr().out.startswith("imported 4\n")
+    assert main(["export", "--format", fmt]) == 0
+    exported = capsys.readouterr().out
+    assert len(exported.splitlines()) == 4
+    dump = tmp_path / f"dump.{fmt}"
+    dump.write_text(exported)
+    assert main(["delete", "--resource-type", "space"]) == 0
+    assert main(["delete", "--resource-type", "creator"]) == 0
+    assert main(["delete", "--resource-type", "post"]) == 0
+    capsys.readouterr()
+    assert main(["import", "--format", fmt, str(dump)]) == 0
+    capsys.readouterr()
+    assert main(["export", "--format", fmt]) == 0
+    assert capsys.readouterr().out == exported
+
+
+def test_watch_prints_changes(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "read"]) == 0
+    assert capsys.readouterr().out == POLICY.read_text()
+    assert main(["write", "space:cats#member@account:did:plc:bob"]) == 0
+    assert main(["write", "--operation", "delete", "space:cats#member@account:did:plc:bob"]) == 0
+    capsys.readouterr()
+    assert main(["watch", "--after", _token_of(1), "--count", "2", "--timeout", "10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "touch space:cats#member@account:did:plc:bob",
+        "delete space:cats#member@account:did:plc:bob",
+    ]
+
+
+def test_policy_validate(remote: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.policy"
+    bad.write_text("definition account {\n  relation friend: nobody\n}\n")
+    assert main(["policy", "validate", str(bad)]) == 1
+    assert f"{bad}:2:" in capsys.readouterr().err
+    assert main(["policy", "validate", str(POLICY)]) == 0
+
+
+def test_check_in_process_with_a_validation_file(tmp_path: Path) -> None:
+    file = tmp_path / "v.yaml"
+    file.write_text(
+        "schema: |\n  definition user {}\n  definition doc {\n    relation viewer: user\n"
+        "    permission view = viewer\n  }\nrelationships: |\n  doc:1#viewer@user:ann\n"
+    )
+    assert main(["check", "doc:1#view@user:ann", "--file", str(file)]) == 0
+    assert main(["check", "doc:1#view@user:bob", "--file", str(file)]) == 1
+
+
+def test_ndjson_form_round_trips() -> None:
+    rel = parse_relationship(
+        'creator:z#gold@account:did:plc:a[active_subscription:{"expires":"x"}][expiration:2030-01-01T00:00:00Z]'
+    )
+    record = relationship_to_json(rel)
+    assert record["caveat_context"] == {"expires": "x"}
+    back = relationship_from_json(json.dumps(record))
+    assert back == rel
+    assert back.caveat_context == rel.caveat_context
+
+
+def test_serve_refuses_without_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("POLICYD_TOKEN", raising=False)
+    assert main(["serve", "--store", "memory"]) == 2
+    assert "bearer token is required" in capsys.readouterr().err
+
+
+def _token_of(revision: int) -> str:
+    from policyd.engine.consistency import encode_token
+
+    return encode_token(revision)
