@@ -1,1 +1,1 @@
-"""Generated protobuf and gRPC modules for policyd.v1; regenerate with scripts/gen_proto.py."""
+"""Generated protobuf and gRPC code for policyd.v1 (scripts/gen_proto.py)."""
