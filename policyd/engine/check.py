@@ -27,6 +27,9 @@ _NO_CUT = 1 << 30
 class CheckRun:
     """Evaluates members for one subject; memo and cycle state live as long as the run."""
 
+    tracing = False
+    """True in TracingRun: plans then route every step through ``check`` to record it."""
+
     def __init__(
         self,
         plan: Plan,
@@ -148,6 +151,8 @@ class _Step:
 
 class TracingRun(CheckRun):
     """A CheckRun that records each member it evaluates and each relationship it relies on."""
+
+    tracing = True
 
     def __init__(
         self,

@@ -138,6 +138,7 @@ class Engine:
         self._head_staleness = head_staleness
         self._clock = clock
         self._policies: dict[Revision, _CompiledPolicy] = {}
+        self._last_policy: tuple[Revision, _CompiledPolicy] | None = None
         self._refresh_lock = threading.Lock()
         self._index: RelationshipIndex | None = None
         self._closures: Closures | None = None
@@ -227,6 +228,14 @@ class Engine:
         return StoreGraph(self.store, revision), self._policy(revision)
 
     def _policy(self, revision: Revision) -> _CompiledPolicy:
+        last = self._last_policy
+        if last is not None and last[0] == revision:
+            return last[1]
+        compiled = self._find_policy(revision)
+        self._last_policy = (revision, compiled)
+        return compiled
+
+    def _find_policy(self, revision: Revision) -> _CompiledPolicy:
         for policy_revision, compiled in self._policies.items():
             if policy_revision <= revision <= compiled.verified_to:
                 return compiled

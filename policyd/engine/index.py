@@ -156,6 +156,8 @@ class RelationshipIndex:
         """
         policy_changed = False
         head = store.head_revision()
+        if head <= self.revision:
+            return False
         while True:
             events = store.changes(self.revision)
             if not events:

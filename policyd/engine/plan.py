@@ -82,7 +82,7 @@ def compile_plan(schema: Schema) -> Plan:
             members[key] = evaluate
         for permission in definition.permissions.values():
             members[(definition.name, permission.name)] = _rewrite_fn(
-                schema, definition, permission.rewrite
+                schema, definition, permission.rewrite, members
             )
     caveats = {
         c.name: compile_caveat(c.name, c.parameter_types, c.expression)
@@ -206,7 +206,13 @@ def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
     return evaluate
 
 
-def _rewrite_fn(schema: Schema, definition: Definition, node: Rewrite) -> PlanFn:
+def _rewrite_fn(
+    schema: Schema,
+    definition: Definition,
+    node: Rewrite,
+    members: dict[tuple[str, str], PlanFn],
+) -> PlanFn:
+    """Compile a permission's rewrite; ``members`` already holds the definition's relations."""
     type_name = definition.name
     match node:
         case Nil():
@@ -217,6 +223,17 @@ def _rewrite_fn(schema: Schema, definition: Definition, node: Rewrite) -> PlanFn
                 return run.subject_key == (type_name, rid, "")
 
             return is_self
+        case RelationRef(name=name) if name in definition.relations:
+            # A relation is evaluated in place: its own recursion (usersets) goes
+            # through run.check, which is where memo, cycles and depth are kept.
+            relation_fn = members[(type_name, name)]
+
+            def stored(run: CheckRun, rid: str, depth: int) -> Partial:
+                if run.tracing:  # so Explain shows the relation as a step
+                    return run.check(type_name, rid, name, depth + 1)
+                return relation_fn(run, rid, depth + 1)
+
+            return stored
         case RelationRef(name=name):
 
             def computed(run: CheckRun, rid: str, depth: int) -> Partial:
@@ -226,12 +243,15 @@ def _rewrite_fn(schema: Schema, definition: Definition, node: Rewrite) -> PlanFn
         case Arrow():
             return _arrow_fn(schema, definition, node)
         case Union(children=children):
-            return _union_fn(tuple(_rewrite_fn(schema, definition, c) for c in children))
+            return _union_fn(tuple(_rewrite_fn(schema, definition, c, members) for c in children))
         case Intersection(children=children):
-            return _intersection_fn(tuple(_rewrite_fn(schema, definition, c) for c in children))
+            return _intersection_fn(
+                tuple(_rewrite_fn(schema, definition, c, members) for c in children)
+            )
         case Exclusion(base=base, subtract=subtract):
             return _exclusion_fn(
-                _rewrite_fn(schema, definition, base), _rewrite_fn(schema, definition, subtract)
+                _rewrite_fn(schema, definition, base, members),
+                _rewrite_fn(schema, definition, subtract, members),
             )
         case _:
             assert_never(node)
