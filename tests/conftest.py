@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Machines here are shared and noisy: no per-example deadlines, which would
+# turn a slow neighbour into a flaky failure.
+settings.register_profile("policyd", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("policyd")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -75,11 +75,13 @@ class Layout:
 
     ``comments`` are the raw comments directly above the declaration (doc
     comments included); ``blank_before`` says a blank line separated it from
-    what came before.
+    what came before; ``trailing`` is a comment after it on its last line.
     """
 
     comments: tuple[str, ...] = ()
     blank_before: bool = field(default=False, compare=False)
+    trailing: str = ""
+    """A one-line comment at the end of the declaration's last line."""
 
     @property
     def doc(self) -> str:

@@ -37,7 +37,7 @@ def format_policy(tree: ast.PolicyFile) -> str:
         if previous is not None and _blank_between(previous, item):
             lines.append("")
         lines.extend(_comment_lines(item.layout.comments, ""))
-        lines.extend(_top_level_lines(item))
+        lines.extend(_with_trailing(_top_level_lines(item), item.layout.trailing))
         previous = item
     if tree.trailing_comments:
         if lines:
@@ -80,7 +80,7 @@ def _block_lines(
         if index > 0 and member.layout.blank_before:
             lines.append("")
         lines.extend(_comment_lines(member.layout.comments, INDENT))
-        lines.append(INDENT + _member_text(member))
+        lines.extend(_with_trailing([INDENT + _member_text(member)], member.layout.trailing))
     lines.extend(_comment_lines(trailing_comments, INDENT))
     lines.append("}")
     return lines
@@ -176,6 +176,13 @@ def format_caveat_type(ref: ast.CaveatTypeRef) -> str:
     if not ref.args:
         return ref.name
     return f"{ref.name}<{', '.join(format_caveat_type(a) for a in ref.args)}>"
+
+
+def _with_trailing(lines: list[str], comment: str) -> list[str]:
+    """Put an end-of-line comment back after the last line, two spaces out."""
+    if comment:
+        lines[-1] = f"{lines[-1]}  {comment.rstrip()}"
+    return lines
 
 
 def _comment_lines(comments: tuple[str, ...], indent: str) -> list[str]:

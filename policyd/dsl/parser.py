@@ -317,11 +317,19 @@ def _layout_children(
     out: list[_N] = []
     remaining = sorted(comments)
     previous_end_line = region_start[0]
+
+    def take_end_of_line(candidates: list[tuple[int, int, int, str]]) -> None:
+        """A one-line comment on the line where the previous child ends belongs to that child."""
+        if out and candidates and candidates[0][0] == candidates[0][2] == previous_end_line:
+            text = candidates.pop(0)[3]
+            out[-1] = replace(out[-1], layout=replace(out[-1].layout, trailing=text))
+
     for child in children:
         start, end = _start(child.span), _end(child.span)
         before = [c for c in remaining if (c[0], c[1]) < start]
         inside = [c for c in remaining if start <= (c[0], c[1]) <= end]
         remaining = [c for c in remaining if (c[0], c[1]) > end]
+        take_end_of_line(before)
         first_line = before[0][0] if before else start[0]
         blank = bool(out) and first_line - previous_end_line > 1
         if isinstance(child, ast.DefinitionDecl | ast.PartialDecl):
@@ -331,6 +339,7 @@ def _layout_children(
         child = replace(child, layout=ast.Layout(texts, blank))
         out.append(child)
         previous_end_line = end[0]
+    take_end_of_line(remaining)
     return out, tuple(c[3] for c in remaining)
 
 

@@ -110,8 +110,8 @@ CASES = [
     pytest.param(
         "\t\t/**\n\t\t * doc\n\t\t */\n\t\tdefinition d {\n\t\t\t\t/**\n\t\t\t\t\t* r\n"
         "\t\t\t\t*/\n\t\t\t\trelation r: u   // why\n\t\t\t\t// end\n}\n// bye",
-        "/**\n * doc\n */\ndefinition d {\n    /**\n     * r\n     */\n    relation r: u\n"
-        "    // why\n    // end\n}\n\n// bye\n",
+        "/**\n * doc\n */\ndefinition d {\n    /**\n     * r\n     */\n    relation r: u  // why\n"
+        "    // end\n}\n\n// bye\n",
         id="doc-comments-reindented",
     ),
     pytest.param(
