@@ -1,7 +1,8 @@
 """In-process decision benchmark: Check, BatchCheck and ListObjects on generated workloads.
 
 Prints decisions/s and p50/p99 latency per workload as a table and, with
---json, as JSON. Every answer with a known expectation is verified, so a
+--json, as JSON. The full suite (SpiceDB and Python peers side by side, gRPC)
+is ``python -m policyd.bench.harness``. Every answer with a known expectation is verified, so a
 fast wrong engine shows up as errors, not as a good number.
 
     python benchmarks/engine_bench.py --workloads chain-10,chain-45,groups,social
@@ -13,26 +14,21 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from policyd.bench.workloads import Workload
+from policyd.bench.workloads import build as build_workload
 from policyd.engine import CheckRequest, Engine
 from policyd.store.sqlite import SqliteStore
 
-sys.path.insert(0, str(Path(__file__).parent))
-from workloads import Workload, chain, groups, social  # noqa: E402
-
 
 def build(name: str, scale: float) -> Workload:
-    if name.startswith("chain-"):
-        return chain(int(name.split("-")[1]))
-    if name == "groups":
-        return groups(int(100_000 * scale), int(10_000 * scale), int(1_000_000 * scale))
-    if name == "social":
-        return social(int(100_000 * scale), int(1_000_000 * scale))
-    raise SystemExit(f"unknown workload {name}")
+    try:
+        return build_workload(name, scale)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
 
 
 def percentile(values: list[float], q: float) -> float:

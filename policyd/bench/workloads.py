@@ -1,4 +1,4 @@
-"""Seeded workload generators for the benchmarks: a policy, its relationships, and queries.
+"""Package workloads generates seeded benchmark workloads: a policy, its relationships, and queries.
 
 Each workload is deterministic for a seed and a size, so runs compare like
 with like. Queries mix grants and denials; each carries the answer a correct
@@ -9,7 +9,7 @@ also catches a fast wrong answer.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -109,36 +109,47 @@ def _rel(
     return Relationship(ObjectRef(rtype, rid), relation, SubjectRef(stype, sid, srel))
 
 
-def chain(depth: int, seed: int = 1, queries: int = 2000) -> Workload:
-    """Groups nested ``depth`` deep; the user at the bottom reaches the document at the top."""
+def chain(depth: int, seed: int = 1, queries: int = 2000, members: int = 0) -> Workload:
+    """Groups nested ``depth`` deep; the user at the bottom reaches the document at the top.
+
+    ``members`` extra users join the bottom group, so the top document is shared
+    with a group of that many members nested ``depth`` deep.
+    """
     rng = random.Random(seed)
     rels = [_rel("group", f"g{i}", "member", "group", f"g{i + 1}", "member") for i in range(depth)]
     rels.append(_rel("group", f"g{depth}", "member", "user", "deep"))
     rels.append(_rel("document", "top", "viewer", "group", "g0", "member"))
     for i in range(depth + 1):
         rels.append(_rel("group", f"g{i}", "member", "user", f"u{i}"))
+    for m in range(members):
+        rels.append(_rel("group", f"g{depth}", "member", "user", f"m{m}"))
+    top = ObjectRef("document", "top")
     qs = []
     for _ in range(queries):
-        if rng.random() < 0.5:
-            qs.append(Query(ObjectRef("document", "top"), "view", SubjectRef("user", "deep"), True))
+        roll = rng.random()
+        if roll < 0.4:
+            qs.append(Query(top, "view", SubjectRef("user", "deep"), True))
+        elif roll < 0.6 and members:
+            qs.append(Query(top, "view", SubjectRef("user", f"m{rng.randrange(members)}"), True))
+        elif roll < 0.7:
+            qs.append(Query(top, "view", SubjectRef("user", f"u{rng.randrange(depth + 1)}"), True))
         else:
-            qs.append(
-                Query(ObjectRef("document", "top"), "view", SubjectRef("user", "nobody"), False)
-            )
+            qs.append(Query(top, "view", SubjectRef("user", f"nobody{rng.randrange(100)}"), False))
+    name = f"chain-{depth}" if not members else f"group-{members}m-{depth}deep"
     return Workload(
-        f"chain-{depth}",
-        GROUPS_POLICY,
-        rels,
-        qs,
-        [("document", "view", SubjectRef("user", "deep"))],
+        name, GROUPS_POLICY, rels, qs, [("document", "view", SubjectRef("user", "deep"))]
     )
 
 
 def groups(
     users: int, groups_count: int, docs: int, depth: int = 4, seed: int = 1, queries: int = 5000
 ) -> Workload:
-    """Users in groups nested ``depth`` levels in a tree; documents shared to groups and users."""
+    """Users in groups nested ``depth`` levels in a tree; documents shared to groups and users.
+
+    Every query carries its exact answer: through the group tree or as the owner.
+    """
     rng = random.Random(seed)
+    users, groups_count, docs = max(1, users), max(depth, groups_count), max(1, docs)
     rels: list[Relationship] = []
     per_level = max(1, groups_count // depth)
     levels = [[f"g{level}_{i}" for i in range(per_level)] for level in range(depth)]
@@ -148,34 +159,36 @@ def groups(
             parent = rng.choice(levels[level - 1])
             parent_of[g] = parent
             rels.append(_rel("group", parent, "member", "group", g, "member"))
-    user_groups: dict[str, list[str]] = {}
+    user_group: dict[str, str] = {}
     for u in range(users):
         g = rng.choice(levels[-1])
-        user_groups[f"u{u}"] = [g]
+        user_group[f"u{u}"] = g
         rels.append(_rel("group", g, "member", "user", f"u{u}"))
-    doc_groups: dict[str, str] = {}
+    doc_group: dict[str, str] = {}
+    doc_owner: dict[str, str] = {}
     for d in range(docs):
         level = rng.randrange(depth)
         g = rng.choice(levels[level])
-        doc_groups[f"d{d}"] = g
+        doc_group[f"d{d}"] = g
         rels.append(_rel("document", f"d{d}", "viewer", "group", g, "member"))
         if d % 10 == 0:
-            rels.append(_rel("document", f"d{d}", "owner", "user", f"u{rng.randrange(users)}"))
+            owner = f"u{rng.randrange(users)}"
+            doc_owner[f"d{d}"] = owner
+            rels.append(_rel("document", f"d{d}", "owner", "user", owner))
 
-    def ancestors(g: str) -> set[str]:
-        out = {g}
-        while g in parent_of:
-            g = parent_of[g]
-            out.add(g)
-        return out
+    ancestors: dict[str, frozenset[str]] = {}
+    for g in levels[-1]:
+        chain_up = [g]
+        while chain_up[-1] in parent_of:
+            chain_up.append(parent_of[chain_up[-1]])
+        ancestors[g] = frozenset(chain_up)
 
     qs = []
     for _ in range(queries):
-        u = f"u{rng.randrange(users)}"
-        d = f"d{rng.randrange(docs)}"
-        # Owners are ignored in the expectation, so only denials through groups are known.
-        granted = doc_groups[d] in ancestors(user_groups[u][0])
-        qs.append(Query(ObjectRef("document", d), "view", SubjectRef("user", u), granted or None))
+        user = f"u{rng.randrange(users)}"
+        doc = f"d{rng.randrange(docs)}"
+        granted = doc_group[doc] in ancestors[user_group[user]] or doc_owner.get(doc) == user
+        qs.append(Query(ObjectRef("document", doc), "view", SubjectRef("user", user), granted))
     listq = [
         ("document", "view", SubjectRef("user", f"u{rng.randrange(users)}")) for _ in range(20)
     ]
@@ -189,19 +202,27 @@ def did(n: int) -> str:
     return "did:plc:" + "".join(rng.choice(alphabet) for _ in range(24))
 
 
+SOCIAL_NOW = datetime(2026, 11, 25, tzinfo=UTC)
+"""The request time of every social query; half the subscriptions have expired by then."""
+
+
 def social(
-    accounts: int, posts: int, follows_per_account: int = 20, seed: int = 1, queries: int = 5000
+    accounts: int, posts: int, follows_per_account: int = 50, seed: int = 1, queries: int = 5000
 ) -> Workload:
-    """Accounts with a power-law follow graph, posts with AT-URI ids, spaces, tiers and blocks."""
+    """Accounts with a power-law follow graph, posts with AT-URI ids, spaces, tiers and blocks.
+
+    At 100k accounts and 50 follows each this makes about 5M follows (repeats
+    of a popular account collapse). Queries carry answers from ``social_oracle``.
+    """
     rng = random.Random(seed)
+    accounts, posts = max(2, accounts), max(1, posts)
     rels: list[Relationship] = []
     dids = [did(i) for i in range(accounts)]
     weights = [1.0 / (i + 1) ** 0.8 for i in range(accounts)]
-    followers: dict[int, set[int]] = {}
+    population = range(accounts)
     for a in range(accounts):
-        for b in set(rng.choices(range(accounts), weights, k=follows_per_account)):
+        for b in set(rng.choices(population, weights, k=follows_per_account)):
             if a != b:
-                followers.setdefault(b, set()).add(a)
                 rels.append(_rel("account", dids[b], "follower", "account", dids[a]))
         if rng.random() < 0.05:
             rels.append(
@@ -214,24 +235,27 @@ def social(
     spaces = max(1, accounts // 100)
     for s in range(spaces):
         rels.append(_rel("space", f"s{s}", "owner", "account", dids[rng.randrange(accounts)]))
+        rels.append(_rel("space", f"s{s}", "moderator", "account", dids[rng.randrange(accounts)]))
         for _ in range(20):
             rels.append(_rel("space", f"s{s}", "member", "account", dids[rng.randrange(accounts)]))
+        for _ in range(2):
+            rels.append(_rel("space", f"s{s}", "banned", "account", dids[rng.randrange(accounts)]))
         if s > 0 and rng.random() < 0.3:
             rels.append(_rel("space", f"s{rng.randrange(s)}", "member", "space", f"s{s}", "member"))
-    now = datetime(2026, 11, 25, tzinfo=UTC)
     creators = max(1, accounts // 200)
     for c in range(creators):
-        for _ in range(10):
-            expires = now + timedelta(days=rng.randint(-30, 30))
-            rels.append(
-                Relationship(
-                    ObjectRef("creator", dids[c]),
-                    "silver",
-                    SubjectRef("account", dids[rng.randrange(accounts)]),
-                    "active_subscription",
-                    {"expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        for tier, count in (("silver", 10), ("gold", 3)):
+            for _ in range(count):
+                expires = SOCIAL_NOW + timedelta(days=rng.randint(-30, 30), seconds=1)
+                rels.append(
+                    Relationship(
+                        ObjectRef("creator", dids[c]),
+                        tier,
+                        SubjectRef("account", dids[rng.randrange(accounts)]),
+                        "active_subscription",
+                        {"expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                    )
                 )
-            )
     post_ids = []
     for p in range(posts):
         author = min(int(rng.paretovariate(1.2)) - 1, accounts - 1)
@@ -246,7 +270,7 @@ def social(
         elif kind < 0.25:
             rels.append(_rel("post", uri, "creator", "creator", dids[rng.randrange(creators)]))
     qs = []
-    context = {"now": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    context: dict[str, object] = {"now": SOCIAL_NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}
     for _ in range(queries):
         uri = rng.choice(post_ids)
         viewer = dids[rng.randrange(accounts)]
@@ -257,10 +281,140 @@ def social(
     listq = [
         ("post", "view", SubjectRef("account", dids[rng.randrange(accounts)])) for _ in range(10)
     ]
-    return Workload(f"social-{accounts}a-{posts}p", SOCIAL_POLICY, rels, qs, listq)
+    workload = Workload(f"social-{accounts}a-{posts}p", SOCIAL_POLICY, rels, qs, listq)
+    oracle = social_oracle(workload.relationships)
+    workload.queries = [
+        Query(q.resource, q.permission, q.subject, oracle(q), q.context) for q in qs
+    ]
+    return workload
+
+
+def social_oracle(relationships: list[Relationship]) -> Callable[[Query], bool]:
+    """A direct reading of SOCIAL_POLICY over ``relationships``: the answer to a post query.
+
+    Independent of any engine: plain dicts and sets, following each permission's
+    definition by hand. Subscriptions compare their expiry with the query's ``now``.
+    """
+    by_relation: dict[tuple[str, str], dict[str, set[str]]] = {}
+    space_children: dict[str, set[str]] = {}
+    subscriptions: dict[tuple[str, str], dict[str, dict[str, datetime]]] = {}
+    for rel in relationships:
+        resource, subject = rel.resource, rel.subject
+        if subject.relation is not None:
+            space_children.setdefault(resource.id, set()).add(subject.id)
+            continue
+        key = (resource.type, rel.relation)
+        if rel.caveat_name is not None:
+            expires = datetime.fromisoformat(str(rel.caveat_context["expires"]))
+            subscriptions.setdefault(key, {}).setdefault(resource.id, {})
+            subscriptions[key][resource.id][subject.id] = expires
+        by_relation.setdefault(key, {}).setdefault(resource.id, set()).add(subject.id)
+
+    def related(rtype: str, relation: str, rid: str) -> set[str]:
+        return by_relation.get((rtype, relation), {}).get(rid, set())
+
+    def single(rtype: str, relation: str, rid: str) -> str | None:
+        found = related(rtype, relation, rid)
+        return next(iter(found)) if found else None
+
+    def space_members(space: str) -> set[str]:
+        members: set[str] = set()
+        seen: set[str] = set()
+        pending = [space]
+        while pending:
+            s = pending.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            members |= related("space", "member", s)
+            pending.extend(space_children.get(s, ()))
+        return members
+
+    def reads_space(post: str, viewer: str) -> bool:
+        space = single("post", "space", post)
+        if space is None:
+            return False
+        moderators = related("space", "owner", space) | related("space", "moderator", space)
+        allowed = viewer in moderators or viewer in space_members(space)
+        return allowed and viewer not in related("space", "banned", space)
+
+    def sees_followers_only(author: str, viewer: str) -> bool:
+        audience = related("account", "follower", author) | related(
+            "account", "close_friend", author
+        )
+        return viewer in audience and viewer not in related("account", "blocked", author)
+
+    def subscribed(tier: str, creator: str, viewer: str, now: datetime) -> bool:
+        expires = subscriptions.get(("creator", tier), {}).get(creator, {}).get(viewer)
+        return expires is not None and now < expires
+
+    def answer(q: Query) -> bool:
+        post, viewer = q.resource.id, q.subject.id
+        author = single("post", "author", post)
+        if viewer == author:
+            return True
+        assert author is not None
+        permission = q.permission
+        if permission == "view_followers":
+            return sees_followers_only(author, viewer)
+        if permission == "view_space":
+            return reads_space(post, viewer)
+        if permission == "view_paid":
+            creator = single("post", "creator", post)
+            now = datetime.fromisoformat(str(q.context["now"]))
+            return creator is not None and any(
+                subscribed(tier, creator, viewer, now) for tier in ("silver", "gold")
+            )
+        if permission == "view":
+            viewers = related("post", "viewer", post)
+            return (
+                "*" in viewers
+                or viewer in viewers
+                or sees_followers_only(author, viewer)
+                or reads_space(post, viewer)
+            )
+        raise ValueError(f"the social oracle knows no permission {permission!r}")
+
+    return answer
 
 
 def batched(items: list[Relationship], size: int) -> Iterator[list[Relationship]]:
     """Slices of at most ``size`` items."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+WORKLOADS = ("chain-10", "chain-25", "chain-45", "deep-30", "groups", "social")
+"""The harness's default workloads, in the order it runs them."""
+
+
+def known(name: str) -> bool:
+    """Whether ``build`` makes a workload of this name."""
+    kind, _, number = name.partition("-")
+    return (kind in ("chain", "deep") and number.isdigit()) or name in ("groups", "social", "peers")
+
+
+def build(name: str, scale: float = 1.0, seed: int = 1) -> Workload:
+    """The workload called ``name`` at ``scale`` × the issue's sizes.
+
+    ``chain-N``: groups nested N deep (not scaled). ``deep-N``: a group of 1M
+    members nested N deep. ``groups``: 100k users in 10k groups nested 4 deep,
+    1M documents. ``social``: 100k accounts (about 5M follows), 1M posts.
+    ``peers``: 1,000 users, 100 groups nested 5 deep, 10k documents (not scaled),
+    the workload the Python-native peers can express.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    kind, _, number = name.partition("-")
+    if kind == "chain" and number.isdigit():
+        return chain(int(number), seed)
+    if kind == "deep" and number.isdigit():
+        return chain(int(number), seed, members=max(1, int(1_000_000 * scale)))
+    if name == "groups":
+        return groups(int(100_000 * scale), int(10_000 * scale), int(1_000_000 * scale), 4, seed)
+    if name == "social":
+        return social(int(100_000 * scale), int(1_000_000 * scale), seed=seed)
+    if name == "peers":
+        return groups(1000, 100, 10_000, depth=5, seed=seed)
+    raise ValueError(f"unknown workload {name!r}: chain-N, deep-N, groups, social or peers")

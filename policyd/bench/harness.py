@@ -1,0 +1,425 @@
+"""Package harness runs policyd's benchmark suite and prints tables and, with --json, JSON.
+
+Sections (``--sections``, all by default):
+
+- ``inprocess``: each workload at ``--scale`` × the issue's sizes, loaded into
+  SQLite and measured in a fresh process (so peak RSS is the workload's own).
+- ``spicedb``: the same workloads at ``--peer-scale`` against SpiceDB embedded
+  and policyd in the same run, with policyd/SpiceDB ratios and a comparison of
+  both engines' answers.
+- ``python``: cedarpy, casbin, oso and a naive SQLite CTE on the nested-groups
+  workload they can express, with the policyd ratio and answer agreement.
+- ``grpc``: ``policyd serve --workers N`` on loopback under 1 and N client
+  processes (and h2load if installed).
+
+Every measurement is bounded by ``--seconds`` (and by counts), and each
+workload's process by ``--timeout``. Benchmarks print numbers; they never fail
+on time. Wrong answers are counted against each workload's known expectations.
+
+    python -m policyd.bench.harness --scale 0.01 --seconds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from policyd.bench import workloads
+from policyd.bench.measure import machine, ratio, table, time_calls
+
+SIDE_BY_SIDE = ("chain-10", "chain-25", "chain-45", "groups", "social")
+"""Workloads run against SpiceDB too (at --peer-scale)."""
+
+AGREEMENT_SAMPLE = 500
+"""Queries whose answers policyd and each peer must agree on."""
+
+
+# ---- isolated runs ---------------------------------------------------------------------------
+
+
+def isolated(
+    function: Callable[..., Any], args: tuple[Any, ...], timeout: float, isolate: bool
+) -> Any:
+    """Run ``function(*args)`` in a fresh process (bounded by ``timeout``), or here."""
+    if not isolate:
+        return function(*args)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+    try:
+        return pool.submit(function, *args).result(timeout=timeout)
+    except FutureTimeout:
+        return {"skipped": f"did not finish in {timeout:.0f}s (--timeout)"}
+    finally:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- sections --------------------------------------------------------------------------------
+
+
+def inprocess_row(name: str, scale: float, seed: int, seconds: float) -> dict[str, object]:
+    """One workload measured in-process (run inside an isolated process)."""
+    from policyd.bench.inprocess import Limits, measure_policyd
+
+    started = time.perf_counter()
+    workload = workloads.build(name, scale, seed)
+    generated = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="policyd-bench-") as tmp:
+        row = measure_policyd(workload, Path(tmp), Limits(seconds=seconds), seed)
+    row["gen_s"] = round(generated, 1)
+    return row
+
+
+def _policyd_answers(
+    workload: workloads.Workload, sample: Sequence[workloads.Query]
+) -> tuple[list[bool], list[set[str]]]:
+    """The answers policyd gives to ``sample`` and to the first five list queries."""
+    from policyd.engine import Engine
+    from policyd.store.memory import MemoryStore
+
+    engine = Engine(MemoryStore())
+    engine.write_policy(workload.policy)
+    engine.import_relationships(workload.relationships)
+    checks = [
+        engine.check(q.resource, q.permission, q.subject, context=q.context).allowed for q in sample
+    ]
+    context = workload.queries[0].context if workload.queries else {}
+    lists = [
+        {o.resource_id for o in engine.list_objects(t, p, s, context=context).objects}
+        for t, p, s in workload.list_queries[:5]
+    ]
+    return checks, lists
+
+
+def spicedb_row(
+    name: str, scale: float, seed: int, seconds: float, load_seconds: float
+) -> dict[str, object]:
+    """Policyd and SpiceDB embedded on one workload, side by side (in an isolated process)."""
+    from policyd.bench.inprocess import Limits, measure_policyd
+    from policyd.bench.peers import spicedb
+
+    workload = workloads.build(name, scale, seed)
+    row: dict[str, object] = {"workload": workload.name, "rels": len(workload.relationships)}
+    reason = spicedb.unavailable()
+    if reason is not None:
+        row["skipped"] = reason
+        return row
+    sample = workload.queries[:AGREEMENT_SAMPLE]
+    ours, our_lists = _policyd_answers(workload, sample)
+
+    peer = spicedb.SpiceDBPeer()
+    try:
+        loaded = spicedb.load(peer, workload, load_seconds)
+        row["spicedb_load_s"] = loaded["load_s"]
+        if not loaded["complete"]:
+            row["skipped"] = f"SpiceDB loaded {loaded['rels']} relationships in {load_seconds}s"
+            return row
+        requests = [peer.check_request(q) for q in workload.queries]
+        theirs_all: list[bool | None] = []
+        timing = time_calls(
+            lambda r: theirs_all.append(peer.check(r)), requests, seconds, len(requests)
+        )
+        theirs = [peer.check(r) for r in requests[: len(sample)]]
+        bulk = [
+            peer.bulk_request(workload.queries[i : i + 100])
+            for i in range(0, max(1, len(workload.queries) - 99), 100)
+        ]
+        bulk_timing = time_calls(peer.check_bulk, bulk, min(seconds, 3.0), len(bulk))
+        bulk_rate = bulk_timing.calls * 100 / bulk_timing.seconds if bulk_timing.seconds else 0
+        first: list[float] = []
+        full: list[float] = []
+        list_disagreements = 0
+        context = workload.queries[0].context if workload.queries else {}
+        deadline = time.perf_counter() + seconds
+        for i, (rtype, permission, subject) in enumerate(workload.list_queries[:5]):
+            t0 = time.perf_counter()
+            peer.lookup_resources(rtype, permission, subject, context, limit=100)
+            first.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            found = set(peer.lookup_resources(rtype, permission, subject, context))
+            full.append(time.perf_counter() - t0)
+            if found != our_lists[i]:
+                list_disagreements += 1
+            if time.perf_counter() > deadline:
+                break
+    finally:
+        peer.close()
+
+    disagreements = [
+        f"{q.resource}#{q.permission}@{q.subject}: policyd {a}, SpiceDB {b}"
+        for q, a, b in zip(sample, ours, theirs, strict=True)
+        if a != b
+    ]
+    spicedb_wrong = sum(
+        1
+        for q, b in zip(workload.queries, theirs_all, strict=False)
+        if q.expected is not None and b != q.expected
+    )
+    ours_row = measure_policyd(
+        workload, Path(tempfile.mkdtemp(prefix="policyd-bench-")), Limits(seconds=seconds), seed
+    )
+    row.update(
+        {
+            "policyd_check_per_s": ours_row["check_per_s"],
+            "spicedb_check_per_s": round(timing.per_second),
+            "check_ratio": ratio(ours_row["check_per_s"], timing.per_second),
+            "policyd_p99_ms": ours_row["check_p99_ms"],
+            "spicedb_p99_ms": round(timing.percentile_ms(0.99), 3),
+            "policyd_batch_per_s": ours_row["batch100_per_s"],
+            "spicedb_bulk_per_s": round(bulk_rate),
+            "batch_ratio": ratio(ours_row["batch100_per_s"], bulk_rate),
+            "policyd_list_all_ms": ours_row["list_all_ms"],
+            "spicedb_lookup_all_ms": round(sorted(full)[len(full) // 2] * 1000, 2)
+            if full
+            else None,
+            "spicedb_lookup_first100_ms": (
+                round(sorted(first)[len(first) // 2] * 1000, 2) if first else None
+            ),
+            "lookup_ratio": ratio(
+                sorted(full)[len(full) // 2] * 1000 if full else None, ours_row["list_all_ms"]
+            ),
+            "policyd_wrong": ours_row["wrong"],
+            "spicedb_wrong": spicedb_wrong,
+            "disagree": len(disagreements),
+            "disagree_lists": list_disagreements,
+            "compared": len(sample),
+        }
+    )
+    if disagreements:
+        row["disagreements"] = disagreements[:5]
+    return row
+
+
+def python_rows(seed: int, seconds: float) -> list[dict[str, object]]:
+    """Policyd and the Python-native peers on the ``peers`` workload (in an isolated process)."""
+    from policyd.bench.inprocess import Limits, measure_policyd
+    from policyd.bench.peers import python_peers
+
+    workload = workloads.build("peers", 1.0, seed)
+    queries = workload.queries
+    ours, _ = _policyd_answers(workload, queries)
+    model = python_peers.GroupsModel.from_workload(workload)
+    rows: list[dict[str, object]] = []
+
+    def measure(name: str, check: Callable[[workloads.Query], bool], build_s: float) -> None:
+        answers = [check(q) for q in queries]
+        timing = time_calls(check, queries, seconds)
+        rows.append(
+            {
+                "peer": name,
+                "workload": workload.name,
+                "build_s": round(build_s, 2),
+                "check_per_s": round(timing.per_second),
+                "p99_ms": round(timing.percentile_ms(0.99), 3),
+                "wrong": sum(1 for q, a in zip(queries, answers, strict=True) if a != q.expected),
+                "disagree": sum(1 for a, b in zip(ours, answers, strict=True) if a != b),
+                "compared": len(queries),
+            }
+        )
+
+    for name, (module, builder) in python_peers.PEERS.items():
+        reason = python_peers.unavailable(module)
+        if reason is not None:
+            rows.append({"peer": name, "workload": workload.name, "skipped": reason})
+            continue
+        started = time.perf_counter()
+        check = builder(model)
+        measure(name, check, time.perf_counter() - started)
+    started = time.perf_counter()
+    with python_peers.naive_cte(workload) as check:
+        measure("SQLite recursive CTE", check, time.perf_counter() - started)
+
+    ours_row = measure_policyd(
+        workload, Path(tempfile.mkdtemp(prefix="policyd-bench-")), Limits(seconds=seconds), seed
+    )
+    policyd = {
+        "peer": "policyd",
+        "workload": workload.name,
+        "build_s": ours_row["load_s"],
+        "check_per_s": ours_row["check_per_s"],
+        "p99_ms": ours_row["check_p99_ms"],
+        "wrong": ours_row["wrong"],
+        "disagree": 0,
+        "compared": len(queries),
+    }
+    for row in rows:
+        row["policyd_ratio"] = ratio(policyd["check_per_s"], row.get("check_per_s"))
+    return [policyd, *rows]
+
+
+def grpc_rows(
+    name: str, scale: float, seed: int, seconds: float, workers: int, clients: int
+) -> list[dict[str, object]]:
+    """``policyd serve --workers N`` under load (in an isolated process)."""
+    from policyd.bench.grpc_load import measure_grpc
+
+    workload = workloads.build(name, scale, seed)
+    with tempfile.TemporaryDirectory(prefix="policyd-bench-") as tmp:
+        return measure_grpc(
+            workload, Path(tmp), workers, sorted({1, clients}), seconds, h2load_requests=100_000
+        )
+
+
+# ---- the program -----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    """The harness's command line (also what ``policyd bench`` takes)."""
+    p = argparse.ArgumentParser(
+        prog="policyd bench", description="Benchmark policyd and its peers side by side."
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(workloads.WORKLOADS),
+        help="comma-separated: chain-N, deep-N, groups, social (default: all)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="× the issue's sizes for groups, social and deep-N (0.01 is quick)",
+    )
+    p.add_argument(
+        "--peer-scale",
+        type=float,
+        default=0.01,
+        help="scale of the SpiceDB side-by-side runs (default 0.01)",
+    )
+    p.add_argument(
+        "--sections",
+        default="inprocess,spicedb,python,grpc",
+        help="comma-separated: inprocess, spicedb, python, grpc",
+    )
+    p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    p.add_argument(
+        "--spicedb-load-seconds",
+        type=float,
+        default=300.0,
+        help="give up on a SpiceDB load after this long",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="give up on one workload (load and measure) after this long",
+    )
+    p.add_argument("--grpc-workload", default="groups", help="workload served over gRPC")
+    p.add_argument("--grpc-scale", type=float, default=None, help="default: --scale")
+    p.add_argument("--workers", type=int, default=2, help="policyd serve --workers")
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="client processes for the multi-client runs (default: cores)",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="run workloads in this process (peak RSS then accumulates)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sections asked for, print each table as it completes; returns the exit status."""
+    args = parser().parse_args(argv)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if not workloads.known(n)]
+    if unknown:
+        parser().error(f"unknown workloads {', '.join(unknown)}: chain-N, deep-N, groups, social")
+    info = machine()
+    isolate = not args.no_isolate
+    clients = args.clients or int(str(info["cores"]))
+    print(
+        f"policyd bench: {info['cores']} cores, {info['memory_gib']} GiB, {info['cpu']}, "
+        f"Python {info['python']}; scale {args.scale}, peer scale {args.peer_scale}, "
+        f"{args.seconds}s per measurement",
+        flush=True,
+    )
+    results: dict[str, Any] = {"machine": info, "arguments": vars(args)}
+
+    if "inprocess" in sections:
+        rows = []
+        for name in names:
+            row = isolated(
+                inprocess_row, (name, args.scale, args.seed, args.seconds), args.timeout, isolate
+            )
+            rows.append({"workload": name, **row} if "skipped" in row else row)
+            print(f"  {name}: done", flush=True)
+        results["inprocess"] = rows
+        print(f"\n== policyd in-process (SQLite, scale {args.scale})")
+        print(table(rows), flush=True)
+
+    if "spicedb" in sections:
+        rows = []
+        for name in [n for n in names if n in SIDE_BY_SIDE]:
+            arguments = (name, args.peer_scale, args.seed, args.seconds, args.spicedb_load_seconds)
+            row = isolated(spicedb_row, arguments, args.timeout, isolate)
+            rows.append({"workload": name, **row} if "skipped" in row else row)
+            print(f"  {name}: done", flush=True)
+        results["spicedb"] = rows
+        print(f"\n== policyd vs SpiceDB embedded (same run, scale {args.peer_scale})")
+        columns = [
+            "workload",
+            "rels",
+            "policyd_check_per_s",
+            "spicedb_check_per_s",
+            "check_ratio",
+            "policyd_p99_ms",
+            "spicedb_p99_ms",
+            "policyd_batch_per_s",
+            "spicedb_bulk_per_s",
+            "batch_ratio",
+            "policyd_list_all_ms",
+            "spicedb_lookup_all_ms",
+            "lookup_ratio",
+            "policyd_wrong",
+            "spicedb_wrong",
+            "disagree",
+            "disagree_lists",
+            "skipped",
+        ]
+        print(table(rows, [c for c in columns if any(c in r for r in rows)]))
+        for row in rows:
+            for line in row.get("disagreements", []):
+                print(f"  disagreement on {row['workload']}: {line}")
+        print(flush=True)
+
+    if "python" in sections:
+        rows = isolated(python_rows, (args.seed, args.seconds), args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"peer": "all", **rows}]
+        results["python"] = rows
+        print(
+            "\n== policyd vs Python-native peers (1,000 users, 100 groups nested 5 deep, 10k docs)"
+        )
+        print(table(rows), flush=True)
+
+    if "grpc" in sections:
+        scale = args.scale if args.grpc_scale is None else args.grpc_scale
+        served = (args.grpc_workload, scale, args.seed, args.seconds, args.workers, clients)
+        rows = isolated(grpc_rows, served, args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"rpc": "all", **rows}]
+        results["grpc"] = rows
+        print(f"\n== over gRPC: policyd serve --workers {args.workers} (scale {scale})")
+        print(table(rows), flush=True)
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

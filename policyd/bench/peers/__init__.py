@@ -1,0 +1,1 @@
+"""Package peers runs the benchmark workloads on other authorization engines, for comparison."""
