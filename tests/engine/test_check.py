@@ -235,6 +235,18 @@ def test_userset_subjects(make_engine: MakeEngine, case: Case) -> None:
     run_case(make_engine, OPERATORS, case)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="plan.py evaluates a relation named by a permission in place and skips the "
+    "subject-is-this-userset check SpiceDB makes on every dispatch (commit 2060de5)",
+)
+def test_userset_subject_through_a_permission(make_engine: MakeEngine) -> None:
+    # SpiceDB: doc:1#edit = owner + editor dispatches doc:1#editor, which is the subject itself.
+    engine = make_engine(OPERATORS, ["group:eng#member@user:a"])
+    assert check(engine, "group:eng#member@group:eng#member").permissionship is YES
+    assert check(engine, "doc:1#edit@doc:1#editor").permissionship is YES
+
+
 # ---- wildcards ---------------------------------------------------------------------------------
 
 WILDCARDS = """
@@ -542,16 +554,7 @@ def test_expired_relationship_stops_granting(
     clock: FakeClock,
     relationships: list[str],
     use_index: bool,
-    request: pytest.FixtureRequest,
 ) -> None:
-    if use_index:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="RelationshipIndex judges expiration by its own clock (time.time), "
-                "not the store's injected clock",
-            )
-        )
     at = stamp(clock.now + 60)
     engine = make_engine(EXPIRATION, [r.format(at=at) for r in relationships], store=clocked_store)
     assert check(engine, "doc:1#view@user:a").permissionship is YES
@@ -636,33 +639,47 @@ def test_cycle_answers_do_not_depend_on_which_check_ran_first(make_engine: MakeE
 # ---- max depth ---------------------------------------------------------------------------------
 
 
+def folder_chain(length: int) -> list[str]:
+    """folder:f0 under f1 under … f{length}, which alone alice can view: ``length`` arrows up."""
+    links = [f"folder:f{i}#parent@folder:f{i + 1}" for i in range(length)]
+    return [*links, f"folder:f{length}#viewer@user:alice"]
+
+
 def group_chain(length: int) -> list[str]:
     """group:g0 ⊇ g1 ⊇ … ⊇ g{length}, which alone holds alice: alice is ``length`` levels down."""
     links = [f"group:g{i}#member@group:g{i + 1}#member" for i in range(length)]
     return [*links, f"group:g{length}#member@user:alice"]
 
 
-@pytest.mark.parametrize("subject", ["alice", "bob"])
-def test_chain_longer_than_max_depth_raises(make_engine: MakeEngine, subject: str) -> None:
-    engine = make_engine(CYCLES, group_chain(30), max_depth=10)
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_chain_longer_than_max_depth_raises(make_engine: MakeEngine, user: str) -> None:
+    engine = make_engine(CYCLES, folder_chain(30), max_depth=10)
     with pytest.raises(MaxDepthExceededError, match="more than 10 levels") as raised:
-        check(engine, f"group:g0#member@user:{subject}")
+        check(engine, f"folder:f0#view@user:{user}")
     assert raised.value.code == "max-depth-exceeded"
     assert "raise max depth" in str(raised.value)
 
 
-def test_chain_of_100_with_max_depth_200(make_engine: MakeEngine) -> None:
-    engine = make_engine(CYCLES, group_chain(100), max_depth=200)
-    assert check(engine, "group:g0#member@user:alice").permissionship is YES
-    assert check(engine, "group:g0#member@user:bob").permissionship is NO
-    listed = engine.list_objects("group", "member", subject("user:alice")).objects
+@pytest.mark.parametrize(
+    ("chain", "type_name", "member"),
+    [(folder_chain, "folder", "view"), (group_chain, "group", "member")],
+    ids=["folders", "groups"],
+)
+def test_chain_of_100_with_max_depth_200(
+    make_engine: MakeEngine, chain: Any, type_name: str, member: str
+) -> None:
+    engine = make_engine(CYCLES, chain(100), max_depth=200)
+    top = f"{type_name}:{type_name[0]}0#{member}"
+    assert check(engine, f"{top}@user:alice").permissionship is YES
+    assert check(engine, f"{top}@user:bob").permissionship is NO
+    listed = engine.list_objects(type_name, member, subject("user:alice")).objects
     assert len(listed) == 101
 
 
 def test_chain_deeper_than_the_python_stack_is_a_clear_error(make_engine: MakeEngine) -> None:
-    engine = make_engine(CYCLES, group_chain(2000), max_depth=5000)
+    engine = make_engine(CYCLES, folder_chain(2000), max_depth=5000)
     with pytest.raises(MaxDepthExceededError, match="max depth"):
-        check(engine, "group:g0#member@user:alice")
+        check(engine, "folder:f0#view@user:alice")
 
 
 def test_engine_refuses_max_depth_below_one() -> None:
