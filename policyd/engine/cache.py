@@ -3,14 +3,16 @@
 Entries are keyed by the index revision they were computed at, so a write,
 which moves the revision on, makes every older entry unreachable at once:
 nothing stale can be served, and no invalidation bookkeeping is needed on the
-write path. Old entries age out first-in, first-out when the cache is full.
-Only checks without caveat context are cached (their answer depends on the
+write path. Time changes answers too, when a relationship the decision relied
+on expires: each entry keeps the earliest such expiry and is not served after
+it. Old entries age out first-in, first-out when the cache is full. Only checks without caveat context are cached (their answer depends on the
 relationships alone). Hit and miss counts are plain ints for a metrics
 collector to export.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import TypeAlias
 
@@ -29,20 +31,20 @@ class DecisionCache:
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
-        self._entries: dict[DecisionKey, Partial] = {}
+        self._entries: dict[DecisionKey, tuple[Partial, float]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: DecisionKey) -> Partial | None:
-        """The cached answer, or None (counted as a miss)."""
-        value = self._entries.get(key)
-        if value is None:
+    def get(self, key: DecisionKey, now: float) -> Partial | None:
+        """The cached answer if still valid at ``now``, or None (counted as a miss)."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= now:
             self.misses += 1
-        else:
-            self.hits += 1
-        return value
+            return None
+        self.hits += 1
+        return entry[0]
 
-    def put(self, key: DecisionKey, value: Partial) -> None:
-        """Remember an answer, dropping the oldest entries when full."""
+    def put(self, key: DecisionKey, value: Partial, valid_until: float = math.inf) -> None:
+        """Remember an answer until ``valid_until``, dropping the oldest entries when full."""
         if self.capacity <= 0:
             return
         entries = self._entries
@@ -51,7 +53,7 @@ class DecisionCache:
                 excess = len(entries) - self.capacity + max(1, self.capacity // 10)
                 for old in list(entries)[:excess]:
                     entries.pop(old, None)
-        entries[key] = value
+        entries[key] = (value, valid_until)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -9,6 +9,7 @@ for Explain.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,8 @@ class CheckRun:
         self.context = context
         self.max_depth = max_depth
         self.memo: dict[tuple[str, str, str], Partial] = {}
+        self.valid_until = math.inf
+        """The earliest expiry of any relationship the answers so far relied on."""
         self._open: dict[tuple[str, str, str], int] = {}
         self._lowest_cut = _NO_CUT
 
@@ -115,6 +118,9 @@ class CheckRun:
         if value is True:
             return True
         assert isinstance(value, Edge)
+        expires = value.expires_at
+        if expires is not None and expires < self.valid_until:
+            self.valid_until = expires
         name = value.caveat_name
         if name is None:
             return True

@@ -144,7 +144,7 @@ class Engine:
         self._closures: Closures | None = None
         self._head = store.head_revision()
         if index:
-            self._index = RelationshipIndex()
+            self._index = RelationshipIndex(clock=store.clock)
             self._index.load(store, self._head)
             self._closures = Closures(self._index)
         self._head_read_at = clock()
@@ -379,7 +379,8 @@ class Engine:
 
         ``runs`` lets a batch share one CheckRun, and so its memo, per subject and context.
         """
-        cacheable = not context and isinstance(reader, IndexGraph)
+        indexed = reader if isinstance(reader, IndexGraph) else None
+        cacheable = not context and indexed is not None
         if cacheable:
             key = (
                 reader.revision,
@@ -390,7 +391,8 @@ class Engine:
                 subject.id,
                 subject.relation or "",
             )
-            cached = self.cache.get(key)
+            assert indexed is not None
+            cached = self.cache.get(key, indexed.now)
             if cached is not None:
                 return cached
         if runs is None:
@@ -402,7 +404,7 @@ class Engine:
             )
         value = run.check(resource.type, resource.id, permission, 0)
         if cacheable:
-            self.cache.put(key, value)
+            self.cache.put(key, value, run.valid_until)
         return value
 
     @staticmethod

@@ -172,6 +172,8 @@ def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
 
     def evaluate(run: CheckRun, rid: str, depth: int) -> Partial:
         subject_type, subject_id, subject_rel = run.subject_key
+        if subject_rel == relation and subject_id == rid and subject_type == type_name:
+            return True  # a userset contains itself
         reader = run.reader
         result: Partial = False
         if (subject_type, subject_rel) in direct:

@@ -274,6 +274,9 @@ class Store(Protocol):
     several threads; SQL backends may be shared by several processes.
     """
 
+    clock: Clock
+    """The store's time source: what "now" means for expiry, holds and GC."""
+
     def head_revision(self) -> Revision:
         """The newest committed revision (0 for an empty store)."""
         ...

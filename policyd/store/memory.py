@@ -66,7 +66,7 @@ class MemoryStore:
     """The Store contract in memory; one lock serialises writes and reads."""
 
     def __init__(self, clock: Clock = time.time) -> None:
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.RLock()
         self._versions: dict[RelationshipKey, list[_Row]] = {}
         self._revision_times: dict[Revision, float] = {0: clock()}
@@ -86,7 +86,7 @@ class MemoryStore:
             return self._head
 
     def _now(self) -> int:
-        return int(self._clock() * 1_000_000)
+        return int(self.clock() * 1_000_000)
 
     def _at(self, revision: Revision | None) -> Revision:
         if self._closed:
@@ -106,7 +106,7 @@ class MemoryStore:
 
     def _next_revision(self) -> Revision:
         self._head += 1
-        self._revision_times[self._head] = self._clock()
+        self._revision_times[self._head] = self.clock()
         return self._head
 
     def _live(self, key: RelationshipKey) -> _Row | None:
@@ -378,7 +378,7 @@ class MemoryStore:
         with self._lock:
             self._at(revision)
             hold_id = next(self._hold_ids)
-            self._holds[hold_id] = (revision, self._clock() + ttl.total_seconds())
+            self._holds[hold_id] = (revision, self.clock() + ttl.total_seconds())
 
         def release() -> None:
             with self._lock:
@@ -387,14 +387,14 @@ class MemoryStore:
         def renew() -> None:
             with self._lock:
                 if hold_id in self._holds:
-                    self._holds[hold_id] = (revision, self._clock() + ttl.total_seconds())
+                    self._holds[hold_id] = (revision, self.clock() + ttl.total_seconds())
 
         return RevisionHold(revision, release, renew)
 
     def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
         """Collect old deleted rows and expired rows (see Store.gc)."""
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             cutoff = now - window.total_seconds()
             self._holds = {k: v for k, v in self._holds.items() if v[1] > now}
             point = max(

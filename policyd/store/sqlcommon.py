@@ -161,7 +161,7 @@ class SqlStore(ABC):
     """The Store contract over a DB-API connection; backends add connections, DDL and bulk load."""
 
     def __init__(self, clock: Clock = time.time) -> None:
-        self._clock = clock
+        self.clock = clock
         self._validator: tuple[Revision, Validator] = (-1, Validator(None))
 
     # ---- what a backend provides ---------------------------------------------------------------
@@ -193,7 +193,7 @@ class SqlStore(ABC):
     # ---- plumbing ------------------------------------------------------------------------------
 
     def _now(self) -> int:
-        return int(self._clock() * 1_000_000)
+        return int(self.clock() * 1_000_000)
 
     def _exec(self, cur: SqlCursor, text: str, params: Sequence[Any] = ()) -> Any:
         return cur.execute(self._sql(text), params)

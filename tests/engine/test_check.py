@@ -235,11 +235,6 @@ def test_userset_subjects(make_engine: MakeEngine, case: Case) -> None:
     run_case(make_engine, OPERATORS, case)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.py evaluates a relation named by a permission in place and skips the "
-    "subject-is-this-userset check SpiceDB makes on every dispatch (commit 2060de5)",
-)
 def test_userset_subject_through_a_permission(make_engine: MakeEngine) -> None:
     # SpiceDB: doc:1#edit = owner + editor dispatches doc:1#editor, which is the subject itself.
     engine = make_engine(OPERATORS, ["group:eng#member@user:a"])

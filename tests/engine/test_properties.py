@@ -373,11 +373,6 @@ def test_check_lookups_batch_and_oracle_agree(world: World) -> None:
     check_agreement(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.py evaluates a relation named by a permission in place and skips the "
-    "subject-is-this-userset check (commit 2060de5)",
-)
 @settings(SETTINGS, max_examples=150)
 @example(USERSET_BUG)
 @given(worlds(usersets=True))

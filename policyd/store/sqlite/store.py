@@ -161,7 +161,7 @@ class SqliteStore(SqlStore):
         """
         at = self.head_revision() if revision is None else revision
         conn = getattr(self._local, "conn", None) or self._connection()
-        now = int(self._clock() * 1_000_000)
+        now = int(self.clock() * 1_000_000)
         try:
             if self._memory:
                 with self._lock:
