@@ -5,7 +5,8 @@ which moves the revision on, makes every older entry unreachable at once:
 nothing stale can be served, and no invalidation bookkeeping is needed on the
 write path. Time changes answers too, when a relationship the decision relied
 on expires: each entry keeps the earliest such expiry and is not served after
-it. Old entries age out first-in, first-out when the cache is full. Only checks without caveat context are cached (their answer depends on the
+it. Old entries age out first-in, first-out when the cache is full. Only
+checks without caveat context are cached (their answer depends on the
 relationships alone). Hit and miss counts are plain ints for a metrics
 collector to export.
 """
