@@ -160,13 +160,13 @@ class Oracle:
             changed = True
             while changed:
                 changed = False
-                for node, expr in stratum:
+                for node, rule in stratum:
                     if node == target:
                         value = GRANTED
-                    elif expr is None:
+                    elif rule is None:
                         value = self._relation(node, subject, context, values)
                     else:
-                        value = self._expr(node, expr, context, values)
+                        value = self._expr(node, rule, context, values)
                     if value != values.get(node, DENIED):
                         values[node] = value
                         changed = True

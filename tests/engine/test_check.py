@@ -33,7 +33,7 @@ class Case:
     missing: tuple[str, ...] = ()
 
 
-def cases(*items: Case) -> Any:
+def cases(*items: Case) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("case", items, ids=[c.id for c in items])
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from policyd.cli import main
+from policyd.errors import PolicyErrors
 from policyd.validationfile import load_engine, load_validation_files, run_validation_file
 from tests.conformance.test_integration_engine import agreement_problems
 
@@ -52,24 +53,28 @@ def test_policyd_validate_passes_every_example(capsys: pytest.CaptureFixture[str
         assert f"{path}: ok" in out
 
 
+def scenario(tmp_path: Path, body: str) -> Path:
+    """A validation file over a copy of social.policy in ``tmp_path``."""
+    (tmp_path / "social.policy").write_text((POLICIES / "social.policy").read_text())
+    path = tmp_path / "scenario.yaml"
+    path.write_text("schemaFile: social.policy\n" + textwrap.dedent(body))
+    return path
+
+
 def test_policyd_validate_reports_a_broken_scenario(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A wrong expectation fails with the assertion and its explain tree."""
-    (tmp_path / "social.policy").write_text((POLICIES / "social.policy").read_text())
-    broken = tmp_path / "broken.yaml"
-    broken.write_text(
-        textwrap.dedent(
-            """\
-            schemaFile: social.policy
+    broken = scenario(
+        tmp_path,
+        """\
             relationships: |-
               account:did:plc:alice#follower@account:did:plc:bob
               account:did:plc:alice#blocked@account:did:plc:bob
             assertions:
               assertTrue:
                 - account:did:plc:alice#see_followers_only@account:did:plc:bob
-            """
-        )
+            """,
     )
     assert main(["validate", str(broken)]) != 0
     err = capsys.readouterr().err
@@ -79,22 +84,19 @@ def test_policyd_validate_reports_a_broken_scenario(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=PolicyErrors,
     reason="validationfile cannot parse SpiceDB's caveated expected subject '[user:x[...]]'",
 )
 def test_caveated_expected_subjects_in_spicedb_notation(tmp_path: Path) -> None:
-    (tmp_path / "social.policy").write_text((POLICIES / "social.policy").read_text())
-    path = tmp_path / "tiers.yaml"
-    path.write_text(
-        textwrap.dedent(
-            """\
-            schemaFile: social.policy
+    path = scenario(
+        tmp_path,
+        """\
             relationships: |-
               creator:did:plc:alice#silver@account:did:plc:bob[active_subscription]
             validation:
               "creator:did:plc:alice#silver_content":
                 - "[account:did:plc:bob[...]] is <creator:did:plc:alice#silver>"
-            """
-        )
+            """,
     )
     (loaded,) = load_validation_files(path)
     assert run_validation_file(loaded) == []
