@@ -252,3 +252,74 @@ def test_lookups_read_at_the_requested_revision(make_engine: MakeEngine) -> None
     ] == ["1", "2"]
     old_subjects = engine.list_subjects(ObjectRef("doc", "2"), "view", "user", consistency=snapshot)
     assert old_subjects.subjects == ()
+
+
+SELF_AND_TEAMS = """
+use self
+
+definition user {
+    relation friend: user
+    relation blocked: user
+    permission view_profile = (self + friend) - blocked
+}
+
+definition team {
+    relation member: user | user:* | team#member
+    relation banned: user
+    permission access = member - banned
+}
+"""
+SELF_AND_TEAMS_DATA = [
+    "user:a#friend@user:b",
+    "user:a#blocked@user:a",
+    "user:c#friend@user:d",
+    "team:t#member@team:u#member",
+    "team:u#member@user:*",
+    "team:t#banned@user:x",
+]
+
+
+@pytest.mark.parametrize(
+    ("resource", "permission", "subject_type", "expected"),
+    [
+        pytest.param("user:c", "view_profile", "user", {"user:c", "user:d"}, id="self"),
+        pytest.param("user:a", "view_profile", "user", {"user:b"}, id="self-excluded"),
+        pytest.param(
+            "team:t", "access", "user", {"user:* - {user:x}"}, id="wildcard-in-nested-team"
+        ),
+        pytest.param(
+            "team:t",
+            "member",
+            "team#member",
+            {"team:t#member", "team:u#member"},
+            id="userset-holds-itself",
+        ),
+    ],
+)
+def test_list_subjects_self_and_nesting(
+    make_engine: MakeEngine, resource: str, permission: str, subject_type: str, expected: set[str]
+) -> None:
+    engine = make_engine(SELF_AND_TEAMS, SELF_AND_TEAMS_DATA)
+    type_name, _, rid = resource.partition(":")
+    kind, _, relation = subject_type.partition("#")
+    found = engine.list_subjects(
+        ObjectRef(type_name, rid), permission, kind, relation or None, consistency=FRESH
+    ).subjects
+    assert {describe(f) for f in found} == expected
+
+
+@pytest.mark.parametrize(
+    ("type_name", "permission", "who", "expected"),
+    [
+        pytest.param("user", "view_profile", "user:c", ["c"], id="self"),
+        pytest.param("user", "view_profile", "user:a", [], id="self-blocked"),
+        pytest.param("team", "access", "user:anyone", ["t", "u"], id="wildcard-nested"),
+        pytest.param("team", "access", "user:x", ["u"], id="wildcard-nested-banned"),
+    ],
+)
+def test_list_objects_self_and_nesting(
+    make_engine: MakeEngine, type_name: str, permission: str, who: str, expected: list[str]
+) -> None:
+    engine = make_engine(SELF_AND_TEAMS, SELF_AND_TEAMS_DATA)
+    found = engine.list_objects(type_name, permission, subject(who), consistency=FRESH).objects
+    assert [f.resource_id for f in found] == expected
