@@ -385,6 +385,52 @@ def run_read(args: argparse.Namespace, connection: client.PolicydClient) -> int:
     return EXIT_OK
 
 
+def run_list_objects(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Print the ids of the resources on which the subject holds the permission."""
+    type_text, _, subject_text = args.query.partition("@")
+    resource_type, _, permission = type_text.partition("#")
+    if not permission or not subject_text:
+        raise InvalidRequestError(
+            f"expected type#permission@subject, got {args.query!r}", field="query"
+        )
+    found = connection.list_objects(
+        resource_type,
+        permission,
+        parse_subject(subject_text),
+        context=_json_object(args.context, "context"),
+        consistency=_consistency(args),
+        limit=args.limit,
+    )
+    for item in found:
+        missing = f" (needs {', '.join(item.missing)})" if item.missing else ""
+        print(f"{resource_type}:{item.resource_id}{missing}")
+    return EXIT_OK
+
+
+def run_list_subjects(args: argparse.Namespace, connection: client.PolicydClient) -> int:
+    """Print the subjects of a type that hold the permission on the resource."""
+    resource_text, _, permission = args.query.rpartition("#")
+    if not resource_text or not permission:
+        raise InvalidRequestError(
+            f"expected resource#permission, got {args.query!r}", field="query"
+        )
+    subject_type, _, subject_relation = args.subject_type.partition("#")
+    found = connection.list_subjects(
+        parse_object(resource_text, "resource"),
+        permission,
+        subject_type,
+        subject_relation or None,
+        context=_json_object(args.context, "context"),
+        consistency=_consistency(args),
+    )
+    for item in found:
+        notes = [f"needs {', '.join(item.missing)}"] if item.missing else []
+        if item.excluded:
+            notes.append("except " + ", ".join(str(s) for s in item.excluded))
+        print(f"{item.subject}" + (f" ({'; '.join(notes)})" if notes else ""))
+    return EXIT_OK
+
+
 def run_delete(args: argparse.Namespace, connection: client.PolicydClient) -> int:
     """Delete the relationships a filter matches."""
     token, count = connection.delete(_filter(args), limit=args.limit)
@@ -825,6 +871,32 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--format", choices=["text", "ndjson"], default="text")
     consistency_option(read)
     server_options(read)
+
+    list_objects = command(
+        "list-objects",
+        _client_command(run_list_objects),
+        "list the resources of a type on which a subject holds a permission",
+    )
+    list_objects.add_argument(
+        "query", metavar="TYPE#PERMISSION@SUBJECT", help="e.g. post#view@account:did:plc:a"
+    )
+    list_objects.add_argument("--context", help="caveat context as a JSON object")
+    list_objects.add_argument("--limit", type=int, default=0, help="at most this many")
+    consistency_option(list_objects)
+    server_options(list_objects)
+
+    list_subjects = command(
+        "list-subjects",
+        _client_command(run_list_subjects),
+        "list the subjects of a type that hold a permission on a resource",
+    )
+    list_subjects.add_argument("query", metavar="RESOURCE#PERMISSION", help="e.g. space:cats#read")
+    list_subjects.add_argument(
+        "subject_type", metavar="SUBJECT_TYPE[#RELATION]", help="e.g. account or space#member"
+    )
+    list_subjects.add_argument("--context", help="caveat context as a JSON object")
+    consistency_option(list_subjects)
+    server_options(list_subjects)
 
     delete = command(
         "delete", _client_command(run_delete), "delete the relationships a filter matches"

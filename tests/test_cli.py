@@ -36,7 +36,7 @@ COMMANDS = sorted(_commands(build_parser()))
 def test_the_commands_are_all_there() -> None:
     names = {c[0] for c in COMMANDS}
     assert {"fmt", "lint", "validate", "check", "serve", "write", "read", "delete", "watch",
-            "import", "export", "policy"} <= names  # fmt: skip
+            "import", "export", "policy", "list-objects", "list-subjects"} <= names  # fmt: skip
     assert {("policy", "write"), ("policy", "read"), ("policy", "validate")} <= set(COMMANDS)
 
 
@@ -85,6 +85,24 @@ def test_write_check_explain_read(remote: str, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out == "no_permission\n"
     assert main(["read", "--resource-type", "post"]) == 0
     assert capsys.readouterr().out == "post:1#space@space:cats\n"
+
+
+def test_list_objects_and_subjects(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+    relationships = [
+        "space:cats#member@account:did:plc:bob",
+        "post:1#space@space:cats",
+        "post:2#viewer@account:*",
+        "post:2#viewer@account:did:plc:bob",
+    ]
+    assert main(["write", *relationships]) == 0
+    token = capsys.readouterr().out.strip()
+    fresh = ["--at-least-as-fresh", token]
+    assert main(["list-objects", "post#view@account:did:plc:bob", *fresh]) == 0
+    assert capsys.readouterr().out == "post:1\npost:2\n"
+    assert main(["list-subjects", "post:2#view", "account", *fresh]) == 0
+    assert capsys.readouterr().out.splitlines() == ["account:*", "account:did:plc:bob"]
+    assert main(["list-objects", "post#view"]) == 1
+    assert "invalid-request" in capsys.readouterr().err
 
 
 def test_write_create_twice_fails(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
