@@ -548,7 +548,6 @@ def test_expired_relationship_stops_granting(
     clocked_store: Store,
     clock: FakeClock,
     relationships: list[str],
-    use_index: bool,
 ) -> None:
     at = stamp(clock.now + 60)
     engine = make_engine(EXPIRATION, [r.format(at=at) for r in relationships], store=clocked_store)
