@@ -22,6 +22,7 @@ a reload drops them, and every read filters them out by time.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -47,7 +48,8 @@ class Edge:
 EdgeValue: TypeAlias = "bool | Edge"
 """``True`` for an unconditional relationship, an Edge for a conditional one; False: absent."""
 
-_Inner: TypeAlias = dict[str, "bool | Edge"]
+Listener: TypeAlias = "Callable[[str, str, str, str, str, str, bool], None]"
+"""Called with a relationship's six key parts and True (added) or False (removed)."""
 
 
 def edge_of(relationship: Relationship) -> bool | Edge:
@@ -59,93 +61,184 @@ def edge_of(relationship: Relationship) -> bool | Edge:
 
 
 def _expires(value: bool | Edge) -> bool:
-    return value is not True and value.expires_at is not None  # type: ignore[union-attr]
+    return isinstance(value, Edge) and value.expires_at is not None
 
 
 def live(value: bool | Edge, now: float) -> bool:
     """False for a relationship that has expired by ``now``."""
-    return value is True or value.expires_at is None or value.expires_at > now  # type: ignore[union-attr]
+    if not isinstance(value, Edge):
+        return value
+    return value.expires_at is None or value.expires_at > now
+
+
+Slot: TypeAlias = "tuple[str, bool | Edge] | dict[str, bool | Edge]"
+"""The ids under one key: a (id, value) pair while there is one, a dict once there are more.
+
+Most keys hold one id (a post's author, a user's one group), and a pair costs
+a third of a dict (benchmarks/engine_bench.py, peak RSS).
+"""
+
+_Table: TypeAlias = dict[
+    tuple[str, str, str, str, str], "tuple[str, bool | Edge] | dict[str, bool | Edge]"
+]
+
+
+def _put(
+    table: _Table, key: tuple[str, str, str, str, str], member: str, value: bool | Edge
+) -> bool | Edge | None:
+    """Set ``member``'s value under ``key``; return the value it replaced, if any."""
+    slot = table.get(key)
+    if slot is None:
+        table[key] = (member, value)
+        return None
+    if isinstance(slot, tuple):
+        if slot[0] == member:
+            table[key] = (member, value)
+            return slot[1]
+        table[key] = {slot[0]: slot[1], member: value}
+        return None
+    previous = slot.get(member)
+    slot[member] = value
+    return previous
+
+
+def _pop(table: _Table, key: tuple[str, str, str, str, str], member: str) -> bool | Edge | None:
+    """Remove ``member`` under ``key``; return its value, or None if it was not there."""
+    slot = table.get(key)
+    if slot is None:
+        return None
+    if isinstance(slot, tuple):
+        if slot[0] != member:
+            return None
+        del table[key]
+        return slot[1]
+    value = slot.pop(member, None)
+    if value is not None and not slot:
+        del table[key]
+    return value
+
+
+def _items(slot: Slot | None, lock: threading.Lock) -> list[tuple[str, bool | Edge]]:
+    """The (id, value) pairs of a slot, copied under the lock when it is a dict."""
+    if slot is None:
+        return []
+    if isinstance(slot, tuple):
+        return [slot]
+    with lock:
+        return list(slot.items())
 
 
 class RelationshipIndex:
-    """All live relationships at ``revision``, in memory, in both directions."""
+    """All live relationships at ``revision``, in memory, in both directions.
+
+    ``forward[(resource type, id, relation, subject type, subject relation)]``
+    and ``reverse[(subject type, id, subject relation, resource type,
+    relation)]`` hold Slots of ids; ``kinds[(resource type, relation)]``
+    lists the (subject type, subject relation) pairs seen, to enumerate
+    every subject of a resource.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.revision: Revision = 0
         self.clock = clock
         self.lock = threading.Lock()
-        self.forward: dict[tuple[str, str, str], dict[tuple[str, str], _Inner]] = {}
-        self.reverse: dict[tuple[str, str, str], dict[tuple[str, str], _Inner]] = {}
+        self.forward: _Table = {}
+        self.reverse: _Table = {}
+        self.kinds: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self.size = 0
         self.expiring = 0
         """How many relationships carry an expiry; while 0, reads skip the time filter."""
-        self._listeners: list[Callable[[Relationship, bool], None]] = []
+        self.generation = 0
+        """Incremented by every ``load``, so derived indexes know to rebuild."""
+        self._listeners: list[Listener] = []
 
-    def on_change(self, listener: Callable[[Relationship, bool], None]) -> None:
-        """Call ``listener(relationship, added)`` after each add or remove (for derived indexes)."""
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener(key…, added)`` after each add or remove (for derived indexes)."""
         self._listeners.append(listener)
 
-    # ---- writing ---------------------------------------------------------------------------
+    # ---- writing (with ``lock`` held) -------------------------------------------------------
 
-    def add(self, rel: Relationship) -> None:
-        """Insert or replace one relationship; call with ``lock`` held."""
-        value = edge_of(rel)
-        r, s = rel.resource, rel.subject
-        rtype, rid, relation = _intern(r.type), _intern(r.id), _intern(rel.relation)
-        stype, sid, srel = _intern(s.type), _intern(s.id), _intern(s.relation or "")
-        inner = self.forward.setdefault((rtype, rid, relation), {}).setdefault((stype, srel), {})
-        previous = inner.get(sid)
+    def put(
+        self,
+        rtype: str,
+        rid: str,
+        relation: str,
+        stype: str,
+        sid: str,
+        srel: str,
+        value: bool | Edge,
+    ) -> None:
+        """Insert or replace one relationship."""
+        rtype, rid, relation = _intern(rtype), _intern(rid), _intern(relation)
+        stype, sid, srel = _intern(stype), _intern(sid), _intern(srel)
+        previous = _put(self.forward, (rtype, rid, relation, stype, srel), sid, value)
+        _put(self.reverse, (stype, sid, srel, rtype, relation), rid, value)
         if previous is None:
             self.size += 1
+            kinds = self.kinds.get((rtype, relation))
+            if kinds is None:
+                self.kinds[(rtype, relation)] = {(stype, srel)}
+            elif (stype, srel) not in kinds:
+                kinds.add((stype, srel))
         elif _expires(previous):
             self.expiring -= 1
         if _expires(value):
             self.expiring += 1
-        inner[sid] = value
-        self.reverse.setdefault((stype, sid, srel), {}).setdefault((rtype, relation), {})[rid] = (
-            value
-        )
         for listener in self._listeners:
-            listener(rel, True)
+            listener(rtype, rid, relation, stype, sid, srel, True)
 
-    def remove(self, rel: Relationship) -> None:
-        """Delete one relationship if present; call with ``lock`` held."""
-        r, s = rel.resource, rel.subject
-        srel = s.relation or ""
-        fkey = (r.type, r.id, rel.relation)
-        by_type = self.forward.get(fkey)
-        inner = by_type.get((s.type, srel)) if by_type else None
-        previous = inner.pop(s.id, None) if inner is not None else None
-        if inner is None or previous is None:
+    def drop(self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str) -> None:
+        """Delete one relationship if present."""
+        previous = _pop(self.forward, (rtype, rid, relation, stype, srel), sid)
+        if previous is None:
             return
+        _pop(self.reverse, (stype, sid, srel, rtype, relation), rid)
         self.size -= 1
         if _expires(previous):
             self.expiring -= 1
-        if not inner and by_type is not None:
-            del by_type[(s.type, srel)]
-            if not by_type:
-                del self.forward[fkey]
-        rkey = (s.type, s.id, srel)
-        by_relation = self.reverse.get(rkey)
-        resources = by_relation.get((r.type, rel.relation)) if by_relation else None
-        if resources is not None and by_relation is not None:
-            resources.pop(r.id, None)
-            if not resources:
-                del by_relation[(r.type, rel.relation)]
-                if not by_relation:
-                    del self.reverse[rkey]
         for listener in self._listeners:
-            listener(rel, False)
+            listener(rtype, rid, relation, stype, sid, srel, False)
+
+    def add(self, rel: Relationship) -> None:
+        """Insert or replace one relationship value."""
+        r, s = rel.resource, rel.subject
+        self.put(r.type, r.id, rel.relation, s.type, s.id, s.relation or "", edge_of(rel))
+
+    def remove(self, rel: Relationship) -> None:
+        """Delete one relationship value if present."""
+        r, s = rel.resource, rel.subject
+        self.drop(r.type, r.id, rel.relation, s.type, s.id, s.relation or "")
 
     def load(self, store: Store, revision: Revision) -> None:
         """Replace the contents with every live relationship at ``revision``."""
         with self.lock:
-            self.forward.clear()
-            self.reverse.clear()
+            self.forward = {}
+            self.reverse = {}
+            self.kinds = {}
             self.size = 0
             self.expiring = 0
-            for rel in store.export_relationships(revision):
-                self.add(rel)
+            self.generation += 1
+            put = self.put
+            for (
+                rtype,
+                rid,
+                relation,
+                stype,
+                sid,
+                srel,
+                caveat,
+                context,
+                expires,
+            ) in store.export_rows(revision):
+                if caveat is None and expires is None:
+                    put(rtype, rid, relation, stype, sid, srel, True)
+                else:
+                    edge = Edge(
+                        caveat,
+                        json.loads(context) if context else {},
+                        expires / 1_000_000 if expires is not None else None,
+                    )
+                    put(rtype, rid, relation, stype, sid, srel, edge)
             self.revision = revision
 
     def catch_up(self, store: Store) -> bool:
@@ -183,13 +276,15 @@ class RelationshipIndex:
         self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str, now: float
     ) -> bool | Edge:
         """The live relationship with exactly this key, or False."""
-        by_type = self.forward.get((rtype, rid, relation))
-        if by_type is None:
+        slot = self.forward.get((rtype, rid, relation, stype, srel))
+        if slot is None:
             return False
-        inner = by_type.get((stype, srel))
-        if inner is None:
-            return False
-        value = inner.get(sid, False)
+        if isinstance(slot, tuple):
+            if slot[0] != sid:
+                return False
+            value = slot[1]
+        else:
+            value = slot.get(sid, False)
         if value is True or value is False:
             return value
         return value if live(value, now) else False
@@ -198,44 +293,28 @@ class RelationshipIndex:
         self, rtype: str, rid: str, relation: str, stype: str, srel: str, now: float
     ) -> list[tuple[str, bool | Edge]]:
         """(subject id, value) of every live ``resource#relation@stype:…[#srel]``."""
-        by_type = self.forward.get((rtype, rid, relation))
-        if by_type is None:
-            return []
-        inner = by_type.get((stype, srel))
-        if not inner:
-            return []
-        with self.lock:
-            items = list(inner.items())
+        items = _items(self.forward.get((rtype, rid, relation, stype, srel)), self.lock)
+        if not self.expiring:
+            return items
         return [(sid, v) for sid, v in items if v is True or live(v, now)]
 
     def all_subject_edges(
         self, rtype: str, rid: str, relation: str, now: float
     ) -> list[tuple[str, str, str, bool | Edge]]:
         """(subject type, id, relation, value) of every live ``resource#relation@…``."""
-        by_type = self.forward.get((rtype, rid, relation))
-        if not by_type:
-            return []
-        with self.lock:
-            items = [(k, list(inner.items())) for k, inner in by_type.items()]
-        return [
-            (stype, sid, srel, v)
-            for (stype, srel), pairs in items
-            for sid, v in pairs
-            if v is True or live(v, now)
-        ]
+        out: list[tuple[str, str, str, bool | Edge]] = []
+        for stype, srel in self.kinds.get((rtype, relation), ()):
+            for sid, v in self.subject_edges(rtype, rid, relation, stype, srel, now):
+                out.append((stype, sid, srel, v))
+        return out
 
     def resource_edges(
         self, stype: str, sid: str, srel: str, rtype: str, relation: str, now: float
     ) -> list[tuple[str, bool | Edge]]:
         """(resource id, value) of every live ``rtype:…#relation@stype:sid[#srel]``."""
-        by_relation = self.reverse.get((stype, sid, srel))
-        if by_relation is None:
-            return []
-        inner = by_relation.get((rtype, relation))
-        if not inner:
-            return []
-        with self.lock:
-            items = list(inner.items())
+        items = _items(self.reverse.get((stype, sid, srel, rtype, relation)), self.lock)
+        if not self.expiring:
+            return items
         return [(rid, v) for rid, v in items if v is True or live(v, now)]
 
 
@@ -351,9 +430,11 @@ class IndexGraph:
         reverse = index.reverse
         with index.lock:
             for sid in subject_ids:
-                by_relation = reverse.get((stype, sid, srel))
-                if by_relation is not None:
-                    inner = by_relation.get((rtype, relation))
-                    if inner:
-                        found.update(inner)
+                slot = reverse.get((stype, sid, srel, rtype, relation))
+                if slot is None:
+                    continue
+                if isinstance(slot, tuple):
+                    found.add(slot[0])
+                else:
+                    found.update(slot)
         return found

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from policyd.engine.index import RelationshipIndex
-from policyd.relationship import Relationship
 
 _EMPTY: frozenset[str] = frozenset()
 
@@ -109,11 +108,16 @@ class Closures:
     def __init__(self, index: RelationshipIndex) -> None:
         self._index = index
         self._closures: dict[tuple[str, str], GroupClosure] = {}
+        self._generation = index.generation
         index.on_change(self._changed)
 
     def get(self, type_name: str, relation: str) -> GroupClosure:
         """The closure of ``type_name#relation``, built from the index if new."""
         key = (type_name, relation)
+        if self._generation != self._index.generation:
+            with self._index.lock:
+                self._closures.clear()
+                self._generation = self._index.generation
         closure = self._closures.get(key)
         if closure is not None:
             return closure
@@ -127,21 +131,26 @@ class Closures:
 
     def _userset_edges(self, type_name: str, relation: str) -> list[tuple[str, str]]:
         edges: list[tuple[str, str]] = []
-        for (rtype, rid, rel), by_subject in self._index.forward.items():
-            if rtype == type_name and rel == relation:
-                for member in by_subject.get((type_name, relation), ()):
-                    edges.append((rid, member))
+        for (rtype, rid, rel, stype, srel), slot in self._index.forward.items():
+            if rtype == type_name and rel == relation and stype == type_name and srel == relation:
+                members = [slot[0]] if isinstance(slot, tuple) else list(slot)
+                edges.extend((rid, member) for member in members)
         return edges
 
-    def _changed(self, rel: Relationship, added: bool) -> None:
+    def _changed(
+        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str, added: bool
+    ) -> None:
         """Keep closures exact as the index changes (called with the index lock held)."""
-        subject = rel.subject
-        if subject.type != rel.resource.type or subject.relation != rel.relation:
+        if stype != rtype or srel != relation:
             return
-        closure = self._closures.get((rel.resource.type, rel.relation))
+        if self._generation != self._index.generation:
+            self._closures.clear()
+            self._generation = self._index.generation
+            return
+        closure = self._closures.get((rtype, relation))
         if closure is None:
             return
         if added:
-            closure.add(rel.resource.id, subject.id)
+            closure.add(rid, sid)
         else:
-            closure.remove(rel.resource.id, subject.id)
+            closure.remove(rid, sid)

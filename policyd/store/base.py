@@ -69,6 +69,10 @@ RelationshipKey: TypeAlias = tuple[str, str, str, str, str, str]
 """``Relationship.key``: resource type, resource id, relation, subject type, subject id,
 subject relation ('' for none)."""
 
+ExportRow: TypeAlias = tuple[str, str, str, str, str, str, str | None, str | None, int | None]
+"""A live relationship as raw columns: the six key parts (subject relation '' for none),
+caveat name, caveat context as JSON text, and expiry in microseconds since the epoch."""
+
 Clock: TypeAlias = Callable[[], float]
 """Seconds since the epoch, like ``time.time``; stores take one so tests can move time."""
 
@@ -400,6 +404,14 @@ class Store(Protocol):
     def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
         """Every live relationship at ``revision`` in key order, streamed in pages.
 
+        The revision is held for as long as the iterator runs.
+        """
+        ...
+
+    def export_rows(self, revision: Revision) -> Iterator[ExportRow]:
+        """Every live relationship at ``revision`` as raw rows, in key order, streamed in pages.
+
+        The fast path for loading an in-memory index: no objects are built.
         The revision is held for as long as the iterator runs.
         """
         ...

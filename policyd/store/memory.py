@@ -33,6 +33,7 @@ from policyd.store.base import (
     ChangeKind,
     Clock,
     Cursor,
+    ExportRow,
     GcResult,
     Precondition,
     PreconditionKind,
@@ -44,6 +45,7 @@ from policyd.store.base import (
     StoredPolicy,
     check_cursor_revision,
     check_limit,
+    dump_context,
     to_micros,
 )
 from policyd.store.validation import Shape, Validator, orphan_blockers, shape_of
@@ -315,6 +317,16 @@ class MemoryStore:
             at = self._at(revision)
             snapshot = list(self._visible(at))
         yield from snapshot
+
+    def export_rows(self, revision: Revision) -> Iterator[ExportRow]:
+        """Every live relationship at ``revision`` as raw rows, in key order."""
+        for rel in self.export_relationships(revision):
+            yield (
+                *rel.key,
+                rel.caveat_name,
+                dump_context(rel.caveat_context),
+                to_micros(rel.expires_at),
+            )
 
     # ---- policy --------------------------------------------------------------------------------
 

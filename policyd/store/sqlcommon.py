@@ -60,6 +60,7 @@ from policyd.store.base import (
     ChangeKind,
     Clock,
     Cursor,
+    ExportRow,
     GcResult,
     Precondition,
     PreconditionKind,
@@ -465,6 +466,28 @@ class SqlStore(ABC):
         found = [relationship_from(r) for r in rows]
         found.sort(key=lambda r: (r.subject.id, r.resource.id))
         return found
+
+    def export_rows(self, revision: Revision) -> Iterator[ExportRow]:
+        """Every live relationship at ``revision`` as raw rows, in key order, paged under a hold."""
+        page_size = 50_000
+        data = (
+            f"SELECT {COLUMNS} FROM relationships WHERE {VISIBLE} AND ({KEY}) > "
+            f"(?, ?, ?, ?, ?, ?) ORDER BY {KEY} LIMIT ?"
+        )
+        after: tuple[str, ...] = ("", "", "", "", "", "")
+        with self.hold(revision):
+            while True:
+                with self._read() as cur:
+                    rows = self._select_at(
+                        cur, data, (revision, revision, self._now(), *after, page_size), revision
+                    )
+                for row in rows:
+                    yield (
+                        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
+                    )
+                if len(rows) < page_size:
+                    return
+                after = tuple(rows[-1][:6])
 
     def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
         """Every live relationship at ``revision`` in key order, paged under a hold."""
