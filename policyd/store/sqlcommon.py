@@ -482,9 +482,7 @@ class SqlStore(ABC):
                         cur, data, (revision, revision, self._now(), *after, page_size), revision
                     )
                 for row in rows:
-                    yield (
-                        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
-                    )
+                    yield (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
                 if len(rows) < page_size:
                     return
                 after = tuple(rows[-1][:6])
