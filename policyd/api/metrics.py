@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from policyd.engine import Permissionship
+from policyd.engine import EngineStats, Permissionship
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
@@ -24,7 +24,10 @@ class Metrics:
     """The metrics of one server, registered on ``registry``."""
 
     def __init__(
-        self, registry: CollectorRegistry, revision: Callable[[], int] | None = None
+        self,
+        registry: CollectorRegistry,
+        revision: Callable[[], int] | None = None,
+        engine_stats: Callable[[], EngineStats] | None = None,
     ) -> None:
         self.registry = registry
         self.requests = Counter(
@@ -49,7 +52,7 @@ class Metrics:
         # Plain ints on the hot path; exported by _DecisionCollector at scrape time.
         self.decisions: dict[Permissionship, int] = dict.fromkeys(Permissionship, 0)
         self._lock = threading.Lock()
-        registry.register(_DecisionCollector(self, revision))
+        registry.register(_DecisionCollector(self, revision, engine_stats))
 
     def count_decisions(self, results: Iterator[Permissionship] | list[Permissionship]) -> None:
         """Add decisions to the per-result counts."""
@@ -66,9 +69,15 @@ class Metrics:
 
 
 class _DecisionCollector(Collector):
-    def __init__(self, metrics: Metrics, revision: Callable[[], int] | None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        revision: Callable[[], int] | None,
+        engine_stats: Callable[[], EngineStats] | None,
+    ) -> None:
         self._metrics = metrics
         self._revision = revision
+        self._engine_stats = engine_stats
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         decisions = CounterMetricFamily(
@@ -77,10 +86,46 @@ class _DecisionCollector(Collector):
         for result, count in self._metrics.decisions.items():
             decisions.add_metric([result.value], count)
         yield decisions
-        if self._revision is not None:
+        head = self._revision() if self._revision is not None else None
+        if head is not None:
             yield GaugeMetricFamily(
-                "policyd_revision", "The store's newest committed revision.", self._revision()
+                "policyd_revision", "The store's newest committed revision.", head
             )
+        if self._engine_stats is None:
+            return
+        stats = self._engine_stats()
+        yield CounterMetricFamily(
+            "policyd_decision_cache_hits", "Decisions served from the cache.", stats.cache_hits
+        )
+        yield CounterMetricFamily(
+            "policyd_decision_cache_misses", "Decisions computed.", stats.cache_misses
+        )
+        lookups = stats.cache_hits + stats.cache_misses
+        yield GaugeMetricFamily(
+            "policyd_decision_cache_hit_ratio",
+            "Cache hits over lookups since start.",
+            stats.cache_hits / lookups if lookups else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "policyd_decision_cache_entries", "Decisions in the cache.", stats.cache_entries
+        )
+        if stats.index_revision is not None and stats.index_relationships is not None:
+            yield GaugeMetricFamily(
+                "policyd_index_relationships",
+                "Relationships in this process's in-memory index.",
+                stats.index_relationships,
+            )
+            yield GaugeMetricFamily(
+                "policyd_index_revision",
+                "The revision the index has applied.",
+                stats.index_revision,
+            )
+            if head is not None:
+                yield GaugeMetricFamily(
+                    "policyd_revision_lag",
+                    "Revisions committed to the store that the index has not applied yet.",
+                    max(0, head - stats.index_revision),
+                )
 
 
 def serve_metrics(registry: CollectorRegistry, address: str) -> tuple[WSGIServer, int]:

@@ -81,7 +81,9 @@ class PolicydServer:
         self.config = config
         self.store = store
         self.metrics = (
-            Metrics(registry, revision=store.head_revision) if registry is not None else None
+            Metrics(registry, revision=store.head_revision, engine_stats=engine.stats)
+            if registry is not None
+            else None
         )
         self._stopping = threading.Event()
         self._stopped = threading.Event()

@@ -8,6 +8,7 @@ from policyd.engine.consistency import Consistency, ConsistencyMode
 from policyd.engine.engine import (
     CheckRequest,
     Engine,
+    EngineStats,
     ExpandResult,
     FoundObject,
     ObjectsPage,
@@ -23,6 +24,7 @@ __all__ = [
     "Consistency",
     "ConsistencyMode",
     "Engine",
+    "EngineStats",
     "ExpandResult",
     "Explanation",
     "FoundObject",

@@ -105,6 +105,17 @@ class ExpandResult:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Counters for metrics: the decision cache and the in-memory index."""
+
+    cache_hits: int
+    cache_misses: int
+    cache_entries: int
+    index_revision: Revision | None
+    index_relationships: int | None
+
+
 @dataclass(slots=True)
 class _CompiledPolicy:
     plan: Plan
@@ -150,6 +161,17 @@ class Engine:
         self._head_read_at = clock()
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions at the index revision; ``cache.hits``/``misses`` feed metrics."""
+
+    def stats(self) -> EngineStats:
+        """Current counters; cheap enough to call at every metrics scrape."""
+        index = self._index
+        return EngineStats(
+            self.cache.hits,
+            self.cache.misses,
+            len(self.cache),
+            index.revision if index is not None else None,
+            index.size if index is not None else None,
+        )
 
     # ---- revisions and policies ------------------------------------------------------------
 

@@ -489,6 +489,14 @@ def test_metrics_count_requests_errors_and_decisions(
     assert value("policyd_decisions_total", {"result": "has_permission"}) == 1
     assert value("policyd_decisions_total", {"result": "no_permission"}) == 1
     assert (value("policyd_revision") or 0) >= 2
+    client.check(POST1, "view", ALICE)  # the same question again: served from the cache
+    hits = value("policyd_decision_cache_hits_total") or 0
+    misses = value("policyd_decision_cache_misses_total") or 0
+    assert hits >= 1
+    assert misses >= 2
+    assert value("policyd_decision_cache_hit_ratio") == pytest.approx(hits / (hits + misses))
+    assert (value("policyd_index_relationships") or 0) > 0
+    assert value("policyd_revision_lag") == 0
 
 
 def test_fresh_registry_per_server(server: PolicydServer, registry: CollectorRegistry) -> None:
