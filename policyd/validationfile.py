@@ -133,9 +133,6 @@ def _span(name: str, node: yaml.Node) -> SourceSpan:
     return SourceSpan(name, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
 
 
-_EXPECTED_LINE = re.compile(r"^\[(?P<subject>[^\]]+)\](?P<rest>.*)$")
-
-
 class _Loader:
     """Reads one YAML document, collecting diagnostics instead of stopping at the first."""
 
@@ -360,13 +357,28 @@ def _parse_assertion(kind: AssertionKind, text: str, span: SourceSpan) -> Assert
     return Assertion(kind, resource, permission, subject, context, span, text)
 
 
+def _split_expected_line(text: str) -> tuple[str, str] | None:
+    """``[subject] is <…>`` into the bracketed subject (which may hold ``[...]``) and the rest."""
+    if not text.startswith("["):
+        return None
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth == 0:
+                return text[1:i], text[i + 1 :]
+    return None
+
+
 def _parse_expected_subject(text: str, span: SourceSpan) -> ExpectedSubject:
-    match = _EXPECTED_LINE.match(text.strip())
-    if match is None:
+    parts = _split_expected_line(text.strip())
+    if parts is None:
         raise InvalidRelationshipError(
             f"expected '[subject] is <resource#relation>', got {text!r}", field="validation"
         )
-    subject_text = match.group("subject").strip()
+    subject_text, rest = parts[0].strip(), parts[1]
     caveated = subject_text.endswith("[...]")
     subject_text = subject_text.removesuffix("[...]").strip()
     excluded: list[SubjectRef] = []
@@ -374,7 +386,7 @@ def _parse_expected_subject(text: str, span: SourceSpan) -> ExpectedSubject:
         subject_text, _, rest = subject_text.partition(" - {")
         excluded = [parse_subject(s.strip()) for s in rest.rstrip("}").split(",") if s.strip()]
     subject = parse_subject(subject_text.strip())
-    paths = tuple(re.findall(r"<([^>]+)>", match.group("rest")))
+    paths = tuple(re.findall(r"<([^>]+)>", rest))
     return ExpectedSubject(subject, caveated, tuple(excluded), paths, span)
 
 

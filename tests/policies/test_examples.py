@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from policyd.cli import main
-from policyd.errors import PolicyErrors
 from policyd.validationfile import load_engine, load_validation_files, run_validation_file
 from tests.conformance.test_integration_engine import agreement_problems
 
@@ -82,11 +81,6 @@ def test_policyd_validate_reports_a_broken_scenario(
     assert "✓ account:did:plc:alice#blocked" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PolicyErrors,
-    reason="validationfile cannot parse SpiceDB's caveated expected subject '[user:x[...]]'",
-)
 def test_caveated_expected_subjects_in_spicedb_notation(tmp_path: Path) -> None:
     path = scenario(
         tmp_path,
