@@ -113,11 +113,13 @@ def format_type_ref(ref: ast.TypeRef) -> str:
 
 
 def format_expr(expr: ast.Expr) -> str:
-    """A permission expression with only the parentheses its tree needs.
+    """A permission expression with its grouping spelled out where operators mix.
 
     ``-`` binds loosest, then ``&``, then ``+``, all left-associative, and
-    arrows bind tightest: so ``(a + b) + c`` prints as ``a + b + c`` while
-    ``a - (b - c)`` keeps its parentheses.
+    arrows bind tightest. Few readers know that order, so an operand that is
+    itself a different operator is always parenthesised: ``(a + b) - c``,
+    ``(a & b) - c``; a run of one operator is not: ``a + b + c``, and
+    ``a - (b - c)`` keeps the parentheses its meaning needs.
     """
     match expr:
         case ast.Identifier():
@@ -127,8 +129,8 @@ def format_expr(expr: ast.Expr) -> str:
         case ast.BinaryExpr():
             strength = ast.PRECEDENCE[expr.op]
             # Left-associative: the left operand may be as loose as the operator itself.
-            left = _operand(expr.left, strength)
-            right = _operand(expr.right, strength + 1)
+            left = _operand(expr.left, strength, expr.op)
+            right = _operand(expr.right, strength + 1, expr.op)
             return f"{left} {expr.op} {right}"
         case ast.ArrowExpr():
             left = _operand(expr.left, _ARROW_PRECEDENCE)
@@ -139,10 +141,12 @@ def format_expr(expr: ast.Expr) -> str:
             assert_never(expr)
 
 
-def _operand(expr: ast.Expr, weakest_allowed: int) -> str:
-    """Print ``expr`` in parentheses unless it binds at least as tightly as ``weakest_allowed``."""
+def _operand(expr: ast.Expr, weakest_allowed: int, parent_op: str | None = None) -> str:
+    """Print ``expr`` in parentheses when it binds looser than ``weakest_allowed``, or when
+    it is a binary operator other than ``parent_op``."""
     text = format_expr(expr)
-    return text if _precedence(expr) >= weakest_allowed else f"({text})"
+    mixed = isinstance(expr, ast.BinaryExpr) and parent_op is not None and expr.op != parent_op
+    return text if _precedence(expr) >= weakest_allowed and not mixed else f"({text})"
 
 
 def _precedence(expr: ast.Expr) -> int:

@@ -59,12 +59,12 @@ CASES = [
     ),
     pytest.param(
         "definition d { permission p = (a - b) & (c + d) - (e & f) }",
-        "definition d {\n    permission p = (a - b) & c + d - e & f\n}\n",
+        "definition d {\n    permission p = ((a - b) & (c + d)) - (e & f)\n}\n",
         id="precedence-minus-and-plus",
     ),
     pytest.param(
         "definition d { permission p = (a+b)->c + x . any ( y ) + (z).all(w) - nil }",
-        "definition d {\n    permission p = (a + b)->c + x.any(y) + z.all(w) - nil\n}\n",
+        "definition d {\n    permission p = ((a + b)->c + x.any(y) + z.all(w)) - nil\n}\n",
         id="arrows",
     ),
     pytest.param(
