@@ -142,8 +142,11 @@ def format_expr(expr: ast.Expr) -> str:
 
 
 def _operand(expr: ast.Expr, weakest_allowed: int, parent_op: str | None = None) -> str:
-    """Print ``expr`` in parentheses when it binds looser than ``weakest_allowed``, or when
-    it is a binary operator other than ``parent_op``."""
+    """Print ``expr`` in parentheses if it binds looser than allowed or mixes operators.
+
+    ``weakest_allowed`` is the loosest binding that needs none; ``parent_op``
+    the operator it is an operand of.
+    """
     text = format_expr(expr)
     mixed = isinstance(expr, ast.BinaryExpr) and parent_op is not None and expr.op != parent_op
     return text if _precedence(expr) >= weakest_allowed and not mixed else f"({text})"
