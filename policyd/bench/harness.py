@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ def isolated(
         return pool.submit(function, *args).result(timeout=timeout)
     except FutureTimeout:
         return {"skipped": f"did not finish in {timeout:.0f}s (--timeout)"}
+    except BrokenProcessPool as e:
+        return {"skipped": f"the measuring process died: {e}"}
     finally:
         for process in list(getattr(pool, "_processes", {}).values()):
             if process.is_alive():
