@@ -17,7 +17,7 @@ from policyd.caveats import CaveatOutcome, merge_contexts
 from policyd.engine.graph import GraphReader
 from policyd.engine.index import Edge, relationship_from
 from policyd.engine.leopard import Closures
-from policyd.engine.plan import Plan
+from policyd.engine.plan import Plan, PlanFn
 from policyd.engine.results import Explanation, Partial, missing_of, permissionship
 from policyd.errors import MaxDepthExceededError
 from policyd.relationship import SubjectRef
@@ -100,6 +100,10 @@ class CheckRun:
         else:
             self._lowest_cut = min(saved, cut)
         return result
+
+    def step(self, label: str, evaluate: PlanFn, rid: str, depth: int) -> Partial:
+        """Evaluate part of a rewrite; TracingRun records it as an Explain step."""
+        return evaluate(self, rid, depth)
 
     def grant(
         self,
@@ -188,6 +192,19 @@ class TracingRun(CheckRun):
             step.result = super().check(type_name, rid, member, depth)
         finally:
             self._stack.pop()
+        return step.result
+
+    def step(self, label: str, evaluate: PlanFn, rid: str, depth: int) -> Partial:
+        """Evaluate as CheckRun does, recording the step; an empty one says so."""
+        step = _Step(label)
+        self._stack[-1].children.append(step)
+        self._stack.append(step)
+        try:
+            step.result = evaluate(self, rid, depth)
+        finally:
+            self._stack.pop()
+        if not step.children:
+            step.note = "no relationships to follow"
         return step.result
 
     def grant(

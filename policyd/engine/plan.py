@@ -243,20 +243,63 @@ def _rewrite_fn(
 
             return computed
         case Arrow():
-            return _arrow_fn(schema, definition, node)
+            return _traced(rewrite_text(node), _arrow_fn(schema, definition, node))
         case Union(children=children):
             return _union_fn(tuple(_rewrite_fn(schema, definition, c, members) for c in children))
         case Intersection(children=children):
-            return _intersection_fn(
-                tuple(_rewrite_fn(schema, definition, c, members) for c in children)
+            return _traced(
+                rewrite_text(node),
+                _intersection_fn(
+                    tuple(_rewrite_fn(schema, definition, c, members) for c in children)
+                ),
             )
         case Exclusion(base=base, subtract=subtract):
-            return _exclusion_fn(
-                _rewrite_fn(schema, definition, base, members),
-                _rewrite_fn(schema, definition, subtract, members),
+            return _traced(
+                rewrite_text(node),
+                _exclusion_fn(
+                    _rewrite_fn(schema, definition, base, members),
+                    _rewrite_fn(schema, definition, subtract, members),
+                ),
             )
         case _:
             assert_never(node)
+
+
+def _traced(label: str, evaluate: PlanFn) -> PlanFn:
+    """Record arrows, intersections and exclusions as Explain steps when tracing."""
+
+    def traced(run: CheckRun, rid: str, depth: int) -> Partial:
+        if run.tracing:
+            return run.step(label, evaluate, rid, depth)
+        return evaluate(run, rid, depth)
+
+    return traced
+
+
+def rewrite_text(node: Rewrite) -> str:
+    """A rewrite as policy text, for Explain: ``parent->view``, ``(a + b) - c``."""
+    match node:
+        case Nil():
+            return "nil"
+        case SelfRef():
+            return "self"
+        case RelationRef(name=name):
+            return name
+        case Arrow(tupleset=tupleset, target=target, kind=kind):
+            return f"{tupleset}.all({target})" if kind is ArrowKind.ALL else f"{tupleset}->{target}"
+        case Union(children=children):
+            return " + ".join(_grouped(c) for c in children)
+        case Intersection(children=children):
+            return " & ".join(_grouped(c) for c in children)
+        case Exclusion(base=base, subtract=subtract):
+            return f"{_grouped(base)} - {_grouped(subtract)}"
+        case _:
+            assert_never(node)
+
+
+def _grouped(node: Rewrite) -> str:
+    text = rewrite_text(node)
+    return f"({text})" if isinstance(node, Union | Intersection | Exclusion) else text
 
 
 def _nil(run: CheckRun, rid: str, depth: int) -> Partial:

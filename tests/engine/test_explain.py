@@ -132,8 +132,10 @@ def test_tree_is_indented_by_depth(make_engine: MakeEngine) -> None:
     result = engine.check(resource, permission, subject, explain=True)
     assert result.explanation is not None
     text = format_explanation(result.explanation, indent="..")
-    assert text.splitlines()[0] == "✓ doc:1#view"
-    assert "......✓ relationship group:eng#member@group:core#member" in text.splitlines()
+    lines = text.splitlines()
+    assert lines[0] == "✓ doc:1#view"
+    assert lines[1] == "..✓ (owner + viewer + folder->view) - banned"
+    assert "........✓ relationship group:eng#member@group:core#member" in lines
 
 
 def test_explain_does_not_change_the_answer(make_engine: MakeEngine) -> None:
@@ -146,3 +148,12 @@ def test_explain_does_not_change_the_answer(make_engine: MakeEngine) -> None:
         assert plain.explanation is None
         assert isinstance(explained.explanation, Explanation)
         assert explained.explanation.result is explained.permissionship
+
+
+def test_an_arrow_with_nothing_to_follow_says_so(make_engine: MakeEngine) -> None:
+    engine = make_engine(POLICY, RELATIONSHIPS)
+    resource, permission, subject = query("doc:2#view@user:alice")
+    result = engine.check(resource, permission, subject, explain=True)
+    assert result.explanation is not None
+    text = format_explanation(result.explanation)
+    assert "✗ folder->view — no relationships to follow" in text
