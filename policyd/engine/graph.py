@@ -60,6 +60,17 @@ class GraphReader(Protocol):
         """Ids of ``rtype`` holding any of the subjects in ``relation``."""
         ...
 
+    def resource_id_runs(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+    ) -> tuple[set[str], list[list[str]]]:
+        """``resource_ids`` as a set plus ascending runs (large answers need not be sorted)."""
+        ...
+
     def get(
         self,
         resource_type: str,
@@ -147,6 +158,17 @@ class StoreGraph:
         """Ids of ``rtype`` holding any of the subjects in ``relation``."""
         found = self.resources(rtype, relation, stype, list(subject_ids), subject_relation)
         return {r.resource.id for r in found}
+
+    def resource_id_runs(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+    ) -> tuple[set[str], list[list[str]]]:
+        """Every id in the set: the store has no sorted runs to offer."""
+        return self.resource_ids(rtype, relation, stype, subject_ids, subject_relation), []
 
     def get(
         self,

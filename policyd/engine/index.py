@@ -22,6 +22,7 @@ a reload drops them, and every read filters them out by time.
 
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 import threading
@@ -34,6 +35,9 @@ from policyd.relationship import ObjectRef, Relationship, SubjectRef
 from policyd.store.base import ChangeKind, Revision, Store
 
 _intern = sys.intern
+
+SORTED_THRESHOLD = 256
+"""Reverse slots this large keep a sorted copy (8 bytes an id) for ordered paging."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,10 @@ class RelationshipIndex:
         self.size = 0
         self.expiring = 0
         """How many relationships carry an expiry; while 0, reads skip the time filter."""
+        self.sorted_reverse: dict[tuple[str, str, str, str, str], list[str]] = {}
+        """Ascending copies of the reverse slots with SORTED_THRESHOLD ids or more, so
+        ListObjects can page through large answers without sorting them."""
+        self._loading = False
         self.generation = 0
         """Incremented by every ``load``, so derived indexes know to rebuild."""
         self._listeners: list[Listener] = []
@@ -172,7 +180,9 @@ class RelationshipIndex:
         rtype, rid, relation = _intern(rtype), _intern(rid), _intern(relation)
         stype, sid, srel = _intern(stype), _intern(sid), _intern(srel)
         previous = _put(self.forward, (rtype, rid, relation, stype, srel), sid, value)
-        _put(self.reverse, (stype, sid, srel, rtype, relation), rid, value)
+        rkey = (stype, sid, srel, rtype, relation)
+        if _put(self.reverse, rkey, rid, value) is None and not self._loading:
+            self._keep_sorted(rkey, rid)
         if previous is None:
             self.size += 1
             kinds = self.kinds.get((rtype, relation))
@@ -192,12 +202,30 @@ class RelationshipIndex:
         previous = _pop(self.forward, (rtype, rid, relation, stype, srel), sid)
         if previous is None:
             return
-        _pop(self.reverse, (stype, sid, srel, rtype, relation), rid)
+        rkey = (stype, sid, srel, rtype, relation)
+        _pop(self.reverse, rkey, rid)
+        ordered = self.sorted_reverse.get(rkey)
+        if ordered is not None:
+            at = bisect.bisect_left(ordered, rid)
+            if at < len(ordered) and ordered[at] == rid:
+                del ordered[at]
+            if len(ordered) < SORTED_THRESHOLD // 2:
+                del self.sorted_reverse[rkey]
         self.size -= 1
         if _expires(previous):
             self.expiring -= 1
         for listener in self._listeners:
             listener(rtype, rid, relation, stype, sid, srel, False)
+
+    def _keep_sorted(self, rkey: tuple[str, str, str, str, str], rid: str) -> None:
+        """Keep the sorted copy of a large reverse slot in step with a new id."""
+        ordered = self.sorted_reverse.get(rkey)
+        if ordered is not None:
+            bisect.insort(ordered, rid)
+            return
+        slot = self.reverse.get(rkey)
+        if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
+            self.sorted_reverse[rkey] = sorted(slot)
 
     def add(self, rel: Relationship) -> None:
         """Insert or replace one relationship value."""
@@ -218,6 +246,8 @@ class RelationshipIndex:
             self.size = 0
             self.expiring = 0
             self.generation += 1
+            self.sorted_reverse = {}
+            self._loading = True
             put = self.put
             for (
                 rtype,
@@ -239,6 +269,10 @@ class RelationshipIndex:
                         expires / 1_000_000 if expires is not None else None,
                     )
                     put(rtype, rid, relation, stype, sid, srel, edge)
+            self._loading = False
+            for rkey, slot in self.reverse.items():
+                if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
+                    self.sorted_reverse[rkey] = sorted(slot)
             self.revision = revision
 
     def catch_up(self, store: Store) -> bool:
@@ -407,6 +441,42 @@ class IndexGraph:
             for sid in subject_ids
             for rid, v in self.index.resource_edges(stype, sid, srel, rtype, relation, self.now)
         ]
+
+    def resource_id_runs(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+    ) -> tuple[set[str], list[list[str]]]:
+        """Like ``resource_ids``, but large slots come back as ascending runs.
+
+        They are not copied into the set, so a caller after the first page of
+        ids need not sort them all.
+        """
+        srel = subject_relation or ""
+        index = self.index
+        if index.expiring:
+            return self.resource_ids(rtype, relation, stype, subject_ids, subject_relation), []
+        small: set[str] = set()
+        runs: list[list[str]] = []
+        reverse, ordered = index.reverse, index.sorted_reverse
+        with index.lock:
+            for sid in subject_ids:
+                rkey = (stype, sid, srel, rtype, relation)
+                run = ordered.get(rkey)
+                if run is not None:
+                    runs.append(run.copy())
+                    continue
+                slot = reverse.get(rkey)
+                if slot is None:
+                    continue
+                if isinstance(slot, tuple):
+                    small.add(slot[0])
+                else:
+                    small.update(slot)
+        return small, runs
 
     def resource_ids(
         self,

@@ -8,7 +8,10 @@ per step, however many objects the step holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from policyd.engine.check import CheckRun
 from policyd.engine.graph import GraphReader
@@ -19,23 +22,113 @@ from policyd.relationship import WILDCARD, SubjectRef
 from policyd.schema.ir import Arrow, RelationRef, SelfRef
 
 
+@dataclass(slots=True)
+class Candidates:
+    """Resource ids that may hold a permission.
+
+    ``runs`` are ascending lists taken as they are from large index slots, so
+    the first page of an answer needs no full sort.
+    """
+
+    ids: set[str] = field(default_factory=set)
+    runs: list[list[str]] = field(default_factory=list)
+
+    def ascending(self, after: str | None) -> Iterator[str]:
+        """Every candidate above ``after`` once, in ascending order, lazily."""
+        small = sorted(i for i in self.ids if after is None or i > after)
+        runs = [r[bisect.bisect_right(r, after) :] if after is not None else r for r in self.runs]
+        previous = None
+        for resource_id in heapq.merge(small, *runs):
+            if resource_id != previous:
+                yield resource_id
+                previous = resource_id
+
+
+def _out_edges(index: ReverseIndex, key: tuple[str, str]) -> list[tuple[str, str]]:
+    """The keys a walk moves to from ``key``."""
+    return [
+        *index.holders.get(key, ()),
+        *((key[0], p) for p in index.computed.get(key, ())),
+        *((owner, p) for owner, _, _, p in index.arrows.get(key, ())),
+    ]
+
+
+def _reaches(index: ReverseIndex, start: tuple[str, str], goal: tuple[str, str]) -> bool:
+    seen: set[tuple[str, str]] = set()
+    stack = _out_edges(index, start)
+    while stack:
+        key = stack.pop()
+        if key == goal:
+            return True
+        if key not in seen:
+            seen.add(key)
+            stack.extend(_out_edges(index, key))
+    return False
+
+
+def _sinks(index: ReverseIndex, target: tuple[str, str]) -> set[tuple[str, str]]:
+    """Keys whose ids can go straight into the answer, with no walk on from them.
+
+    The target is one when no walk from it comes back to it. Another key is
+    one when it moves on only through permissions naming it, and each of
+    those is the target or a sink, or never leads to the target at all.
+    """
+    if _reaches(index, target, target):
+        return set()
+    sinks = {target}
+    changed = True
+    while changed:
+        changed = False
+        for key, permissions in index.computed.items():
+            if key in sinks or index.holders.get(key) or index.arrows.get(key):
+                continue
+            outs = [(key[0], p) for p in permissions]
+            useful = [o for o in outs if o in sinks]
+            if useful and all(o in sinks or not _reaches(index, o, target) for o in outs):
+                sinks.add(key)
+                changed = True
+    return sinks
+
+
 def reachable_resources(
     reader: GraphReader,
     index: ReverseIndex,
     subject: SubjectRef,
     resource_type: str,
     permission: str,
-) -> set[str]:
+) -> Candidates:
     """Ids of ``resource_type`` that may grant ``permission`` to the subject (a superset)."""
+    target = (resource_type, permission)
+    sinks = _sinks(index, target)
+    answer = Candidates()
     reached: dict[tuple[str, str], set[str]] = {}
     frontier: dict[tuple[str, str], set[str]] = {}
 
     def add(type_name: str, member: str, ids: set[str]) -> None:
+        if (type_name, member) in sinks:
+            answer.ids |= ids
+            return
         known = reached.setdefault((type_name, member), set())
         new = ids - known
         if new:
             known |= new
             frontier.setdefault((type_name, member), set()).update(new)
+
+    def add_related(
+        type_name: str,
+        member: str,
+        relation: str,
+        stype: str,
+        sids: Iterable[str],
+        srel: str | None,
+    ) -> None:
+        """Add resources holding any of the subjects in ``relation``; sinks take runs as is."""
+        if (type_name, member) in sinks:
+            small, runs = reader.resource_id_runs(type_name, relation, stype, sids, srel)
+            answer.ids |= small
+            answer.runs.extend(runs)
+            return
+        add(type_name, member, reader.resource_ids(type_name, relation, stype, sids, srel))
 
     subject_relation = subject.relation or ""
     if subject.relation:
@@ -44,34 +137,30 @@ def reachable_resources(
         for permission_name in index.self_permissions.get(subject.type, ()):
             add(subject.type, permission_name, {subject.id})
     for holder_type, holder_relation in index.holders.get((subject.type, subject_relation), ()):
-        found = reader.resource_ids(
-            holder_type, holder_relation, subject.type, (subject.id,), subject.relation
+        add_related(
+            holder_type,
+            holder_relation,
+            holder_relation,
+            subject.type,
+            (subject.id,),
+            subject.relation,
         )
-        add(holder_type, holder_relation, found)
     if not subject.relation and subject.id != WILDCARD:
         for holder_type, holder_relation in index.wildcard_holders.get(subject.type, ()):
-            found = reader.resource_ids(
-                holder_type, holder_relation, subject.type, (WILDCARD,), None
+            add_related(
+                holder_type, holder_relation, holder_relation, subject.type, (WILDCARD,), None
             )
-            add(holder_type, holder_relation, found)
 
     while frontier:
         (type_name, member), ids = frontier.popitem()
         for holder_type, holder_relation in index.holders.get((type_name, member), ()):
-            add(
-                holder_type,
-                holder_relation,
-                reader.resource_ids(holder_type, holder_relation, type_name, ids, member),
-            )
+            add_related(holder_type, holder_relation, holder_relation, type_name, ids, member)
         for permission_name in index.computed.get((type_name, member), ()):
             add(type_name, permission_name, ids)
         for owner_type, tupleset, via, permission_name in index.arrows.get((type_name, member), ()):
-            add(
-                owner_type,
-                permission_name,
-                reader.resource_ids(owner_type, tupleset, type_name, ids, via or None),
-            )
-    return reached.get((resource_type, permission), set())
+            add_related(owner_type, permission_name, tupleset, type_name, ids, via or None)
+    answer.ids |= reached.get(target, set())
+    return answer
 
 
 @dataclass(frozen=True, slots=True)
