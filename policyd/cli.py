@@ -690,6 +690,13 @@ def _supervise(args: argparse.Namespace, url: str, token: str | None) -> int:
     return status
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark harness (policyd.bench.harness) with the remaining arguments."""
+    from policyd.bench.harness import main as bench_main
+
+    return bench_main(args.harness_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -951,12 +958,27 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             consistency_option(sub)
         server_options(sub)
+
+    bench = command(
+        "bench",
+        cmd_bench,
+        "benchmark decisions/s and latency, side by side with SpiceDB and Python peers",
+    )
+    bench.add_argument(
+        "harness_args",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="harness options; 'policyd bench --help' lists them",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["bench"]:  # the harness parses its own options, --help included
+        return cmd_bench(argparse.Namespace(harness_args=arguments[1:]))
+    args = build_parser().parse_args(arguments)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
 
