@@ -172,10 +172,11 @@ def spicedb_row(
     )
     row.update(
         {
-            "policyd_check_per_s": ours_row["check_per_s"],
+            # Our cold numbers (decision cache off): SpiceDB answers every check afresh too.
+            "policyd_check_per_s": ours_row["cold_check_per_s"],
             "spicedb_check_per_s": round(timing.per_second),
-            "check_ratio": ratio(ours_row["check_per_s"], timing.per_second),
-            "policyd_p99_ms": ours_row["check_p99_ms"],
+            "check_ratio": ratio(ours_row["cold_check_per_s"], timing.per_second),
+            "policyd_p99_ms": ours_row["cold_p99_ms"],
             "spicedb_p99_ms": round(timing.percentile_ms(0.99), 3),
             "policyd_batch_per_s": ours_row["batch100_per_s"],
             "spicedb_bulk_per_s": round(bulk_rate),
@@ -248,8 +249,8 @@ def python_rows(seed: int, seconds: float) -> list[dict[str, object]]:
         "peer": "policyd",
         "workload": workload.name,
         "build_s": ours_row["load_s"],
-        "check_per_s": ours_row["check_per_s"],
-        "p99_ms": ours_row["check_p99_ms"],
+        "check_per_s": ours_row["cold_check_per_s"],
+        "p99_ms": ours_row["cold_p99_ms"],
         "wrong": ours_row["wrong"],
         "disagree": 0,
         "compared": len(queries),

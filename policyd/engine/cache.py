@@ -56,6 +56,12 @@ class DecisionCache:
                     entries.pop(old, None)
         entries[key] = (value, valid_until)
 
+    def resize(self, capacity: int) -> None:
+        """Change the bound; 0 turns the cache off. Drops every entry."""
+        with self._lock:
+            self.capacity = capacity
+            self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)
 
