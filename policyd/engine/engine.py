@@ -38,7 +38,7 @@ from policyd.errors import (
     NotFoundError,
     RevisionUnavailableError,
 )
-from policyd.relationship import ObjectRef, Relationship, RelationshipUpdate, SubjectRef
+from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 
@@ -531,7 +531,7 @@ class Engine:
         self._validate(
             plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
         )
-        candidates, wildcard = candidate_subjects(
+        candidates = candidate_subjects(
             plan,
             reader,
             resource.type,
@@ -541,19 +541,28 @@ class Engine:
             subject_relation,
             MAX_SUBJECT_VISITS,
         )
-        found = verify_subjects(
-            plan,
-            reader,
-            resource.type,
-            resource.id,
-            permission,
-            subject_type,
-            subject_relation,
-            candidates,
-            wildcard,
-            dict(context or {}),
-            self.max_depth,
-        )
+        if candidates.exact:
+            # Only unions on the way and no caveats: everything found holds the permission.
+            found = [
+                FoundSubject(SubjectRef(subject_type, sid, subject_relation), True)
+                for sid in sorted(candidates.ids)
+            ]
+            if candidates.wildcard and not subject_relation:
+                found.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), True))
+        else:
+            found = verify_subjects(
+                plan,
+                reader,
+                resource.type,
+                resource.id,
+                permission,
+                subject_type,
+                subject_relation,
+                candidates.ids,
+                candidates.wildcard,
+                dict(context or {}),
+                self.max_depth,
+            )
         return SubjectsResult(tuple(found), revision, encode_token(revision))
 
     def expand(

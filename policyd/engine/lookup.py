@@ -15,11 +15,21 @@ from dataclasses import dataclass, field
 
 from policyd.engine.check import CheckRun
 from policyd.engine.graph import GraphReader
+from policyd.engine.index import Edge
 from policyd.engine.plan import Plan
 from policyd.engine.reachability import ReverseIndex, leaves
 from policyd.engine.results import Partial
 from policyd.relationship import WILDCARD, SubjectRef
-from policyd.schema.ir import Arrow, RelationRef, SelfRef
+from policyd.schema.ir import (
+    Arrow,
+    ArrowKind,
+    Exclusion,
+    Intersection,
+    RelationRef,
+    Rewrite,
+    SelfRef,
+    Union,
+)
 
 
 @dataclass(slots=True)
@@ -172,6 +182,20 @@ class FoundSubject:
     excluded: tuple[SubjectRef, ...] = ()
 
 
+@dataclass(slots=True)
+class SubjectCandidates:
+    """What the walk under a permission found: subject ids, a wildcard, and exactness.
+
+    ``exact`` means the walk alone decides: no intersection, exclusion,
+    ``.all()`` arrow or caveat on the way, so every subject found holds the
+    permission and none needs checking.
+    """
+
+    ids: set[str] = field(default_factory=set)
+    wildcard: bool = False
+    exact: bool = True
+
+
 def candidate_subjects(
     plan: Plan,
     reader: GraphReader,
@@ -181,15 +205,14 @@ def candidate_subjects(
     subject_type: str,
     subject_relation: str | None,
     max_visits: int,
-) -> tuple[set[str], bool]:
-    """Subject ids of the wanted type under the permission, and whether a wildcard was seen.
+) -> SubjectCandidates:
+    """Subjects of the wanted type under the permission, read as relationship values.
 
     Subtracted branches are walked too: their subjects are the ones a wildcard
     answer must list as excluded.
     """
     wanted_relation = subject_relation or ""
-    found: set[str] = set()
-    wildcard = False
+    found = SubjectCandidates()
     seen: set[tuple[str, str, str]] = set()
     stack = [(resource_type, resource_id, permission)]
     while stack:
@@ -198,36 +221,55 @@ def candidate_subjects(
             continue
         seen.add(key)
         if len(seen) > max_visits:
+            found.exact = False
             break
         type_name, rid, member = key
         if (type_name, member) == (subject_type, wanted_relation):
-            found.add(rid)
+            found.ids.add(rid)
         definition = plan.schema.definition(type_name)
         if definition is None:
             continue
         if member in definition.relations:
-            for rel in reader.subjects(type_name, rid, member, None):
-                s = rel.subject
-                if s.type == subject_type and (s.relation or "") == wanted_relation:
-                    if s.id == WILDCARD:
-                        wildcard = True
+            for stype, sid, srel, value in reader.all_subject_edges(type_name, rid, member):
+                if isinstance(value, Edge) and value.caveat_name is not None:
+                    found.exact = False
+                if stype == subject_type and srel == wanted_relation:
+                    if sid == WILDCARD:
+                        found.wildcard = True
                     else:
-                        found.add(s.id)
-                if s.relation:
-                    stack.append((s.type, s.id, s.relation))
+                        found.ids.add(sid)
+                if srel:
+                    stack.append((stype, sid, srel))
             continue
         granted = definition.permissions.get(member)
         if granted is None:
             continue
+        if found.exact and not _monotone(granted.rewrite):
+            found.exact = False
         for node in leaves(granted.rewrite, subtracted=True):
             if isinstance(node, RelationRef):
                 stack.append((type_name, rid, node.name))
             elif isinstance(node, Arrow):
-                for rel in reader.subjects(type_name, rid, node.tupleset, None):
-                    stack.append((rel.subject.type, rel.subject.id, node.target))
+                for stype, sid, _, value in reader.all_subject_edges(type_name, rid, node.tupleset):
+                    if isinstance(value, Edge) and value.caveat_name is not None:
+                        found.exact = False
+                    stack.append((stype, sid, node.target))
             elif isinstance(node, SelfRef) and type_name == subject_type and not wanted_relation:
-                found.add(rid)
-    return found, wildcard
+                found.ids.add(rid)
+    return found
+
+
+def _monotone(node: Rewrite) -> bool:
+    """True for unions of relations, permissions, ``->`` arrows, ``self`` and nil only."""
+    match node:
+        case Union(children=children):
+            return all(_monotone(c) for c in children)
+        case Intersection() | Exclusion():
+            return False
+        case Arrow(kind=kind):
+            return kind is ArrowKind.ANY
+        case _:
+            return True
 
 
 def verify_subjects(
