@@ -113,10 +113,20 @@ def reachable_resources(
     answer = Candidates()
     reached: dict[tuple[str, str], set[str]] = {}
     frontier: dict[tuple[str, str], set[str]] = {}
+    leads: dict[tuple[str, str], bool] = {target: True}
+
+    def relevant(key: tuple[str, str]) -> bool:
+        """Whether ids reached at ``key`` can ever lead to the target; others are not read."""
+        known = leads.get(key)
+        if known is None:
+            known = leads[key] = _reaches(index, key, target)
+        return known
 
     def add(type_name: str, member: str, ids: set[str]) -> None:
         if (type_name, member) in sinks:
             answer.ids |= ids
+            return
+        if not relevant((type_name, member)):
             return
         known = reached.setdefault((type_name, member), set())
         new = ids - known
@@ -138,7 +148,8 @@ def reachable_resources(
             answer.ids |= small
             answer.runs.extend(runs)
             return
-        add(type_name, member, reader.resource_ids(type_name, relation, stype, sids, srel))
+        if relevant((type_name, member)):
+            add(type_name, member, reader.resource_ids(type_name, relation, stype, sids, srel))
 
     subject_relation = subject.relation or ""
     if subject.relation:
