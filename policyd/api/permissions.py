@@ -62,15 +62,21 @@ class PermissionServicer(permission_service_pb2_grpc.PermissionServiceServicer):
             raise InvalidRequestError(
                 f"at most {self._limits.max_batch_size} items per batch", field="items"
             )
-        items = [
-            CheckRequest(
-                object_from_proto(item.resource, f"items[{i}].resource"),
-                required(item.permission, f"items[{i}].permission"),
-                subject_from_proto(item.subject, f"items[{i}].subject"),
-                context_from_proto(item.context),
-            )
-            for i, item in enumerate(request.items)
-        ]
+        items: list[CheckRequest] = []
+        for i, item in enumerate(request.items):
+            try:
+                items.append(
+                    CheckRequest(
+                        object_from_proto(item.resource, "resource"),
+                        required(item.permission, "permission"),
+                        subject_from_proto(item.subject, "subject"),
+                        context_from_proto(item.context),
+                    )
+                )
+            except InvalidRequestError as e:  # name the item only when something is wrong
+                raise InvalidRequestError(
+                    e.message, field=f"items[{i}].{e.field}", code=e.code
+                ) from e
         consistency = consistency_from_proto(request.consistency)
         results = self._engine.check_many(items, consistency=consistency)
         if self._metrics is not None:

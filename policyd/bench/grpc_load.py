@@ -304,31 +304,37 @@ def _ms(value: str) -> float | None:
     return round(float(match.group(1)) * scale, 3)
 
 
-def _check_message(q: Query) -> bytes:
+def _check_fields(q: Query) -> dict[str, Any]:
+    """The fields a Check and a BatchCheck item share, as protobuf values."""
     from google.protobuf import struct_pb2
 
-    from policyd.api.gen import core_pb2, permission_service_pb2
+    from policyd.api.gen import core_pb2
 
     context = struct_pb2.Struct()
     values: dict[str, Any] = dict(q.context)
     context.update(values)
-    request = permission_service_pb2.CheckRequest(
-        resource=core_pb2.ObjectReference(object_type=q.resource.type, object_id=q.resource.id),
-        permission=q.permission,
-        subject=core_pb2.SubjectReference(
+    return {
+        "resource": core_pb2.ObjectReference(object_type=q.resource.type, object_id=q.resource.id),
+        "permission": q.permission,
+        "subject": core_pb2.SubjectReference(
             object=core_pb2.ObjectReference(object_type=q.subject.type, object_id=q.subject.id),
             optional_relation=q.subject.relation or "",
         ),
-        context=context,
-    )
-    return request.SerializeToString()
+        "context": context,
+    }
 
 
-def _check_path() -> str:
+def _check_message(q: Query) -> bytes:
+    from policyd.api.gen import permission_service_pb2
+
+    return permission_service_pb2.CheckRequest(**_check_fields(q)).SerializeToString()
+
+
+def _check_path(method: str = "Check") -> str:
     from policyd.api.gen import permission_service_pb2
 
     service = permission_service_pb2.DESCRIPTOR.services_by_name["PermissionService"]
-    return f"/{service.full_name}/Check"
+    return f"/{service.full_name}/{method}"
 
 
 # ---- the whole measurement -------------------------------------------------------------------
@@ -405,7 +411,48 @@ def measure_grpc(
         )
         row["wrong"] = 0 if verified else 1
         rows.append(row)
+        # BatchCheck(100) from h2load: the same 100 questions each time, verified first.
+        batch = list(queries[:100])
+        wrong = _verify_batch_with_client(target, token, batch)
+        row = {**base, "rpc": _RPC_NAMES["batch"], "driver": f"h2load c{connections}"}
+        row.update(
+            h2load(
+                target,
+                _check_path("BatchCheck"),
+                _batch_message(batch),
+                token,
+                max(1, h2load_requests // 20),
+                connections,
+            )
+        )
+        if isinstance(row.get("per_s"), int):
+            row["decisions_per_s"] = row["per_s"] * len(batch)  # type: ignore[operator]
+        row["wrong"] = wrong
+        rows.append(row)
     return rows
+
+
+def _verify_batch_with_client(target: str, token: str, batch: list[Query]) -> int:
+    from policyd.client import CheckItem, PolicydClient
+
+    with PolicydClient(target, token=token, timeout=30) as client:
+        answers = client.check_many(
+            [CheckItem(q.resource, q.permission, q.subject, q.context) for q in batch]
+        )
+    return sum(
+        1
+        for a, q in zip(answers, batch, strict=True)
+        if q.expected is not None and a.allowed != q.expected
+    )
+
+
+def _batch_message(batch: list[Query]) -> bytes:
+    from policyd.api.gen import permission_service_pb2
+
+    request = permission_service_pb2.BatchCheckRequest(
+        items=[permission_service_pb2.BatchCheckItem(**_check_fields(q)) for q in batch]
+    )
+    return request.SerializeToString()
 
 
 def _verify_with_client(target: str, token: str, q: Query) -> bool:
