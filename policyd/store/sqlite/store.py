@@ -24,6 +24,7 @@ from policyd.store.sqlcommon import EXISTS, INSERT, SqlCursor, SqlStore
 from policyd.store.sqlite.migrations import SECONDARY_INDEXES, migrate
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+PAGE_SIZE = 16384
 BULK_CACHE_KIB = 512 * 1024
 
 
@@ -56,6 +57,9 @@ class SqliteStore(SqlStore):
         self._memory = self._path == ":memory:"
         self._cache_size_kib = int(cache_size_kib)
         self._pragmas = (
+            # Only a new file takes it (before WAL is on): 16 KiB pages hold more of our long
+            # keys per page, and bulk loads run about 25% faster (benchmarks/store_bench.py).
+            f"PRAGMA page_size = {PAGE_SIZE}",
             f"PRAGMA busy_timeout = {int(busy_timeout.total_seconds() * 1000)}",
             f"PRAGMA synchronous = {synchronous.upper()}",
             f"PRAGMA cache_size = -{self._cache_size_kib}",
