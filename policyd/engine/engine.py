@@ -157,6 +157,8 @@ class Engine:
             self._index = RelationshipIndex(clock=store.clock)
             self._index.load(store, self._head)
             self._closures = Closures(self._index)
+            if store.read_policy(self._head) is not None:
+                self._policy(self._head)  # compile and warm up before the first request
         self._head_read_at = clock()
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions at the index revision; ``cache.hits``/``misses`` feed metrics."""
@@ -268,6 +270,11 @@ class Engine:
             plan = compile_plan(stored.schema)
             known = _CompiledPolicy(plan, build_reverse_index(stored.schema), revision)
             self._policies[stored.revision] = known
+            if self._closures is not None:
+                # Build group closures now, not inside the first request that needs one:
+                # building scans the whole index (seconds at 10M relationships).
+                for type_name, relation in plan.closable:
+                    self._closures.get(type_name, relation)
         known.verified_to = max(known.verified_to, revision)
         return known
 
