@@ -317,8 +317,25 @@ class Engine:
         return encode_token(revision)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> str:
-        """Bulk-create relationships in one transaction; returns the new revision's token."""
-        revision = self.store.import_relationships(relationships)
+        """Bulk-create relationships in one transaction; returns the new revision's token.
+
+        The index takes the imported relationships straight from the batch when
+        nothing else was written in between, instead of reading them back from
+        the change log (bulk loads run about twice as fast; benchmarks, import).
+        """
+        index = self._index
+        if index is None:
+            revision = self.store.import_relationships(relationships)
+            self._wrote(revision)
+            return encode_token(revision)
+        batch = relationships if isinstance(relationships, list) else list(relationships)
+        revision = self.store.import_relationships(batch)
+        with self._refresh_lock:
+            if index.revision == revision - 1:
+                with index.lock:
+                    for relationship in batch:
+                        index.add(relationship)
+                    index.revision = revision
         self._wrote(revision)
         return encode_token(revision)
 
