@@ -71,39 +71,10 @@ class GraphReader(Protocol):
         """``resource_ids`` as a set plus ascending runs (large answers need not be sorted)."""
         ...
 
-    def get(
-        self,
-        resource_type: str,
-        resource_id: str,
-        relation: str,
-        subject_type: str,
-        subject_id: str,
-        subject_relation: str,
-    ) -> Relationship | None:
-        """The live relationship with exactly this key ('' for no subject relation)."""
-        ...
-
     def subjects(
         self, resource_type: str, resource_id: str, relation: str, subject_type: str | None
     ) -> list[Relationship]:
         """Every live ``resource#relation@…``, optionally only subjects of one type."""
-        ...
-
-    def subjects_of_many(
-        self, resource_type: str, resource_ids: Collection[str], relation: str
-    ) -> list[Relationship]:
-        """Every live relationship on any of the resources, in one read."""
-        ...
-
-    def resources(
-        self,
-        resource_type: str,
-        relation: str,
-        subject_type: str,
-        subject_ids: Collection[str],
-        subject_relation: str | None,
-    ) -> list[Relationship]:
-        """Every live ``resource_type:…#relation@subject_type:id[#subject_relation]``."""
         ...
 
 
@@ -144,7 +115,7 @@ class StoreGraph:
         self, stype: str, sid: str, srel: str, rtype: str, relation: str
     ) -> list[tuple[str, bool | Edge]]:
         """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
-        found = self.resources(rtype, relation, stype, (sid,), srel or None)
+        found = self._resources(rtype, relation, stype, (sid,), srel or None)
         return [(r.resource.id, edge_of(r)) for r in found]
 
     def resource_ids(
@@ -156,7 +127,7 @@ class StoreGraph:
         subject_relation: str | None,
     ) -> set[str]:
         """Ids of ``rtype`` holding any of the subjects in ``relation``."""
-        found = self.resources(rtype, relation, stype, list(subject_ids), subject_relation)
+        found = self._resources(rtype, relation, stype, list(subject_ids), subject_relation)
         return {r.resource.id for r in found}
 
     def resource_id_runs(
@@ -170,19 +141,6 @@ class StoreGraph:
         """Every id in the set: the store has no sorted runs to offer."""
         return self.resource_ids(rtype, relation, stype, subject_ids, subject_relation), []
 
-    def get(
-        self,
-        resource_type: str,
-        resource_id: str,
-        relation: str,
-        subject_type: str,
-        subject_id: str,
-        subject_relation: str,
-    ) -> Relationship | None:
-        """The live relationship with exactly this key."""
-        key = (resource_type, resource_id, relation, subject_type, subject_id, subject_relation)
-        return self.store.get(key, self.revision)
-
     def subjects(
         self, resource_type: str, resource_id: str, relation: str, subject_type: str | None
     ) -> list[Relationship]:
@@ -191,15 +149,7 @@ class StoreGraph:
             resource_type, (resource_id,), relation, self.revision, subject_type=subject_type
         )
 
-    def subjects_of_many(
-        self, resource_type: str, resource_ids: Collection[str], relation: str
-    ) -> list[Relationship]:
-        """Every live relationship on any of the resources."""
-        if not resource_ids:
-            return []
-        return self.store.subjects_of(resource_type, resource_ids, relation, self.revision)
-
-    def resources(
+    def _resources(
         self,
         resource_type: str,
         relation: str,

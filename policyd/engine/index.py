@@ -27,7 +27,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -48,9 +48,6 @@ class Edge:
     context: dict[str, Any]
     expires_at: float | None
 
-
-EdgeValue: TypeAlias = "bool | Edge"
-"""``True`` for an unconditional relationship, an Edge for a conditional one; False: absent."""
 
 Listener: TypeAlias = "Callable[[str, str, str, str, str, str, bool], None]"
 """Called with a relationship's six key parts and True (added) or False (removed)."""
@@ -399,17 +396,6 @@ class IndexGraph:
         """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
         return self.index.resource_edges(stype, sid, srel, rtype, relation, self.now)
 
-    def get(
-        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
-    ) -> Relationship | None:
-        """The live relationship with this key."""
-        value = self.edge(rtype, rid, relation, stype, sid, srel)
-        return (
-            None
-            if value is False
-            else relationship_from(rtype, rid, relation, stype, sid, srel, value)
-        )
-
     def subjects(
         self, rtype: str, rid: str, relation: str, subject_type: str | None
     ) -> list[Relationship]:
@@ -418,28 +404,6 @@ class IndexGraph:
             relationship_from(rtype, rid, relation, stype, sid, srel, v)
             for stype, sid, srel, v in self.all_subject_edges(rtype, rid, relation)
             if subject_type is None or stype == subject_type
-        ]
-
-    def subjects_of_many(
-        self, rtype: str, resource_ids: Collection[str], relation: str
-    ) -> list[Relationship]:
-        """Every live relationship on any of the resources."""
-        return [r for rid in resource_ids for r in self.subjects(rtype, rid, relation, None)]
-
-    def resources(
-        self,
-        rtype: str,
-        relation: str,
-        stype: str,
-        subject_ids: Collection[str],
-        subject_relation: str | None,
-    ) -> list[Relationship]:
-        """Every live relationship from these subjects to ``rtype:…#relation``."""
-        srel = subject_relation or ""
-        return [
-            relationship_from(rtype, rid, relation, stype, sid, srel, v)
-            for sid in subject_ids
-            for rid, v in self.index.resource_edges(stype, sid, srel, rtype, relation, self.now)
         ]
 
     def resource_id_runs(
