@@ -17,7 +17,6 @@ from policyd.api.gen import core_pb2, permission_service_pb2, relationship_servi
 from policyd.engine import (
     CheckResult,
     Consistency,
-    ConsistencyMode,
     Explanation,
     FoundObject,
     Permissionship,
@@ -239,20 +238,6 @@ def consistency_from_proto(
     except InvalidRequestError as e:
         raise InvalidRequestError(e.message, field=f"{field}.{which}.token") from e
     return result
-
-
-def consistency_to_proto(consistency: Consistency) -> core_pb2.Consistency:
-    """The proto of a Consistency."""
-    token = core_pb2.ConsistencyToken(token=consistency.token or "")
-    match consistency.mode:
-        case ConsistencyMode.AT_LEAST_AS_FRESH:
-            return core_pb2.Consistency(at_least_as_fresh=token)
-        case ConsistencyMode.AT_EXACT_SNAPSHOT:
-            return core_pb2.Consistency(at_exact_snapshot=token)
-        case ConsistencyMode.FULLY_CONSISTENT:
-            return core_pb2.Consistency(fully_consistent=True)
-        case _:
-            return core_pb2.Consistency(minimize_latency=True)
 
 
 def filter_from_proto(message: core_pb2.RelationshipFilter) -> RelationshipFilter:

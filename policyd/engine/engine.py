@@ -26,8 +26,8 @@ from policyd.engine.leopard import Closures
 from policyd.engine.lookup import (
     FoundSubject,
     candidate_subjects,
+    holding_subjects,
     reachable_resources,
-    verify_subjects,
 )
 from policyd.engine.plan import Plan, compile_plan
 from policyd.engine.reachability import ReverseIndex, build_reverse_index
@@ -38,7 +38,7 @@ from policyd.errors import (
     NotFoundError,
     RevisionUnavailableError,
 )
-from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
+from policyd.relationship import ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 
@@ -565,28 +565,15 @@ class Engine:
             subject_relation,
             MAX_SUBJECT_VISITS,
         )
-        if candidates.exact:
-            # Only unions on the way and no caveats: everything found holds the permission.
-            found = [
-                FoundSubject(SubjectRef(subject_type, sid, subject_relation), True)
-                for sid in sorted(candidates.ids)
-            ]
-            if candidates.wildcard and not subject_relation:
-                found.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), True))
-        else:
-            found = verify_subjects(
-                plan,
-                reader,
-                resource.type,
-                resource.id,
-                permission,
-                subject_type,
-                subject_relation,
-                candidates.ids,
-                candidates.wildcard,
-                dict(context or {}),
-                self.max_depth,
-            )
+        found = holding_subjects(
+            candidates,
+            lambda subject: self._run(compiled, reader, subject, context),
+            resource.type,
+            resource.id,
+            permission,
+            subject_type,
+            subject_relation,
+        )
         return SubjectsResult(tuple(found), revision, encode_token(revision))
 
     def expand(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from policyd.engine.check import CheckRun
@@ -283,34 +283,40 @@ def _monotone(node: Rewrite) -> bool:
             return True
 
 
-def verify_subjects(
-    plan: Plan,
-    reader: GraphReader,
+def holding_subjects(
+    candidates: SubjectCandidates,
+    make_run: Callable[[SubjectRef], CheckRun],
     resource_type: str,
     resource_id: str,
     permission: str,
     subject_type: str,
     subject_relation: str | None,
-    candidates: set[str],
-    wildcard: bool,
-    context: dict[str, object],
-    max_depth: int,
 ) -> list[FoundSubject]:
-    """Check each candidate; a granted wildcard carries the candidates that are denied."""
+    """The candidates that hold the permission, a granted wildcard first with those denied.
+
+    An exact walk needs no checks; otherwise each candidate is checked.
+    """
+    wildcard = candidates.wildcard and not subject_relation
+    if candidates.exact:
+        found = [
+            FoundSubject(SubjectRef(subject_type, sid, subject_relation), True)
+            for sid in sorted(candidates.ids)
+        ]
+        if wildcard:
+            found.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), True))
+        return found
     results: list[FoundSubject] = []
     denied: list[SubjectRef] = []
-    for subject_id in sorted(candidates):
+    for subject_id in sorted(candidates.ids):
         subject = SubjectRef(subject_type, subject_id, subject_relation)
-        run = CheckRun(plan, reader, subject, context, max_depth)
-        value = run.check(resource_type, resource_id, permission, 0)
+        value = make_run(subject).check(resource_type, resource_id, permission, 0)
         if value is False:
             denied.append(subject)
         else:
             results.append(FoundSubject(subject, value))
-    if wildcard and not subject_relation:
+    if wildcard:
         subject = SubjectRef(subject_type, WILDCARD)
-        run = CheckRun(plan, reader, subject, context, max_depth)
-        value = run.check(resource_type, resource_id, permission, 0)
+        value = make_run(subject).check(resource_type, resource_id, permission, 0)
         if value is not False:
             results.insert(0, FoundSubject(subject, value, tuple(denied)))
     return results
