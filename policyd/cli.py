@@ -426,7 +426,13 @@ def run_list_subjects(args: argparse.Namespace, connection: client.PolicydClient
     for item in found:
         notes = [f"needs {', '.join(item.missing)}"] if item.missing else []
         if item.excluded:
-            notes.append("except " + ", ".join(str(s) for s in item.excluded))
+            notes.append(
+                "except "
+                + ", ".join(
+                    f"{e.subject}" + (f" if {', '.join(e.missing)} say so" if e.missing else "")
+                    for e in item.excluded
+                )
+            )
         print(f"{item.subject}" + (f" ({'; '.join(notes)})" if notes else ""))
     return EXIT_OK
 

@@ -42,6 +42,7 @@ from policyd.api.gen import (
 from policyd.errors import (
     AlreadyExistsError,
     CaveatError,
+    CycleUnderExclusionError,
     Diagnostic,
     InternalError,
     InvalidRelationshipError,
@@ -53,6 +54,7 @@ from policyd.errors import (
     PolicyErrors,
     PolicySyntaxError,
     PreconditionFailedError,
+    ResourceExhaustedError,
     RevisionUnavailableError,
     Severity,
     SourceSpan,
@@ -76,6 +78,8 @@ _ERRORS: dict[str, type[PolicydError]] = {
         PreconditionFailedError,
         RevisionUnavailableError,
         MaxDepthExceededError,
+        CycleUnderExclusionError,
+        ResourceExhaustedError,
         CaveatError,
         StoreError,
         InternalError,
@@ -91,6 +95,7 @@ _STATUS_ERRORS: dict[grpc.StatusCode, type[PolicydError]] = {
     grpc.StatusCode.OUT_OF_RANGE: RevisionUnavailableError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
 
 T = TypeVar("T")
@@ -233,6 +238,14 @@ class FoundObject:
 
 
 @dataclass(frozen=True, slots=True)
+class ExcludedSubject:
+    """A subject a wildcard answer leaves out; ``missing`` is set when only conditionally."""
+
+    subject: SubjectRef
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FoundSubject:
     """A ListSubjects answer; a wildcard subject lists the subjects it excludes."""
 
@@ -240,7 +253,7 @@ class FoundSubject:
     permissionship: Permissionship
     token: str
     missing: tuple[str, ...] = ()
-    excluded: tuple[SubjectRef, ...] = ()
+    excluded: tuple[ExcludedSubject, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,7 +631,10 @@ class PolicydClient:
                 _FROM_PERMISSIONSHIP[r.permissionship],
                 r.consistency_token.token,
                 tuple(r.missing_context),
-                tuple(_subject(s) for s in r.excluded_subjects),
+                tuple(
+                    ExcludedSubject(_subject(e.subject), tuple(e.missing_context))
+                    for e in r.excluded
+                ),
             )
 
     def expand(

@@ -156,6 +156,22 @@ class MaxDepthExceededError(PolicydError):
     code = "max-depth-exceeded"
 
 
+class CycleUnderExclusionError(PolicydError):
+    """A decision that depends on itself through the subtracted side of an exclusion.
+
+    Such a cycle has no consistent answer (the permission would hold exactly
+    when it does not), so the decision fails closed instead of picking one.
+    """
+
+    code = "cycle-under-exclusion"
+
+
+class ResourceExhaustedError(PolicydError):
+    """A request that needs more work than a configured limit allows; nothing partial is sent."""
+
+    code = "resource-exhausted"
+
+
 class CaveatError(PolicydError, ValueError):
     """A caveat expression that does not compile or fails to evaluate."""
 

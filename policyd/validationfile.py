@@ -21,7 +21,6 @@ import yaml
 
 from policyd.dsl.compiler import CompiledPolicy, compile_policy, resolve_relative_import
 from policyd.engine import Consistency, Engine, Permissionship, format_explanation
-from policyd.engine.lookup import FoundSubject
 from policyd.errors import (
     Diagnostic,
     InvalidRelationshipError,
@@ -69,7 +68,9 @@ class ExpectedSubject:
 
     subject: SubjectRef
     caveated: bool
-    excluded: tuple[SubjectRef, ...]
+    excluded: tuple[str, ...]
+    """Subjects a wildcard leaves out, as written: ``user:u2``, or ``user:u2[...]`` when
+    the exclusion is conditional."""
     paths: tuple[str, ...]
     span: SourceSpan | None = field(default=None, compare=False)
 
@@ -381,10 +382,13 @@ def _parse_expected_subject(text: str, span: SourceSpan) -> ExpectedSubject:
     subject_text, rest = parts[0].strip(), parts[1]
     caveated = subject_text.endswith("[...]")
     subject_text = subject_text.removesuffix("[...]").strip()
-    excluded: list[SubjectRef] = []
+    excluded: list[str] = []
     if " - {" in subject_text:
-        subject_text, _, rest = subject_text.partition(" - {")
-        excluded = [parse_subject(s.strip()) for s in rest.rstrip("}").split(",") if s.strip()]
+        subject_text, _, listed = subject_text.partition(" - {")
+        for item in (s.strip() for s in listed.rstrip("}").split(",")):
+            if item:
+                parse_subject(item.removesuffix("[...]"))
+                excluded.append(item)
     subject = parse_subject(subject_text.strip())
     paths = tuple(re.findall(r"<([^>]+)>", rest))
     return ExpectedSubject(subject, caveated, tuple(excluded), paths, span)
@@ -464,22 +468,13 @@ def run_validation_file(
     return failures
 
 
-def _subject_text(found: FoundSubject) -> str:
-    text = str(found.subject)
-    if found.excluded:
-        text += " - {" + ", ".join(str(s) for s in found.excluded) + "}"
-    if isinstance(found.result, frozenset):
-        text += "[...]"
-    return text
-
-
 def _check_expected(
     engine: Engine, block: ExpectedRelations, consistency: Consistency
 ) -> list[Failure]:
     """Compare the subjects that hold ``resource#permission`` with the block's list."""
     wanted = {
         str(s.subject)
-        + (" - {" + ", ".join(str(e) for e in s.excluded) + "}" if s.excluded else "")
+        + (" - {" + ", ".join(sorted(s.excluded)) + "}" if s.excluded else "")
         + ("[...]" if s.caveated else "")
         for s in block.subjects
     }
@@ -493,7 +488,7 @@ def _check_expected(
             subject_relation,
             consistency=consistency,
         )
-        actual.update(_subject_text(found) for found in result.subjects)
+        actual.update(str(found) for found in result.subjects)
     if wanted == actual:
         return []
     missing = ", ".join(sorted(wanted - actual)) or "none"

@@ -338,7 +338,14 @@ def found_subject_to_proto(
         subject=subject_to_proto(found.subject),
         permissionship=PERMISSIONSHIP_TO_PROTO[permissionship(found.result)],
         missing_context=missing_of(found.result),
-        excluded_subjects=[subject_to_proto(s) for s in found.excluded],
+        excluded=[
+            permission_service_pb2.ExcludedSubject(
+                subject=subject_to_proto(e.subject),
+                conditional=bool(e.missing),
+                missing_context=e.missing,
+            )
+            for e in found.excluded
+        ],
     )
 
 

@@ -27,6 +27,8 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "caveat-error": grpc.StatusCode.INVALID_ARGUMENT,
     "precondition-failed": grpc.StatusCode.FAILED_PRECONDITION,
     "max-depth-exceeded": grpc.StatusCode.FAILED_PRECONDITION,
+    "cycle-under-exclusion": grpc.StatusCode.FAILED_PRECONDITION,
+    "resource-exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "policy-change-refused": grpc.StatusCode.FAILED_PRECONDITION,
     "not-found": grpc.StatusCode.NOT_FOUND,
     "already-exists": grpc.StatusCode.ALREADY_EXISTS,

@@ -5,6 +5,17 @@ caveat context: it dispatches to the plan's closures, memoises each
 (type, id, member) it settles, breaks cycles in the data, and refuses to
 recurse deeper than the configured limit. ``TracingRun`` records what it did,
 for Explain.
+
+Cycles. A member met again while it is still being evaluated is cut: on a
+path of unions, intersections and arrows (all monotone) the cut counts as
+"not granted", which yields the least fixpoint, the one answer every
+evaluation order agrees on (nested groups that contain each other). A cycle
+that passes through the subtracted side of an exclusion has no such answer
+(``viewer = direct - restricted`` with ``restricted`` holding ``viewer``
+would grant exactly when it does not), so the cut is a ``Failure`` that
+fails the decision closed unless another operand settles it without the
+cycle. SpiceDB ends every such cycle in its max-depth error; we keep the
+fixpoint answer for monotone cycles and name the cycle otherwise.
 """
 
 from __future__ import annotations
@@ -18,8 +29,8 @@ from policyd.engine.graph import GraphReader
 from policyd.engine.index import Edge, relationship_from
 from policyd.engine.leopard import Closures
 from policyd.engine.plan import Plan, PlanFn
-from policyd.engine.results import Explanation, Partial, missing_of, permissionship
-from policyd.errors import MaxDepthExceededError
+from policyd.engine.results import Explanation, Failure, Partial, missing_of, permissionship
+from policyd.errors import CaveatError, CycleUnderExclusionError, MaxDepthExceededError
 from policyd.relationship import SubjectRef
 
 _NO_CUT = 1 << 30
@@ -49,15 +60,20 @@ class CheckRun:
         self.memo: dict[tuple[str, str, str], Partial] = {}
         self.valid_until = math.inf
         """The earliest expiry of any relationship the answers so far relied on."""
-        self._open: dict[tuple[str, str, str], int] = {}
+        self.negations = 0
+        """How many subtracted sides of exclusions the evaluation is inside now."""
+        self._open: dict[tuple[str, str, str], tuple[int, int]] = {}
+        """Members being evaluated: their position on the path and ``negations`` when opened."""
         self._lowest_cut = _NO_CUT
 
     def check(self, type_name: str, rid: str, member: str, depth: int) -> Partial:
         """Decide whether the subject holds ``type_name:rid#member``.
 
         A member that is already being evaluated further up (a cycle in the
-        data) counts as not granting on this path; results that leaned on such
-        a cut are not memoised, so the memo never holds a half-computed answer.
+        data) counts as not granting on this path, or as a failure when the
+        cycle runs through a subtracted side (see the module docstring);
+        results that leaned on such a cut, or on the depth limit, are not
+        memoised, so the memo never holds an answer that depends on the path.
         """
         key = (type_name, rid, member)
         memo = self.memo.get(key)
@@ -65,20 +81,26 @@ class CheckRun:
             return memo
         if key == self.subject_key:
             return True
-        position = self._open.get(key)
-        if position is not None:
+        opened = self._open.get(key)
+        if opened is not None:
+            position, negations = opened
             self._lowest_cut = min(self._lowest_cut, position)
+            if self.negations > negations:
+                return Failure(self._cycle_error(position, key))
             return False
         if depth > self.max_depth:
-            raise MaxDepthExceededError(
-                f"checking {type_name}:{rid}#{member} needs more than {self.max_depth} "
-                "levels of nesting; raise max depth or look for a cycle in the data"
+            self._lowest_cut = 0  # the failure depends on the path's length
+            return Failure(
+                MaxDepthExceededError(
+                    f"checking {type_name}:{rid}#{member} needs more than {self.max_depth} "
+                    "levels of nesting; raise max depth or look for a cycle in the data"
+                )
             )
         evaluate = self.plan.members.get((type_name, member))
         if evaluate is None:
             return False
         here = len(self._open)
-        self._open[key] = here
+        self._open[key] = (here, self.negations)
         saved, self._lowest_cut = self._lowest_cut, _NO_CUT
         try:
             result = evaluate(self, rid, depth)
@@ -100,6 +122,16 @@ class CheckRun:
         else:
             self._lowest_cut = min(saved, cut)
         return result
+
+    def _cycle_error(self, position: int, key: tuple[str, str, str]) -> CycleUnderExclusionError:
+        """The error for a cycle back to the member opened at ``position``, naming the path."""
+        path = [*list(self._open)[position:], key]
+        names = " -> ".join(f"{t}:{i}#{m}" for t, i, m in path)
+        return CycleUnderExclusionError(
+            f"{names}: {path[0][0]}:{path[0][1]}#{path[0][2]} depends on itself through the "
+            "subtracted side of an exclusion, which has no consistent answer; the decision "
+            "fails closed until a relationship on this cycle is removed"
+        )
 
     def step(self, label: str, evaluate: PlanFn, rid: str, depth: int) -> Partial:
         """Evaluate part of a rewrite; TracingRun records it as an Explain step."""
@@ -129,8 +161,10 @@ class CheckRun:
         if name is None:
             return True
         compiled = self.plan.caveats[name]
-        context = merge_contexts(value.context, self.context)
-        result = compiled.evaluate(context)
+        try:
+            result = compiled.evaluate(merge_contexts(value.context, self.context))
+        except CaveatError as e:
+            return Failure(e)
         if result.outcome is CaveatOutcome.TRUE:
             return True
         if result.outcome is CaveatOutcome.FALSE:
@@ -150,12 +184,16 @@ class _Step:
         self.note = ""
 
     def freeze(self) -> Explanation:
+        result = self.result
+        if isinstance(result, Failure):
+            self.note = f"failed: {result.error}"
+            result = False
         return Explanation(
             self.what,
-            permissionship(self.result),
+            permissionship(result),
             tuple(c.freeze() for c in self.children),
             self.note,
-            missing_of(self.result),
+            missing_of(result),
         )
 
 

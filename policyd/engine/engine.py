@@ -31,14 +31,14 @@ from policyd.engine.lookup import (
 )
 from policyd.engine.plan import Plan, compile_plan
 from policyd.engine.reachability import ReverseIndex, build_reverse_index
-from policyd.engine.results import CheckResult, Partial, missing_of, permissionship
+from policyd.engine.results import CheckResult, Partial, missing_of, permissionship, settled
 from policyd.errors import (
     Diagnostic,
     InvalidRequestError,
     NotFoundError,
     RevisionUnavailableError,
 )
-from policyd.relationship import ObjectRef, Relationship, RelationshipUpdate, SubjectRef
+from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 
@@ -94,6 +94,25 @@ class SubjectsResult:
     revision: Revision
     token: str
 
+    def answer_for(self, subject: SubjectRef) -> bool | frozenset[str]:
+        """What the listing says of one subject: its own entry, else a wildcard's, less exclusions.
+
+        False when neither names it; for a conditional exclusion, the
+        parameters the subject's decision still needs.
+        """
+        wildcard: FoundSubject | None = None
+        for found in self.subjects:
+            if found.subject == subject:
+                return found.result
+            if found.subject.id == WILDCARD and found.subject.type == subject.type:
+                wildcard = found
+        if wildcard is None or subject.relation is not None:
+            return False
+        for excluded in wildcard.excluded:
+            if excluded.subject == subject:
+                return frozenset(excluded.missing) if excluded.missing else False
+        return wildcard.result
+
 
 @dataclass(frozen=True, slots=True)
 class ExpandResult:
@@ -140,11 +159,14 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         index: bool = True,
         cache_capacity: int = DEFAULT_CAPACITY,
+        max_subject_visits: int = MAX_SUBJECT_VISITS,
     ) -> None:
         if max_depth < 1:
             raise InvalidRequestError("max depth must be at least 1", field="max_depth")
         self.store = store
         self.max_depth = max_depth
+        self.max_subject_visits = max_subject_visits
+        """How many usersets one ListSubjects may walk before it fails RESOURCE_EXHAUSTED."""
         self._head_staleness = head_staleness
         self._clock = clock
         self._policies: dict[Revision, _CompiledPolicy] = {}
@@ -527,7 +549,7 @@ class Engine:
         found: list[FoundObject] = []
         next_cursor: str | None = None
         for resource_id in candidates.ascending(after):
-            value = run.check(resource_type, resource_id, permission, 0)
+            value = settled(run.check(resource_type, resource_id, permission, 0))
             if value is False:
                 continue
             missing = missing_of(value)
@@ -563,7 +585,7 @@ class Engine:
             permission,
             subject_type,
             subject_relation,
-            MAX_SUBJECT_VISITS,
+            self.max_subject_visits,
         )
         found = holding_subjects(
             candidates,

@@ -17,8 +17,9 @@ from policyd.engine.check import CheckRun
 from policyd.engine.graph import GraphReader
 from policyd.engine.index import Edge
 from policyd.engine.plan import Plan
-from policyd.engine.reachability import ReverseIndex, leaves
-from policyd.engine.results import Partial
+from policyd.engine.reachability import ReverseIndex, signed_leaves
+from policyd.engine.results import settled
+from policyd.errors import ResourceExhaustedError
 from policyd.relationship import WILDCARD, SubjectRef
 from policyd.schema.ir import (
     Arrow,
@@ -185,12 +186,36 @@ def reachable_resources(
 
 
 @dataclass(frozen=True, slots=True)
+class ExcludedSubject:
+    """A subject a wildcard answer leaves out: for certain, or unless its caveats say otherwise.
+
+    ``missing`` is empty for a certain exclusion; a conditional one names the
+    caveat parameters the subject's own decision still needs (SpiceDB lists
+    such a subject among the wildcard's exclusions as CONDITIONAL).
+    """
+
+    subject: SubjectRef
+    missing: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        """SpiceDB's validation-file notation: ``user:u2``, or ``user:u2[...]`` if conditional."""
+        return f"{self.subject}[...]" if self.missing else str(self.subject)
+
+
+@dataclass(frozen=True, slots=True)
 class FoundSubject:
     """A ListSubjects answer: a subject, or a wildcard with the subjects it excludes."""
 
     subject: SubjectRef
-    result: Partial
-    excluded: tuple[SubjectRef, ...] = ()
+    result: bool | frozenset[str]
+    excluded: tuple[ExcludedSubject, ...] = ()
+
+    def __str__(self) -> str:
+        """Validation-file notation: ``user:a``, ``user:* - {user:b}``, ``user:c[...]``."""
+        text = str(self.subject)
+        if self.excluded:
+            text += " - {" + ", ".join(sorted(str(e) for e in self.excluded)) + "}"
+        return text + ("[...]" if isinstance(self.result, frozenset) else "")
 
 
 @dataclass(slots=True)
@@ -203,7 +228,12 @@ class SubjectCandidates:
     """
 
     ids: set[str] = field(default_factory=set)
+    """Every subject id found, on granting and on subtracted paths."""
+    granting: set[str] = field(default_factory=set)
+    """The ids found on a path under an even number of subtracted sides: they may be granted
+    by name; the others can only be excluded from a wildcard."""
     wildcard: bool = False
+    """A wildcard of the wanted type was found on a path that can grant."""
     exact: bool = True
 
 
@@ -221,22 +251,36 @@ def candidate_subjects(
 
     Subtracted branches are walked too: their subjects are the ones a wildcard
     answer must list as excluded.
+
+    Raises:
+        ResourceExhaustedError: the walk would visit more than ``max_visits``
+            usersets; a partial list is never returned as if it were whole.
     """
     wanted_relation = subject_relation or ""
     found = SubjectCandidates()
-    seen: set[tuple[str, str, str]] = set()
-    stack = [(resource_type, resource_id, permission)]
+    walked: set[tuple[str, str, str, bool]] = set()
+    """Keys walked so far, each with the polarity of its path (a key may be walked twice)."""
+    stack = [(resource_type, resource_id, permission, True)]
+
+    def reach(sid: str, granting: bool) -> None:
+        found.ids.add(sid)
+        if granting:
+            found.granting.add(sid)
+
     while stack:
-        key = stack.pop()
-        if key in seen:
+        entry = stack.pop()
+        if entry in walked:
             continue
-        seen.add(key)
-        if len(seen) > max_visits:
-            found.exact = False
-            break
-        type_name, rid, member = key
+        walked.add(entry)
+        type_name, rid, member, granting = entry
+        if len(walked) > max_visits:
+            raise ResourceExhaustedError(
+                f"listing subjects of {resource_type}:{resource_id}#{permission} visits more "
+                f"than {max_visits:,} usersets (the engine's max_subject_visits); the answer "
+                "is not sent in part"
+            )
         if (type_name, member) == (subject_type, wanted_relation):
-            found.ids.add(rid)
+            reach(rid, granting)
         definition = plan.schema.definition(type_name)
         if definition is None:
             continue
@@ -245,28 +289,29 @@ def candidate_subjects(
                 if isinstance(value, Edge) and value.caveat_name is not None:
                     found.exact = False
                 if stype == subject_type and srel == wanted_relation:
-                    if sid == WILDCARD:
+                    if sid != WILDCARD:
+                        reach(sid, granting)
+                    elif granting:
                         found.wildcard = True
-                    else:
-                        found.ids.add(sid)
                 if srel:
-                    stack.append((stype, sid, srel))
+                    stack.append((stype, sid, srel, granting))
             continue
         granted = definition.permissions.get(member)
         if granted is None:
             continue
         if found.exact and not _monotone(granted.rewrite):
             found.exact = False
-        for node in leaves(granted.rewrite, subtracted=True):
+        for node, negations in signed_leaves(granted.rewrite):
+            on = granting == (negations % 2 == 0)  # under two subtractions a leaf grants again
             if isinstance(node, RelationRef):
-                stack.append((type_name, rid, node.name))
+                stack.append((type_name, rid, node.name, on))
             elif isinstance(node, Arrow):
                 for stype, sid, _, value in reader.all_subject_edges(type_name, rid, node.tupleset):
                     if isinstance(value, Edge) and value.caveat_name is not None:
                         found.exact = False
-                    stack.append((stype, sid, node.target))
+                    stack.append((stype, sid, node.target, on))
             elif isinstance(node, SelfRef) and type_name == subject_type and not wanted_relation:
-                found.ids.add(rid)
+                reach(rid, on)
     return found
 
 
@@ -292,9 +337,15 @@ def holding_subjects(
     subject_type: str,
     subject_relation: str | None,
 ) -> list[FoundSubject]:
-    """The candidates that hold the permission, a granted wildcard first with those denied.
+    """The candidates that hold the permission, a granted wildcard first with its exclusions.
 
-    An exact walk needs no checks; otherwise each candidate is checked.
+    An exact walk needs no checks; otherwise each candidate is checked. As in
+    SpiceDB, a subject is listed by name when found on a granting path, and a
+    wildcard excludes every candidate it does not cover as it covers anyone
+    else: those denied for certain, and those only conditionally held under a
+    wildcard that holds outright (a conditional exclusion, which is all SpiceDB
+    reports for a subject found only under the subtracted side). A failed
+    decision raises its error.
     """
     wildcard = candidates.wildcard and not subject_relation
     if candidates.exact:
@@ -305,18 +356,25 @@ def holding_subjects(
         if wildcard:
             found.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), True))
         return found
+
+    def decide(subject: SubjectRef) -> bool | frozenset[str]:
+        return settled(make_run(subject).check(resource_type, resource_id, permission, 0))
+
     results: list[FoundSubject] = []
-    denied: list[SubjectRef] = []
+    decided: list[tuple[SubjectRef, bool | frozenset[str]]] = []
     for subject_id in sorted(candidates.ids):
         subject = SubjectRef(subject_type, subject_id, subject_relation)
-        value = make_run(subject).check(resource_type, resource_id, permission, 0)
-        if value is False:
-            denied.append(subject)
-        else:
+        value = decide(subject)
+        decided.append((subject, value))
+        if value is not False and subject_id in candidates.granting:
             results.append(FoundSubject(subject, value))
     if wildcard:
-        subject = SubjectRef(subject_type, WILDCARD)
-        value = make_run(subject).check(resource_type, resource_id, permission, 0)
-        if value is not False:
-            results.insert(0, FoundSubject(subject, value, tuple(denied)))
+        everyone = decide(SubjectRef(subject_type, WILDCARD))
+        if everyone is not False:
+            excluded = tuple(
+                ExcludedSubject(subject, () if value is False else tuple(sorted(value)))
+                for subject, value in decided
+                if value is False or (value is not True and value != everyone)
+            )
+            results.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), everyone, excluded))
     return results

@@ -350,18 +350,29 @@ def _intersection_fn(children: tuple[PlanFn, ...], as_written: tuple[PlanFn, ...
 
 
 def _exclusion_fn(base: PlanFn, subtract: PlanFn, *, subtract_first: bool) -> PlanFn:
-    """``base - subtract``; the cheaper side runs first, since either side can settle it."""
+    """``base - subtract``; the cheaper side runs first, since either side can settle it.
+
+    The subtracted side runs with ``run.negations`` raised, so that a cycle
+    through it is recognised as one under negation (engine/check.py).
+    """
+
+    def subtracted(run: CheckRun, rid: str, depth: int) -> Partial:
+        run.negations += 1
+        try:
+            return subtract(run, rid, depth)
+        finally:
+            run.negations -= 1
 
     def exclusion(run: CheckRun, rid: str, depth: int) -> Partial:
         kept = base(run, rid, depth)
         if kept is False:
             return False
-        return all_of(kept, negate(subtract(run, rid, depth)))
+        return all_of(kept, negate(subtracted(run, rid, depth)))
 
     def exclusion_subtract_first(run: CheckRun, rid: str, depth: int) -> Partial:
         if run.tracing:  # Explain tells the whole story: what granted, then what took it away
             return exclusion(run, rid, depth)
-        removed = subtract(run, rid, depth)
+        removed = subtracted(run, rid, depth)
         if removed is True:
             return False
         return all_of(base(run, rid, depth), negate(removed))

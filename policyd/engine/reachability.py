@@ -27,18 +27,22 @@ from policyd.schema.ir import (
 )
 
 
-def leaves(node: Rewrite, *, subtracted: bool = False) -> Iterator[Rewrite]:
-    """The leaves of a rewrite that can grant, and with ``subtracted`` those that can deny."""
+def leaves(node: Rewrite) -> Iterator[Rewrite]:
+    """The leaves of a rewrite outside every subtracted side: what any grant must pass through."""
+    return (leaf for leaf, negations in signed_leaves(node) if not negations)
+
+
+def signed_leaves(node: Rewrite, negations: int = 0) -> Iterator[tuple[Rewrite, int]]:
+    """Every leaf of a rewrite, with how many subtracted sides of exclusions it lies under."""
     match node:
         case Union(children=children) | Intersection(children=children):
             for child in children:
-                yield from leaves(child, subtracted=subtracted)
+                yield from signed_leaves(child, negations)
         case Exclusion(base=base, subtract=subtract):
-            yield from leaves(base, subtracted=subtracted)
-            if subtracted:
-                yield from leaves(subtract, subtracted=subtracted)
+            yield from signed_leaves(base, negations)
+            yield from signed_leaves(subtract, negations + 1)
         case Nil() | SelfRef() | RelationRef() | Arrow():
-            yield node
+            yield node, negations
         case _:
             assert_never(node)
 

@@ -89,14 +89,11 @@ def agreement_problems(engine: Engine, loaded: ValidationFile) -> list[str]:
                         )
                     elif granted and listed[resource_id] != conditional:
                         problems.append(f"{where}, ListObjects conditional={listed[resource_id]}")
-                    found = engine.list_subjects(
-                        resource, member, subject.type, subject.relation, consistency=FRESH
-                    ).subjects
-                    in_subjects = any(f.subject == subject for f in found) or any(
-                        f.subject.id == WILDCARD
-                        and subject.relation is None
-                        and subject not in f.excluded
-                        for f in found
+                    in_subjects = (
+                        engine.list_subjects(
+                            resource, member, subject.type, subject.relation, consistency=FRESH
+                        ).answer_for(subject)
+                        is not False
                     )
                     if granted != in_subjects:
                         problems.append(

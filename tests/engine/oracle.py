@@ -10,6 +10,13 @@ max, intersection min, exclusion ``min(base, 2 - subtract)``.
 The generator keeps policies stratified (a permission never reaches itself
 through the subtracted side of an exclusion), so the least fixpoint is the one
 answer any correct engine must give, whatever order it evaluates in.
+
+For policies that are not stratified, ``well_founded`` gives the well-founded
+model (Van Gelder, Ross and Schlipf, 1991) by the alternating fixpoint: each
+member is true, false, or UNDEFINED when it depends on itself through an odd
+number of exclusions (``viewer = direct - restricted`` where ``restricted``
+holds ``viewer``). It is the strongest answer no evaluation order can refute;
+an engine must never grant what it leaves undefined or false.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Any, TypeAlias
 from policyd.relationship import WILDCARD, Relationship, SubjectRef
 
 DENIED, CONDITIONAL, GRANTED = 0, 1, 2
+UNDEFINED = -1
+"""A well-founded value: the member depends on its own negation."""
 CAVEAT = "gate"
 PARAMETER = "open"
 
@@ -200,9 +209,20 @@ class Oracle:
         return best
 
     def _expr(
-        self, node: Node, expr: Expr, context: Mapping[str, Any], values: Mapping[Node, int]
+        self,
+        node: Node,
+        expr: Expr,
+        context: Mapping[str, Any],
+        values: Mapping[Node, int],
+        negated: Mapping[Node, int] | None = None,
     ) -> int:
+        """The value of ``expr`` on ``node``; the subtracted sides read ``negated``.
+
+        ``negated`` defaults to ``values`` (a plain evaluation); the alternating
+        fixpoint passes a fixed assumption there.
+        """
         type_name, rid, _ = node
+        flipped = values if negated is None else negated
         match expr:
             case Ref(name):
                 return values.get((type_name, rid, name), DENIED)
@@ -219,10 +239,61 @@ class Oracle:
                     return min(found) if found else DENIED
                 return max(found, default=DENIED)
             case Op("+", children):
-                return max(self._expr(node, c, context, values) for c in children)
+                return max(self._expr(node, c, context, values, negated) for c in children)
             case Op("&", children):
-                return min(self._expr(node, c, context, values) for c in children)
+                return min(self._expr(node, c, context, values, negated) for c in children)
             case Op("-", (base, subtract)):
-                kept = self._expr(node, base, context, values)
-                return min(kept, GRANTED - self._expr(node, subtract, context, values))
+                kept = self._expr(node, base, context, values, negated)
+                removed = self._expr(node, subtract, context, flipped, values)
+                return min(kept, GRANTED - removed)
         raise AssertionError(expr)
+
+    def well_founded(
+        self, subject: SubjectRef, context: Mapping[str, Any], extra_ids: Iterable[str] = ()
+    ) -> dict[Node, int]:
+        """The well-founded value of every member: GRANTED, DENIED or UNDEFINED.
+
+        Caveats must be decided by the context (the generator's worlds with
+        ``{open: true}`` or ``{open: false}``): conditional values are not
+        modelled here.
+        """
+        rules: list[tuple[Node, Expr | None]] = []
+        for spec in self.spec.types:
+            for rid in self.ids[spec.name] | set(extra_ids):
+                rules += [((spec.name, rid, name), None) for name, _ in spec.relations]
+                rules += [((spec.name, rid, name), expr) for name, expr in spec.permissions]
+        target = (subject.type, subject.id, subject.relation or "")
+
+        def least(assumed: Mapping[Node, int]) -> dict[Node, int]:
+            """The least model with every subtracted side read from ``assumed``."""
+            values: dict[Node, int] = {target: GRANTED}
+            changed = True
+            while changed:
+                changed = False
+                for node, rule in rules:
+                    if node == target:
+                        continue
+                    if rule is None:
+                        value = self._relation(node, subject, context, values)
+                    else:
+                        value = self._expr(node, rule, context, values, assumed)
+                    if value > values.get(node, DENIED):
+                        values[node] = value
+                        changed = True
+            return values
+
+        surely: dict[Node, int] = {}
+        while True:
+            possibly = least(surely)
+            again = least(possibly)
+            if again == surely:
+                break
+            surely = again
+        return {
+            node: GRANTED
+            if surely.get(node, DENIED) == GRANTED
+            else UNDEFINED
+            if possibly.get(node, DENIED) == GRANTED
+            else DENIED
+            for node, _ in rules
+        } | {target: GRANTED}

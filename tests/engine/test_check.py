@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from policyd.engine import Engine, Permissionship
-from policyd.errors import InvalidRequestError, MaxDepthExceededError
+from policyd.errors import (
+    CaveatError,
+    CycleUnderExclusionError,
+    InvalidRequestError,
+    MaxDepthExceededError,
+)
+from policyd.relationship import ObjectRef
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
@@ -628,6 +634,125 @@ def test_cycle_answers_do_not_depend_on_which_check_ran_first(make_engine: MakeE
     alone = {q: check(engine, q).permissionship for q in queries}
     batched = engine.check_many([request(q) for q in reversed(queries)], consistency=FRESH)
     assert {q: r.permissionship for q, r in zip(reversed(queries), batched, strict=True)} == alone
+
+
+# ---- cycles under exclusion --------------------------------------------------------------------
+
+NEGATED_CYCLE = """
+definition user {}
+
+definition document {
+    relation restricted: user | document#viewer
+    relation viewer_direct: user
+    relation banned: user
+    permission viewer = viewer_direct - restricted
+    permission shown = banned + viewer
+    permission shown_or_banned = viewer + banned
+}
+"""
+
+SELF_RESTRICTING = (
+    "document:1#viewer_direct@user:jon",
+    "document:1#restricted@document:1#viewer",
+)
+
+
+@pytest.mark.parametrize("permission", ["viewer", "restricted"])
+def test_cycle_through_exclusion_fails_closed(make_engine: MakeEngine, permission: str) -> None:
+    # viewer = viewer_direct - restricted, where restricted holds viewer: jon would hold
+    # viewer exactly when he does not. Neither viewer nor restricted may be granted.
+    engine = make_engine(NEGATED_CYCLE, SELF_RESTRICTING)
+    with pytest.raises(CycleUnderExclusionError, match="document:1#viewer") as raised:
+        check(engine, f"document:1#{permission}@user:jon")
+    assert raised.value.code == "cycle-under-exclusion"
+    assert "subtracted side of an exclusion" in str(raised.value)
+
+
+def test_cycle_through_exclusion_fails_every_read(make_engine: MakeEngine) -> None:
+    engine = make_engine(NEGATED_CYCLE, SELF_RESTRICTING)
+    jon = subject("user:jon")
+    with pytest.raises(CycleUnderExclusionError):
+        engine.check_many([request("document:1#viewer@user:jon")], consistency=FRESH)
+    with pytest.raises(CycleUnderExclusionError):
+        engine.list_objects("document", "viewer", jon, consistency=FRESH)
+    with pytest.raises(CycleUnderExclusionError):
+        engine.list_subjects(ObjectRef("document", "1"), "viewer", "user", consistency=FRESH)
+    with pytest.raises(CycleUnderExclusionError):
+        engine.list_objects("document", "restricted", jon, consistency=FRESH)
+
+
+@pytest.mark.parametrize("permission", ["shown", "shown_or_banned"])
+def test_a_grant_beside_a_negated_cycle_settles_the_union(
+    make_engine: MakeEngine, permission: str
+) -> None:
+    engine = make_engine(NEGATED_CYCLE, (*SELF_RESTRICTING, "document:1#banned@user:jon"))
+    assert check(engine, f"document:1#{permission}@user:jon").permissionship is YES
+
+
+def test_a_negated_cycle_nobody_reaches_changes_nothing(make_engine: MakeEngine) -> None:
+    engine = make_engine(NEGATED_CYCLE, (*SELF_RESTRICTING, "document:2#viewer_direct@user:ann"))
+    assert check(engine, "document:2#viewer@user:ann").permissionship is YES
+    assert check(engine, "document:1#viewer@user:ann").permissionship is NO
+
+
+# ---- errors settle in any order -----------------------------------------------------------------
+
+ORDERS = """
+caveat active(now timestamp, until timestamp) {
+    now < until
+}
+
+definition user {}
+
+definition doc {
+    relation conditional_viewer: user with active
+    relation plain_viewer: user
+    relation required: user
+    permission view_ab = conditional_viewer + plain_viewer
+    permission view_ba = plain_viewer + conditional_viewer
+    permission both_ab = conditional_viewer & required
+    permission both_ba = required & conditional_viewer
+    permission kept_ab = conditional_viewer - plain_viewer
+    permission kept_ba = required - conditional_viewer
+}
+"""
+
+MALFORMED = {"now": "next tuesday"}
+
+
+@pytest.mark.parametrize(
+    ("relationships", "permission", "expected"),
+    [
+        pytest.param(("plain_viewer",), "view_ab", YES, id="union-grant-after-error"),
+        pytest.param(("plain_viewer",), "view_ba", YES, id="union-grant-before-error"),
+        pytest.param((), "both_ab", NO, id="intersection-denial-after-error"),
+        pytest.param((), "both_ba", NO, id="intersection-denial-before-error"),
+        pytest.param(("plain_viewer",), "kept_ab", NO, id="exclusion-removed-despite-error"),
+        pytest.param((), "kept_ba", NO, id="exclusion-base-denied-despite-error"),
+    ],
+)
+def test_a_caveat_error_yields_to_an_order_free_answer(
+    make_engine: MakeEngine, relationships: tuple[str, ...], permission: str, expected: Any
+) -> None:
+    stored = [
+        'doc:1#conditional_viewer@user:a[active:{"until": "2099-01-01T00:00:00Z"}]',
+        *(f"doc:1#{r}@user:a" for r in relationships),
+    ]
+    engine = make_engine(ORDERS, stored)
+    assert check(engine, f"doc:1#{permission}@user:a", MALFORMED).permissionship is expected
+
+
+@pytest.mark.parametrize("permission", ["view_ab", "view_ba", "both_ab", "both_ba", "kept_ba"])
+def test_a_caveat_error_surfaces_when_nothing_else_decides(
+    make_engine: MakeEngine, permission: str
+) -> None:
+    stored = [
+        'doc:1#conditional_viewer@user:a[active:{"until": "2099-01-01T00:00:00Z"}]',
+        "doc:1#required@user:a",
+    ]
+    engine = make_engine(ORDERS, stored)
+    with pytest.raises(CaveatError, match="now"):
+        check(engine, f"doc:1#{permission}@user:a", MALFORMED)
 
 
 # ---- max depth ---------------------------------------------------------------------------------

@@ -470,7 +470,7 @@ class ListSubjectsResponse(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     PERMISSIONSHIP_FIELD_NUMBER: _builtins.int
     MISSING_CONTEXT_FIELD_NUMBER: _builtins.int
-    EXCLUDED_SUBJECTS_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
     permissionship: Global___Permissionship.ValueType
     """HAS_PERMISSION or CONDITIONAL_PERMISSION."""
     @_builtins.property
@@ -486,8 +486,8 @@ class ListSubjectsResponse(_message.Message):
         """For a conditional answer: the caveat parameters that were missing."""
 
     @_builtins.property
-    def excluded_subjects(self) -> _containers.RepeatedCompositeFieldContainer[_core_pb2.SubjectReference]:
-        """For a wildcard: the subjects it does not include."""
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcludedSubject]:
+        """For a wildcard: the subjects it does not include, for certain or conditionally."""
 
     def __init__(
         self,
@@ -496,15 +496,52 @@ class ListSubjectsResponse(_message.Message):
         subject: _core_pb2.SubjectReference | None = ...,
         permissionship: Global___Permissionship.ValueType = ...,
         missing_context: _abc.Iterable[_builtins.str] | None = ...,
-        excluded_subjects: _abc.Iterable[_core_pb2.SubjectReference] | None = ...,
+        excluded: _abc.Iterable[Global___ExcludedSubject] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "excluded_subjects", b"excluded_subjects", "missing_context", b"missing_context", "permissionship", b"permissionship", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "excluded", b"excluded", "missing_context", b"missing_context", "permissionship", b"permissionship", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSubjectsResponse: _TypeAlias = ListSubjectsResponse  # noqa: Y015
+
+@_typing.final
+class ExcludedSubject(_message.Message):
+    """A subject that a wildcard answer of ListSubjects does not include."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    CONDITIONAL_FIELD_NUMBER: _builtins.int
+    MISSING_CONTEXT_FIELD_NUMBER: _builtins.int
+    conditional: _builtins.bool
+    """False: excluded for certain. True: excluded unless the caveat parameters
+    in `missing_context` decide otherwise (the subject's own answer is
+    conditional while the wildcard's is not).
+    """
+    @_builtins.property
+    def subject(self) -> _core_pb2.SubjectReference:
+        """The subject."""
+
+    @_builtins.property
+    def missing_context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a conditional exclusion: the caveat parameters that were missing."""
+
+    def __init__(
+        self,
+        *,
+        subject: _core_pb2.SubjectReference | None = ...,
+        conditional: _builtins.bool = ...,
+        missing_context: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditional", b"conditional", "missing_context", b"missing_context", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExcludedSubject: _TypeAlias = ExcludedSubject  # noqa: Y015
 
 @_typing.final
 class ExpandRequest(_message.Message):
