@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from policyd.caveats import CaveatOutcome, merge_contexts
-from policyd.engine.graph import GraphReader
-from policyd.engine.index import Edge, relationship_from
-from policyd.engine.leopard import Closures
-from policyd.engine.plan import Plan, PlanFn
+from policyd.engine.group_closure import Closures
+from policyd.engine.index import Edge
+from policyd.engine.plan import Plan
+from policyd.engine.reader import GraphReader, TracedEdge, TracingReader
 from policyd.engine.results import Explanation, Failure, Partial, missing_of, permissionship
+from policyd.engine.run import PlanFn
 from policyd.errors import CaveatError, CycleUnderExclusionError, MaxDepthExceededError
 from policyd.relationship import SubjectRef
 
@@ -37,7 +38,10 @@ _NO_CUT = 1 << 30
 
 
 class CheckRun:
-    """Evaluates members for one subject; memo and cycle state live as long as the run."""
+    """Evaluates members for one subject, as the ``Run`` that plans expect.
+
+    Memo and cycle state live as long as the run.
+    """
 
     tracing = False
     """True in TracingRun: plans then route every step through ``check`` to record it."""
@@ -137,20 +141,8 @@ class CheckRun:
         """Evaluate part of a rewrite; TracingRun records it as an Explain step."""
         return evaluate(self, rid, depth)
 
-    def grant(
-        self,
-        rtype: str,
-        rid: str,
-        relation: str,
-        stype: str,
-        sid: str,
-        srel: str,
-        value: bool | Edge,
-    ) -> Partial:
-        """What a found relationship contributes: True, or its caveat's answer under the context.
-
-        The key parts are unused here; TracingRun records them.
-        """
+    def grant(self, value: bool | Edge) -> Partial:
+        """What a found relationship contributes: True, or its caveat's answer under the context."""
         if value is True:
             return True
         assert isinstance(value, Edge)
@@ -210,7 +202,7 @@ class TracingRun(CheckRun):
         context: Mapping[str, Any],
         max_depth: int,
     ) -> None:
-        super().__init__(plan, reader, subject, context, max_depth)
+        super().__init__(plan, TracingReader(reader), subject, context, max_depth)
         self.root = _Step("")
         self._stack = [self.root]
 
@@ -245,19 +237,11 @@ class TracingRun(CheckRun):
             step.note = "no relationships to follow"
         return step.result
 
-    def grant(
-        self,
-        rtype: str,
-        rid: str,
-        relation: str,
-        stype: str,
-        sid: str,
-        srel: str,
-        value: bool | Edge,
-    ) -> Partial:
+    def grant(self, value: bool | Edge) -> Partial:
         """Evaluate as CheckRun does, recording the relationship that was found."""
-        result = super().grant(rtype, rid, relation, stype, sid, srel, value)
-        relationship = relationship_from(rtype, rid, relation, stype, sid, srel, value)
+        result = super().grant(value)
+        assert isinstance(value, TracedEdge), "a tracing run reads through a TracingReader"
+        relationship = value.relationship()
         step = _Step(f"relationship {relationship}")
         step.result = result
         if relationship.caveat_name is not None:

@@ -20,9 +20,8 @@ from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache
 from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.consistency import Consistency, ConsistencyMode, decode_token, encode_token
 from policyd.engine.expand import ExpandNode, expand
-from policyd.engine.graph import GraphReader, StoreGraph
-from policyd.engine.index import IndexGraph, RelationshipIndex
-from policyd.engine.leopard import Closures
+from policyd.engine.group_closure import Closures
+from policyd.engine.index import RelationshipIndex
 from policyd.engine.lookup import (
     FoundSubject,
     candidate_subjects,
@@ -31,6 +30,7 @@ from policyd.engine.lookup import (
 )
 from policyd.engine.plan import Plan, compile_plan
 from policyd.engine.reachability import ReverseIndex, build_reverse_index
+from policyd.engine.reader import GraphReader, IndexReader, StoreReader
 from policyd.engine.results import CheckResult, Partial, missing_of, permissionship, settled
 from policyd.errors import (
     Diagnostic,
@@ -249,7 +249,7 @@ class Engine:
         context: Mapping[str, Any] | None,
     ) -> CheckRun:
         """A check run; group closures serve it when it reads the index."""
-        closures = self._closures if isinstance(reader, IndexGraph) else None
+        closures = self._closures if isinstance(reader, IndexReader) else None
         return CheckRun(compiled.plan, reader, subject, context or {}, self.max_depth, closures)
 
     def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, _CompiledPolicy]:
@@ -268,9 +268,9 @@ class Engine:
                 consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
             )
             if index.revision == revision or (index.revision > revision and not exact):
-                graph = IndexGraph(index)
+                graph = IndexReader(index)
                 return graph, self._policy(graph.revision)
-        return StoreGraph(self.store, revision), self._policy(revision)
+        return StoreReader(self.store, revision), self._policy(revision)
 
     def _policy(self, revision: Revision) -> _CompiledPolicy:
         last = self._last_policy
@@ -446,7 +446,7 @@ class Engine:
 
         ``runs`` lets a batch share one CheckRun, and so its memo, per subject and context.
         """
-        indexed = reader if isinstance(reader, IndexGraph) else None
+        indexed = reader if isinstance(reader, IndexReader) else None
         cacheable = not context and indexed is not None
         if cacheable:
             key = (

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import assert_never
 
-from policyd.engine.graph import GraphReader
+from policyd.engine.reader import GraphReader
 from policyd.errors import MaxDepthExceededError
 from policyd.relationship import ObjectRef, Relationship
 from policyd.schema.ir import (
@@ -72,7 +72,7 @@ class _Expander:
         definition = self.schema.definition(type_name)
         permission = definition.permissions.get(name) if definition else None
         if permission is None:
-            found = self.reader.subjects(type_name, rid, name, None)
+            found = self.reader.subjects(type_name, rid, name)
             return ExpandNode(ExpandKind.LEAF, target, relationships=tuple(found))
         return self.rewrite(type_name, rid, target, permission.rewrite, depth)
 
@@ -89,7 +89,7 @@ class _Expander:
             case Arrow(tupleset=tupleset, target=arrow_target):
                 children = tuple(
                     self.member(rel.subject.type, rel.subject.id, arrow_target, depth + 1)
-                    for rel in self.reader.subjects(type_name, rid, tupleset, None)
+                    for rel in self.reader.subjects(type_name, rid, tupleset)
                     if self._has(rel.subject.type, arrow_target)
                 )
                 kind = ExpandKind.INTERSECTION if node.kind.value == "all" else ExpandKind.UNION

@@ -340,13 +340,80 @@ class RelationshipIndex:
         return out
 
     def resource_edges(
-        self, stype: str, sid: str, srel: str, rtype: str, relation: str, now: float
+        self, rtype: str, relation: str, stype: str, sid: str, srel: str, now: float
     ) -> list[tuple[str, bool | Edge]]:
         """(resource id, value) of every live ``rtype:…#relation@stype:sid[#srel]``."""
         items = _items(self.reverse.get((stype, sid, srel, rtype, relation)), self.lock)
         if not self.expiring:
             return items
         return [(rid, v) for rid, v in items if v is True or live(v, now)]
+
+    def resource_ids(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+        now: float,
+    ) -> set[str]:
+        """Ids of ``rtype`` related by ``relation`` to any of the subjects (no objects built)."""
+        srel = subject_relation or ""
+        if self.expiring:
+            found: set[str] = set()
+            for sid in subject_ids:
+                found.update(
+                    rid for rid, _ in self.resource_edges(rtype, relation, stype, sid, srel, now)
+                )
+            return found
+        return self._collect(rtype, relation, stype, subject_ids, srel, runs=None)
+
+    def resource_id_runs(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        subject_relation: str | None,
+    ) -> tuple[set[str], list[list[str]]]:
+        """``resource_ids`` with large slots as ascending runs; only when nothing expires.
+
+        The runs are not copied into the set, so a caller after the first page
+        of ids need not sort them all.
+        """
+        assert not self.expiring, "expiring relationships must be filtered one by one"
+        runs: list[list[str]] = []
+        small = self._collect(rtype, relation, stype, subject_ids, subject_relation or "", runs)
+        return small, runs
+
+    def _collect(
+        self,
+        rtype: str,
+        relation: str,
+        stype: str,
+        subject_ids: Iterable[str],
+        srel: str,
+        runs: list[list[str]] | None,
+    ) -> set[str]:
+        """The resource ids under each subject's reverse slot; sorted slots go to ``runs``."""
+        found: set[str] = set()
+        reverse, ordered = self.reverse, self.sorted_reverse
+        with self.lock:
+            for sid in subject_ids:
+                rkey = (stype, sid, srel, rtype, relation)
+                if runs is not None:
+                    run = ordered.get(rkey)
+                    if run is not None:
+                        runs.append(run.copy())
+                        continue
+                slot = reverse.get(rkey)
+                if slot is None:
+                    continue
+                if isinstance(slot, tuple):
+                    found.add(slot[0])
+                else:
+                    found.update(slot)
+        return found
 
 
 def relationship_from(
@@ -362,113 +429,3 @@ def relationship_from(
     return Relationship(
         ObjectRef(rtype, rid), relation, subject, value.caveat_name, value.context, expires
     )
-
-
-class IndexGraph:
-    """A GraphReader over the in-memory index at its revision, with one "now" per request."""
-
-    def __init__(self, index: RelationshipIndex) -> None:
-        self.index = index
-        self.revision = index.revision
-        self.now = index.clock()
-
-    def edge(
-        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
-    ) -> bool | Edge:
-        """The live relationship with exactly this key, or False."""
-        return self.index.edge(rtype, rid, relation, stype, sid, srel, self.now)
-
-    def subject_edges(
-        self, rtype: str, rid: str, relation: str, stype: str, srel: str
-    ) -> list[tuple[str, bool | Edge]]:
-        """(subject id, value) of each live relationship to subjects of one type and relation."""
-        return self.index.subject_edges(rtype, rid, relation, stype, srel, self.now)
-
-    def all_subject_edges(
-        self, rtype: str, rid: str, relation: str
-    ) -> list[tuple[str, str, str, bool | Edge]]:
-        """(subject type, id, relation, value) of each live relationship on resource#relation."""
-        return self.index.all_subject_edges(rtype, rid, relation, self.now)
-
-    def resource_edges(
-        self, stype: str, sid: str, srel: str, rtype: str, relation: str
-    ) -> list[tuple[str, bool | Edge]]:
-        """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
-        return self.index.resource_edges(stype, sid, srel, rtype, relation, self.now)
-
-    def subjects(
-        self, rtype: str, rid: str, relation: str, subject_type: str | None
-    ) -> list[Relationship]:
-        """Every live ``resource#relation@…``, optionally of one subject type."""
-        return [
-            relationship_from(rtype, rid, relation, stype, sid, srel, v)
-            for stype, sid, srel, v in self.all_subject_edges(rtype, rid, relation)
-            if subject_type is None or stype == subject_type
-        ]
-
-    def resource_id_runs(
-        self,
-        rtype: str,
-        relation: str,
-        stype: str,
-        subject_ids: Iterable[str],
-        subject_relation: str | None,
-    ) -> tuple[set[str], list[list[str]]]:
-        """Like ``resource_ids``, but large slots come back as ascending runs.
-
-        They are not copied into the set, so a caller after the first page of
-        ids need not sort them all.
-        """
-        srel = subject_relation or ""
-        index = self.index
-        if index.expiring:
-            return self.resource_ids(rtype, relation, stype, subject_ids, subject_relation), []
-        small: set[str] = set()
-        runs: list[list[str]] = []
-        reverse, ordered = index.reverse, index.sorted_reverse
-        with index.lock:
-            for sid in subject_ids:
-                rkey = (stype, sid, srel, rtype, relation)
-                run = ordered.get(rkey)
-                if run is not None:
-                    runs.append(run.copy())
-                    continue
-                slot = reverse.get(rkey)
-                if slot is None:
-                    continue
-                if isinstance(slot, tuple):
-                    small.add(slot[0])
-                else:
-                    small.update(slot)
-        return small, runs
-
-    def resource_ids(
-        self,
-        rtype: str,
-        relation: str,
-        stype: str,
-        subject_ids: Iterable[str],
-        subject_relation: str | None,
-    ) -> set[str]:
-        """Ids of ``rtype`` related by ``relation`` to any of the subjects (no objects built)."""
-        srel = subject_relation or ""
-        index = self.index
-        found: set[str] = set()
-        if index.expiring:
-            now = self.now
-            for sid in subject_ids:
-                found.update(
-                    rid for rid, _ in index.resource_edges(stype, sid, srel, rtype, relation, now)
-                )
-            return found
-        reverse = index.reverse
-        with index.lock:
-            for sid in subject_ids:
-                slot = reverse.get((stype, sid, srel, rtype, relation))
-                if slot is None:
-                    continue
-                if isinstance(slot, tuple):
-                    found.add(slot[0])
-                else:
-                    found.update(slot)
-        return found

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from policyd.engine.check import CheckRun
-from policyd.engine.graph import GraphReader
 from policyd.engine.index import Edge
 from policyd.engine.plan import Plan
 from policyd.engine.reachability import ReverseIndex, signed_leaves
+from policyd.engine.reader import GraphReader
 from policyd.engine.results import settled
 from policyd.errors import ResourceExhaustedError
 from policyd.relationship import WILDCARD, SubjectRef
@@ -145,12 +145,17 @@ def reachable_resources(
     ) -> None:
         """Add resources holding any of the subjects in ``relation``; sinks take runs as is."""
         if (type_name, member) in sinks:
-            small, runs = reader.resource_id_runs(type_name, relation, stype, sids, srel)
+            small, runs = reader.resource_id_runs(
+                type_name, relation, subject_type=stype, subject_ids=sids, subject_relation=srel
+            )
             answer.ids |= small
             answer.runs.extend(runs)
             return
         if relevant((type_name, member)):
-            add(type_name, member, reader.resource_ids(type_name, relation, stype, sids, srel))
+            ids = reader.resource_ids(
+                type_name, relation, subject_type=stype, subject_ids=sids, subject_relation=srel
+            )
+            add(type_name, member, ids)
 
     subject_relation = subject.relation or ""
     if subject.relation:

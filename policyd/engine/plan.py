@@ -8,13 +8,13 @@ schema lookups: it calls closures and reads relationships.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias, assert_never
+from typing import assert_never
 
 from policyd.caveats import CompiledCaveat, compile_caveat
 from policyd.engine.index import Edge
 from policyd.engine.results import Partial, all_of, any_of, negate
+from policyd.engine.run import PlanFn, Run
 from policyd.schema.ir import (
     Arrow,
     ArrowKind,
@@ -29,12 +29,6 @@ from policyd.schema.ir import (
     SelfRef,
     Union,
 )
-
-if TYPE_CHECKING:
-    from policyd.engine.check import CheckRun
-
-PlanFn: TypeAlias = Callable[["CheckRun", str, int], Partial]
-"""Evaluates one member for the run's subject on resource ``rid`` at dispatch ``depth``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +89,7 @@ def _is_closable(relation: Relation, type_name: str, shape: RelationShape) -> bo
     """True when the relation nests only itself and its nesting edges are unconditional.
 
     Then membership at any depth is "the subject's direct memberships, or
-    their ancestors" (see engine/leopard.py); caveated or expiring nesting
+    their ancestors" (see engine/group_closure.py); caveated or expiring nesting
     edges, or nesting through other types, take the general walk.
     """
     if shape.usersets != ((type_name, (relation.name,)),):
@@ -112,7 +106,7 @@ def _closure_relation_fn(
 ) -> PlanFn:
     direct, wildcard_types = shape.direct, shape.wildcard_types
 
-    def evaluate(run: CheckRun, rid: str, depth: int) -> Partial:
+    def evaluate(run: Run, rid: str, depth: int) -> Partial:
         closures = run.closures
         if closures is None:
             return walk(run, rid, depth)
@@ -122,23 +116,16 @@ def _closure_relation_fn(
             return subject_id == rid or closure.contains(rid, subject_id)
         reader = run.reader
         result: Partial = False
-        memberships: list[tuple[str, str, bool | Edge]] = []
+        memberships: list[tuple[str, bool | Edge]] = []
         if (subject_type, subject_rel) in direct:
-            memberships.extend(
-                (subject_id, y, v)
-                for y, v in reader.resource_edges(
-                    subject_type, subject_id, subject_rel, type_name, relation
-                )
+            memberships += reader.resource_edges(
+                type_name, relation, subject_type, subject_id, subject_rel
             )
         if not subject_rel and subject_type in wildcard_types:
-            memberships.extend(
-                ("*", y, v)
-                for y, v in reader.resource_edges(subject_type, "*", "", type_name, relation)
-            )
-        for sid, group, found in memberships:
+            memberships += reader.resource_edges(type_name, relation, subject_type, "*", "")
+        for group, found in memberships:
             if group == rid or closure.contains(rid, group):
-                value = run.grant(type_name, group, relation, subject_type, sid, subject_rel, found)
-                result = any_of(result, value)
+                result = any_of(result, run.grant(found))
                 if result is True:
                     return True
         return result
@@ -170,7 +157,7 @@ def relation_shape(relation: Relation) -> RelationShape:
 def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
     direct, wildcard_types, usersets = shape.direct, shape.wildcard_types, shape.usersets
 
-    def evaluate(run: CheckRun, rid: str, depth: int) -> Partial:
+    def evaluate(run: Run, rid: str, depth: int) -> Partial:
         subject_type, subject_id, subject_rel = run.subject_key
         if subject_rel == relation and subject_id == rid and subject_type == type_name:
             return True  # a userset contains itself
@@ -179,16 +166,13 @@ def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
         if (subject_type, subject_rel) in direct:
             found = reader.edge(type_name, rid, relation, subject_type, subject_id, subject_rel)
             if found is not False:
-                result = run.grant(
-                    type_name, rid, relation, subject_type, subject_id, subject_rel, found
-                )
+                result = run.grant(found)
                 if result is True:
                     return True
         if not subject_rel and subject_type in wildcard_types:
             found = reader.edge(type_name, rid, relation, subject_type, "*", "")
             if found is not False:
-                value = run.grant(type_name, rid, relation, subject_type, "*", "", found)
-                result = any_of(result, value)
+                result = any_of(result, run.grant(found))
                 if result is True:
                     return True
         for userset_type, names in usersets:
@@ -196,7 +180,7 @@ def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
                 for sid, found in reader.subject_edges(
                     type_name, rid, relation, userset_type, name
                 ):
-                    edge = run.grant(type_name, rid, relation, userset_type, sid, name, found)
+                    edge = run.grant(found)
                     if edge is False:
                         continue
                     inner = run.check(userset_type, sid, name, depth + 1)
@@ -221,7 +205,7 @@ def _rewrite_fn(
             return _nil
         case SelfRef():
 
-            def is_self(run: CheckRun, rid: str, depth: int) -> Partial:
+            def is_self(run: Run, rid: str, depth: int) -> Partial:
                 return run.subject_key == (type_name, rid, "")
 
             return is_self
@@ -230,7 +214,7 @@ def _rewrite_fn(
             # through run.check, which is where memo, cycles and depth are kept.
             relation_fn = members[(type_name, name)]
 
-            def stored(run: CheckRun, rid: str, depth: int) -> Partial:
+            def stored(run: Run, rid: str, depth: int) -> Partial:
                 if run.tracing:  # so Explain shows the relation as a step
                     return run.check(type_name, rid, name, depth + 1)
                 return relation_fn(run, rid, depth + 1)
@@ -238,7 +222,7 @@ def _rewrite_fn(
             return stored
         case RelationRef(name=name):
 
-            def computed(run: CheckRun, rid: str, depth: int) -> Partial:
+            def computed(run: Run, rid: str, depth: int) -> Partial:
                 return run.check(type_name, rid, name, depth + 1)
 
             return computed
@@ -272,7 +256,7 @@ def _rewrite_fn(
 def _traced(label: str, evaluate: PlanFn) -> PlanFn:
     """Record arrows, intersections and exclusions as Explain steps when tracing."""
 
-    def traced(run: CheckRun, rid: str, depth: int) -> Partial:
+    def traced(run: Run, rid: str, depth: int) -> Partial:
         if run.tracing:
             return run.step(label, evaluate, rid, depth)
         return evaluate(run, rid, depth)
@@ -306,12 +290,12 @@ def _grouped(node: Rewrite) -> str:
     return f"({text})" if isinstance(node, Union | Intersection | Exclusion) else text
 
 
-def _nil(run: CheckRun, rid: str, depth: int) -> Partial:
+def _nil(run: Run, rid: str, depth: int) -> Partial:
     return False
 
 
 def _union_fn(children: tuple[PlanFn, ...]) -> PlanFn:
-    def union(run: CheckRun, rid: str, depth: int) -> Partial:
+    def union(run: Run, rid: str, depth: int) -> Partial:
         result: Partial = False
         for child in children:
             value = child(run, rid, depth)
@@ -331,7 +315,7 @@ def _intersection_fn(children: tuple[PlanFn, ...], as_written: tuple[PlanFn, ...
     shows what held as well as what did not.
     """
 
-    def intersection(run: CheckRun, rid: str, depth: int) -> Partial:
+    def intersection(run: Run, rid: str, depth: int) -> Partial:
         if run.tracing:
             result: Partial = True
             for child in as_written:
@@ -356,20 +340,20 @@ def _exclusion_fn(base: PlanFn, subtract: PlanFn, *, subtract_first: bool) -> Pl
     through it is recognised as one under negation (engine/check.py).
     """
 
-    def subtracted(run: CheckRun, rid: str, depth: int) -> Partial:
+    def subtracted(run: Run, rid: str, depth: int) -> Partial:
         run.negations += 1
         try:
             return subtract(run, rid, depth)
         finally:
             run.negations -= 1
 
-    def exclusion(run: CheckRun, rid: str, depth: int) -> Partial:
+    def exclusion(run: Run, rid: str, depth: int) -> Partial:
         kept = base(run, rid, depth)
         if kept is False:
             return False
         return all_of(kept, negate(subtracted(run, rid, depth)))
 
-    def exclusion_subtract_first(run: CheckRun, rid: str, depth: int) -> Partial:
+    def exclusion_subtract_first(run: Run, rid: str, depth: int) -> Partial:
         if run.tracing:  # Explain tells the whole story: what granted, then what took it away
             return exclusion(run, rid, depth)
         removed = subtracted(run, rid, depth)
@@ -419,12 +403,12 @@ def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
         if (d := schema.definition(a.type)) is not None and d.member(target) is not None
     )
 
-    def arrow_any(run: CheckRun, rid: str, depth: int) -> Partial:
+    def arrow_any(run: Run, rid: str, depth: int) -> Partial:
         result: Partial = False
-        for stype, sid, srel, found in run.reader.all_subject_edges(type_name, rid, tupleset):
+        for stype, sid, _, found in run.reader.all_subject_edges(type_name, rid, tupleset):
             if stype not in target_types:
                 continue
-            edge = run.grant(type_name, rid, tupleset, stype, sid, srel, found)
+            edge = run.grant(found)
             if edge is False:
                 continue
             inner = run.check(stype, sid, target, depth + 1)
@@ -433,13 +417,13 @@ def _arrow_fn(schema: Schema, definition: Definition, arrow: Arrow) -> PlanFn:
                 return True
         return result
 
-    def arrow_all(run: CheckRun, rid: str, depth: int) -> Partial:
+    def arrow_all(run: Run, rid: str, depth: int) -> Partial:
         # As in SpiceDB, every tupleset relationship must hold its caveat and grant:
         # one whose caveat is false fails the arrow rather than being ignored.
         result: Partial = False
         edges = run.reader.all_subject_edges(type_name, rid, tupleset)
-        for i, (stype, sid, srel, found) in enumerate(edges):
-            edge = run.grant(type_name, rid, tupleset, stype, sid, srel, found)
+        for i, (stype, sid, _, found) in enumerate(edges):
+            edge = run.grant(found)
             grants = (
                 run.check(stype, sid, target, depth + 1)
                 if edge is not False and stype in target_types

@@ -1,4 +1,4 @@
-"""Package leopard keeps the closure of nested groups, so deep membership is one set lookup.
+"""Package group_closure keeps the closure of nested groups, so deep membership is one set lookup.
 
 Zanzibar's Leopard index answers "is S in group G, however deeply nested" by
 precomputing, for every group, the set of groups that contain it. Here a
@@ -8,8 +8,11 @@ that contains it through userset relationships ``T:x#R@T:y#R``. A check then
 reads the subject's direct memberships from the reverse index and asks
 whether the resource is one of them or among their ancestors.
 
-Closures are built lazily from the relationship index, then kept exact on
-every add and remove: an added edge extends the ancestors of everything
+The engine builds the closures of every self-recursive relation when it
+compiles a policy (engine.py, not inside the first request that needs one:
+building scans the whole index), from the relationship index; ``Closures.get``
+builds any other on first use. They are then kept exact on every add and
+remove: an added edge extends the ancestors of everything
 below it; a removed edge recomputes them for everything below it from their
 remaining parents, so a member reachable by two paths stays a member when one
 path goes. Ancestor sets are immutable and replaced whole, so readers never
@@ -103,7 +106,7 @@ class GroupClosure:
 
 
 class Closures:
-    """The group closures of one relationship index, built on first use and kept current."""
+    """The group closures of one relationship index, kept current as the index changes."""
 
     def __init__(self, index: RelationshipIndex) -> None:
         self._index = index

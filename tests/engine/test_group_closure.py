@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policyd.engine import Consistency, Engine
+from policyd.engine.group_closure import Closures, GroupClosure
 from policyd.engine.index import RelationshipIndex
-from policyd.engine.leopard import Closures, GroupClosure
 from policyd.relationship import (
     ObjectRef,
     Operation,
