@@ -202,6 +202,15 @@ def test_serve_refuses_without_token(
     assert "bearer token is required" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", ["\u00b2", "\uff18\uff10", "80\n", " 80"], ids=repr)
+def test_serve_refuses_a_port_that_is_not_ascii_digits(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--store", "memory", "--token", "t", "--listen", f"127.0.0.1:{port}"])
+    assert code == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
+
+
 def _token_of(revision: int) -> str:
     from policyd.engine.consistency import encode_token
 

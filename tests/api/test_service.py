@@ -39,6 +39,7 @@ from policyd.errors import (
 from policyd.relationship import (
     ObjectRef,
     Operation,
+    Relationship,
     RelationshipUpdate,
     SubjectRef,
     parse_object,
@@ -351,6 +352,43 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
         "missing-token",
         lambda c: c.check(POST1, "view", ALICE, consistency=Consistency.at_exact_snapshot("")),
         "consistency.at_exact_snapshot.token",
+    ),
+    (
+        "newline-resource-id",
+        lambda c: c.check(ObjectRef("post", "1\n"), "view", ALICE),
+        "resource.object_id",
+    ),
+    (
+        "newline-subject-id",
+        lambda c: c.check(POST1, "view", SubjectRef("account", "did:plc:mallory\n")),
+        "subject.object.object_id",
+    ),
+    (
+        "newline-subject-relation",
+        lambda c: c.check(POST1, "view", SubjectRef("space", "cats", "member\n")),
+        "subject.optional_relation",
+    ),
+    (
+        "newline-batch-subject-id",
+        lambda c: c.check_many(
+            [
+                CheckItem(POST1, "view", ALICE),
+                CheckItem(POST1, "view", SubjectRef("account", "b\n")),
+            ]
+        ),
+        "items[1].subject.object.object_id",
+    ),
+    (
+        "newline-write-subject-id",
+        lambda c: c.touch(
+            [Relationship(ObjectRef("space", "cats"), "member", SubjectRef("account", "m\n"))]
+        ),
+        "updates[0].relationship.subject.object.object_id",
+    ),
+    (
+        "newline-list-objects-subject-id",
+        lambda c: list(c.list_objects("post", "view", SubjectRef("account", "m\n"))),
+        "subject.object.object_id",
     ),
     ("empty-delete-filter", lambda c: c.delete(Filter()), "filter"),
     ("empty-write", lambda c: c.write([]), "updates"),

@@ -136,8 +136,12 @@ def test_auth_failures_but_health_is_open(server: ServerProcess, token: str | No
             "post:1#viewer@account:did:plc:a#Bad",
             "updates[0].relationship.subject.optional_relation",
         ),
+        (
+            "post:1#viewer@account:did:plc:mallory\n",
+            "updates[0].relationship.subject.object.object_id",
+        ),
     ],
-    ids=["bad-resource-id", "bad-subject-relation"],
+    ids=["bad-resource-id", "bad-subject-relation", "newline-subject-id"],
 )
 def test_bad_input_names_the_field(server: ServerProcess, text: str, field: str) -> None:
     resource_text, _, subject_text = text.partition("@")

@@ -16,9 +16,11 @@ from policyd.errors import (
     RevisionUnavailableError,
 )
 from policyd.relationship import (
+    ObjectRef,
     Operation,
     Relationship,
     RelationshipUpdate,
+    SubjectRef,
     parse_relationship,
 )
 from policyd.schema.ir import AllowedSubject
@@ -265,6 +267,46 @@ def test_invalid_relationships_refuse_the_whole_batch(
     assert not exists(store, "document:ok#viewer@user:alice")
     with pytest.raises(InvalidRelationshipError, match=message):
         store.import_relationships([rel("document:ok#viewer@user:alice"), rel(text)])
+    assert store.head_revision() == head
+
+
+# A trailing newline once made "did:plc:mallory\n" a second, invisible-looking subject.
+TRAILING_NEWLINE = [
+    pytest.param(
+        Relationship(ObjectRef("document", "1\n"), "viewer", SubjectRef("user", "alice")),
+        "resource.id",
+        id="resource-id",
+    ),
+    pytest.param(
+        Relationship(ObjectRef("document", "1"), "viewer", SubjectRef("user", "mallory\n")),
+        "subject.id",
+        id="subject-id",
+    ),
+    pytest.param(
+        Relationship(ObjectRef("document", "1"), "viewer\n", SubjectRef("user", "alice")),
+        "relation",
+        id="relation",
+    ),
+    pytest.param(
+        Relationship(ObjectRef("document", "1"), "viewer", SubjectRef("group", "eng", "member\n")),
+        "subject.relation",
+        id="subject-relation",
+    ),
+]
+
+
+@pytest.mark.parametrize(("relationship", "field"), TRAILING_NEWLINE)
+def test_a_trailing_newline_is_refused_naming_the_field(
+    store: Store, relationship: Relationship, field: str
+) -> None:
+    head = store.head_revision()
+    for operation in (Operation.CREATE, Operation.TOUCH, Operation.DELETE):
+        with pytest.raises(InvalidRelationshipError) as info:
+            store.write([RelationshipUpdate(operation, relationship)])
+        assert info.value.field == f"updates[0].relationship.{field}"
+    with pytest.raises(InvalidRelationshipError) as info:
+        store.import_relationships([relationship])
+    assert info.value.field == f"relationships[0].relationship.{field}"
     assert store.head_revision() == head
 
 
