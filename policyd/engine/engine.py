@@ -38,7 +38,13 @@ from policyd.errors import (
     NotFoundError,
     RevisionUnavailableError,
 )
-from policyd.relationship import ObjectRef, Relationship, RelationshipUpdate, SubjectRef
+from policyd.relationship import (
+    WILDCARD,
+    ObjectRef,
+    Relationship,
+    RelationshipUpdate,
+    SubjectRef,
+)
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 
@@ -353,12 +359,23 @@ class Engine:
     def _validate(
         plan: Plan, resource_type: str, permission: str, subject: SubjectRef | None
     ) -> None:
-        """Raise InvalidRequestError naming the field when the request names unknown things."""
+        """Raise InvalidRequestError naming the field when the request names unknown things.
+
+        A wildcard subject is refused too: ``user:*`` stands for every user, so "may
+        user:* view doc:1?" is no question about one subject. SpiceDB refuses it the
+        same way, INVALID_ARGUMENT: Check and CheckBulkPermissions with "cannot perform
+        check on wildcard subject" (internal/graph/check.go, WildcardNotAllowed on
+        ``subject.object_id``; CheckBulkPermissions reports it per item, see
+        internal/services/v1/bulkcheck.go, where BatchCheck here refuses the call naming
+        ``items[i].subject.id`` as for any bad item), LookupResources with "cannot
+        perform lookup resources on wildcard" (internal/graph/lookupresources2.go).
+        """
         members = plan.members
         if (resource_type, permission) in members and (
             subject is None
             or (
-                subject.type in plan.schema.definitions
+                subject.id != WILDCARD
+                and subject.type in plan.schema.definitions
                 and (subject.relation is None or (subject.type, subject.relation) in members)
             )
         ):
@@ -375,6 +392,12 @@ class Engine:
                 field="permission",
             )
         assert subject is not None
+        if subject.id == WILDCARD:
+            raise InvalidRequestError(
+                f"cannot check a wildcard subject: {subject} stands for every {subject.type}; "
+                f"ask about one {subject.type}, or list the subjects to see the wildcard",
+                field="subject.id",
+            )
         if schema.definition(subject.type) is None:
             raise InvalidRequestError(
                 f"the policy has no type '{subject.type}'", field="subject.type"

@@ -390,6 +390,23 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
         lambda c: list(c.list_objects("post", "view", SubjectRef("account", "m\n"))),
         "subject.object.object_id",
     ),
+    (
+        "wildcard-check-subject",
+        lambda c: c.check(POST1, "view", SubjectRef("account", "*")),
+        "subject.id",
+    ),
+    (
+        "wildcard-batch-subject",
+        lambda c: c.check_many(
+            [CheckItem(POST1, "view", ALICE), CheckItem(POST1, "view", SubjectRef("account", "*"))]
+        ),
+        "items[1].subject.id",
+    ),
+    (
+        "wildcard-list-objects-subject",
+        lambda c: list(c.list_objects("post", "view", SubjectRef("account", "*"))),
+        "subject.id",
+    ),
     ("empty-delete-filter", lambda c: c.delete(Filter()), "filter"),
     ("empty-write", lambda c: c.write([]), "updates"),
     ("bad-cursor", lambda c: list(c.read(cursor="nope")), "cursor"),
