@@ -15,6 +15,7 @@ from policyd.cli import build_parser, main, relationship_from_json, relationship
 from policyd.engine import Engine
 from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
+from policyd.tokens import TokenCodec
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "policies" / "atproto.policy"
@@ -151,13 +152,15 @@ def test_export_then_import(
     assert capsys.readouterr().out == exported
 
 
-def test_watch_prints_changes(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_watch_prints_changes(
+    server: PolicydServer, remote: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["policy", "read"]) == 0
     assert capsys.readouterr().out == POLICY.read_text()
     assert main(["write", "space:cats#member@account:did:plc:bob"]) == 0
     assert main(["write", "--operation", "delete", "space:cats#member@account:did:plc:bob"]) == 0
     capsys.readouterr()
-    assert main(["watch", "--after", _token_of(1), "--count", "2", "--timeout", "10"]) == 0
+    assert main(["watch", "--after", _token_of(server, 1), "--count", "2", "--timeout", "10"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [
         "touch space:cats#member@account:did:plc:bob",
@@ -211,7 +214,5 @@ def test_serve_refuses_a_port_that_is_not_ascii_digits(
     assert "expected HOST:PORT" in capsys.readouterr().err
 
 
-def _token_of(revision: int) -> str:
-    from policyd.engine.consistency import encode_token
-
-    return encode_token(revision)
+def _token_of(server: PolicydServer, revision: int) -> str:
+    return TokenCodec(server.store.identity).token(revision)

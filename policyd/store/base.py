@@ -61,6 +61,7 @@ from policyd.relationship import (
     SubjectRef,
 )
 from policyd.schema.ir import Schema
+from policyd.tokens import TokenCodec
 
 Revision: TypeAlias = int
 """A store revision: 0 for an empty store, then +1 per committed write, in commit order."""
@@ -167,22 +168,21 @@ class Cursor:
     revision: Revision
     after: RelationshipKey
 
-    def encode(self) -> str:
-        """An opaque string form for clients."""
-        return json.dumps([self.revision, *self.after], separators=(",", ":"))
+    def encode(self, tokens: TokenCodec) -> str:
+        """The opaque string form clients get, made by the store's token codec."""
+        return tokens.cursor(self.revision, self.after)
 
     @classmethod
-    def decode(cls, text: str) -> Cursor:
-        """Parse ``encode``'s output; raise InvalidRequestError on anything else."""
-        try:
-            value = json.loads(text)
-            revision, *after = value
-            if not isinstance(revision, int) or len(after) != 6:
-                raise ValueError("wrong shape")
-            if not all(isinstance(a, str) for a in after):
-                raise ValueError("wrong shape")
-        except (ValueError, TypeError) as e:
-            raise InvalidRequestError("malformed cursor", field="cursor") from e
+    def decode(cls, text: str, tokens: TokenCodec) -> Cursor:
+        """Read ``encode``'s output of the same store.
+
+        Raises:
+            InvalidRequestError: anything else (field ``cursor``).
+            RevisionUnavailableError: a cursor of another store.
+        """
+        revision, after = tokens.cursor_state(text)
+        if len(after) != 6:
+            raise InvalidRequestError("malformed cursor", field="cursor")
         return cls(revision, (after[0], after[1], after[2], after[3], after[4], after[5]))
 
 
@@ -280,6 +280,11 @@ class Store(Protocol):
 
     clock: Clock
     """The store's time source: what "now" means for expiry, holds and GC."""
+
+    identity: bytes
+    """The store's identity: ``STORE_IDENTITY_BYTES`` random bytes made with the store and
+    never changed (kept in the database by SQL backends, per instance by MemoryStore).
+    Consistency tokens and cursors carry it, so one from another store is refused."""
 
     def head_revision(self) -> Revision:
         """The newest committed revision (0 for an empty store)."""

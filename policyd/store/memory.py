@@ -49,6 +49,7 @@ from policyd.store.base import (
     to_micros,
 )
 from policyd.store.validation import Shape, Validator, orphan_blockers, shape_of
+from policyd.tokens import new_store_identity
 
 
 @dataclass(slots=True)
@@ -69,6 +70,7 @@ class MemoryStore:
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
+        self.identity = new_store_identity()
         self._lock = threading.RLock()
         self._versions: dict[RelationshipKey, list[_Row]] = {}
         self._revision_times: dict[Revision, float] = {0: clock()}

@@ -12,7 +12,8 @@ The tables, by role (DDL lives with each backend):
     ``deleted_revision`` (partial: deleted rows only) and ``expires_at``
     (partial) serve the change log and GC.
 ``store_state``
-    one row: ``head`` revision, ``oldest`` readable revision, ``policy_revision``.
+    one row: ``head`` revision, ``oldest`` readable revision, ``policy_revision``,
+    and ``store_id``, the store's random identity (see ``policyd.tokens``).
     Every write starts with ``UPDATE store_state SET head = head + 1``; the row
     lock (PostgreSQL) or the write lock (SQLite ``BEGIN IMMEDIATE``) it takes is
     held to commit, so writers are serialised and revisions commit in order.
@@ -159,7 +160,13 @@ def row_values(rel: Relationship, revision: Revision) -> tuple[Any, ...]:
 
 
 class SqlStore(ABC):
-    """The Store contract over a DB-API connection; backends add connections, DDL and bulk load."""
+    """The Store contract over a DB-API connection; backends add connections, DDL and bulk load.
+
+    A backend's ``__init__`` migrates the database, then calls ``_load_identity``.
+    """
+
+    identity: bytes
+    """The store's identity (see Store.identity), made by the migration that added it."""
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
@@ -247,6 +254,10 @@ class SqlStore(ABC):
         return self.head_revision() if revision is None else revision
 
     # ---- revisions -----------------------------------------------------------------------------
+
+    def _load_identity(self) -> None:
+        with self._read() as cur:
+            self.identity = bytes(self._exec(cur, "SELECT store_id FROM store_state").fetchone()[0])
 
     def head_revision(self) -> Revision:
         """The newest committed revision."""

@@ -31,6 +31,7 @@ from policyd.store.base import (
     RelationshipFilter,
     Store,
 )
+from policyd.tokens import STORE_IDENTITY_BYTES, TokenCodec
 from tests.store.conftest import FakeClock, StoreFactory
 from tests.store.schemas import (
     POLICY_TEXT,
@@ -82,6 +83,27 @@ def test_empty_store(bare_store: Store) -> None:
     assert bare_store.read_policy() is None
     assert bare_store.changes(0) == []
     assert everything(bare_store) == []
+
+
+def test_identity_is_made_with_the_store_and_kept(open_backend: StoreFactory) -> None:
+    first = open_backend()
+    identity = first.identity
+    assert isinstance(identity, bytes)
+    assert len(identity) == STORE_IDENTITY_BYTES
+    first.write_policy(POLICY_TEXT, base_schema())
+    assert first.identity == identity
+    assert open_backend().identity == identity  # reopened: the same file, the same schema
+
+
+def test_cursor_of_another_store_is_refused(store: Store) -> None:
+    store.write(touch("document:1#viewer@user:a", "document:2#viewer@user:b"))
+    page = store.read(RelationshipFilter(), limit=1)
+    assert page.cursor is not None
+    ours, theirs = TokenCodec(store.identity), TokenCodec(bytes(STORE_IDENTITY_BYTES))
+    assert Cursor.decode(page.cursor.encode(ours), ours) == page.cursor
+    with pytest.raises(RevisionUnavailableError, match="another store") as raised:
+        Cursor.decode(page.cursor.encode(theirs), ours)
+    assert raised.value.field == "cursor"
 
 
 def test_writing_before_any_policy_is_refused(bare_store: Store) -> None:
@@ -371,7 +393,8 @@ def test_filtered_reads_page_in_key_order_at_one_snapshot(store: Store) -> None:
         assert len(page.relationships) <= 3
         if page.cursor is None:
             break
-        cursor = Cursor.decode(page.cursor.encode())
+        codec = TokenCodec(store.identity)
+        cursor = Cursor.decode(page.cursor.encode(codec), codec)
         page = store.read(RelationshipFilter(resource_type="document"), cursor=cursor, limit=3)
         assert page.revision == snapshot
     assert seen == expected
@@ -417,7 +440,7 @@ def test_cursor_for_another_revision_is_refused(store: Store) -> None:
     with pytest.raises(InvalidRequestError):
         store.read(RelationshipFilter(), revision=store.head_revision(), cursor=page.cursor)
     with pytest.raises(InvalidRequestError):
-        Cursor.decode("not a cursor")
+        Cursor.decode("not a cursor", TokenCodec(store.identity))
 
 
 # ---- snapshots ----------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class PostgresStore(SqlStore):
             )
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store: {e}") from e
+        self._load_identity()
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self._schema_name!r})"
