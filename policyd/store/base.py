@@ -55,6 +55,10 @@ from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from policyd.errors import InvalidRequestError
 from policyd.relationship import (
+    OBJECT_ID,
+    RELATION_NAME,
+    TYPE_NAME,
+    WILDCARD,
     ObjectRef,
     Relationship,
     RelationshipUpdate,
@@ -101,6 +105,26 @@ class RelationshipFilter:
     def is_empty(self) -> bool:
         """True when the filter matches every relationship."""
         return all(v is None for v in self.values())
+
+    def validate(self, field: str = "filter") -> None:
+        """Raise InvalidRequestError naming ``field.<part>`` for a malformed value.
+
+        A value that no relationship could hold would match nothing, so a delete
+        by it would silently delete nothing; it is refused instead. A subject id
+        may be ``*`` (wildcard relationships), a subject relation ``""`` (none).
+        """
+        parts = (
+            ("resource_type", self.resource_type, TYPE_NAME),
+            ("resource_id", self.resource_id, OBJECT_ID),
+            ("relation", self.relation, RELATION_NAME),
+            ("subject_type", self.subject_type, TYPE_NAME),
+            ("subject_id", None if self.subject_id == WILDCARD else self.subject_id, OBJECT_ID),
+            ("subject_relation", self.subject_relation or None, RELATION_NAME),
+        )
+        for name, value, pattern in parts:
+            if value is not None and not pattern.fullmatch(value):
+                what = name.replace("_", " ")
+                raise InvalidRequestError(f"invalid {what} {value!r}", field=f"{field}.{name}")
 
     def values(self) -> tuple[str | None, ...]:
         """The six fields in key order."""
@@ -331,7 +355,9 @@ class Store(Protocol):
         """One page of relationships matching the filter, in key order.
 
         With a cursor, the listing continues at the cursor's revision;
-        ``revision`` must then be ``None`` or equal to it.
+        ``revision`` must then be ``None`` or equal to it. A malformed filter
+        value is InvalidRequestError (``RelationshipFilter.validate``), here and
+        in ``delete`` and ``write``'s preconditions.
         """
         ...
 
@@ -491,6 +517,12 @@ def check_limit(limit: int | None, field: str = "limit") -> None:
     """Raise InvalidRequestError for a limit that is not a positive int."""
     if limit is not None and limit < 1:
         raise InvalidRequestError(f"{field} must be positive, got {limit}", field=field)
+
+
+def check_preconditions(preconditions: Sequence[Precondition]) -> None:
+    """Raise InvalidRequestError naming ``preconditions[i].filter.<part>`` for a malformed one."""
+    for i, precondition in enumerate(preconditions):
+        precondition.filter.validate(f"preconditions[{i}].filter")
 
 
 def check_cursor_revision(cursor: Cursor | None, revision: Revision | None) -> Revision | None:

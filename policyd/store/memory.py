@@ -45,6 +45,7 @@ from policyd.store.base import (
     StoredPolicy,
     check_cursor_revision,
     check_limit,
+    check_preconditions,
     dump_context,
     to_micros,
 )
@@ -135,6 +136,7 @@ class MemoryStore:
         preconditions: Sequence[Precondition] = (),
     ) -> Revision:
         """Apply a batch atomically (see Store.write)."""
+        check_preconditions(preconditions)
         with self._lock:
             self._at(None)
             self._validator.check_updates(updates)
@@ -192,6 +194,7 @@ class MemoryStore:
     ) -> tuple[Revision, int]:
         """Delete live relationships matching the filter (see Store.delete)."""
         check_limit(limit)
+        relationship_filter.validate()
         if relationship_filter.is_empty():
             raise InvalidRequestError("delete needs a non-empty filter", field="filter")
         with self._lock:
@@ -238,6 +241,7 @@ class MemoryStore:
     ) -> ReadPage:
         """One page of matching relationships in key order (see Store.read)."""
         check_limit(limit)
+        relationship_filter.validate()
         with self._lock:
             at = self._at(check_cursor_revision(cursor, revision))
             out: list[Relationship] = []

@@ -74,6 +74,7 @@ from policyd.store.base import (
     build_relationship,
     check_cursor_revision,
     check_limit,
+    check_preconditions,
     dump_context,
     to_micros,
 )
@@ -273,6 +274,7 @@ class SqlStore(ABC):
         preconditions: Sequence[Precondition] = (),
     ) -> Revision:
         """Apply a batch atomically (see Store.write)."""
+        check_preconditions(preconditions)
         with self._write() as cur:
             revision, validator = self._begin(cur)
             validator.check_updates(updates)
@@ -325,6 +327,7 @@ class SqlStore(ABC):
     ) -> tuple[Revision, int]:
         """Delete live relationships matching the filter (see Store.delete)."""
         check_limit(limit)
+        relationship_filter.validate()
         if relationship_filter.is_empty():
             raise InvalidRequestError("delete needs a non-empty filter", field="filter")
         where, params = filter_sql(relationship_filter)
@@ -402,6 +405,7 @@ class SqlStore(ABC):
     ) -> ReadPage:
         """One page of matching relationships in key order (see Store.read)."""
         check_limit(limit)
+        relationship_filter.validate()
         at = self._resolve(check_cursor_revision(cursor, revision))
         where, params = filter_sql(relationship_filter)
         if cursor is not None:

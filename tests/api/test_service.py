@@ -478,6 +478,20 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
         lambda c: list(c.list_objects("post", "view", SubjectRef("account", "*"))),
         "subject.id",
     ),
+    (
+        "newline-delete-filter",
+        lambda c: c.delete(Filter(resource_type="space", resource_id="cats\n")),
+        "filter.resource_id",
+    ),
+    ("newline-read-filter", lambda c: list(c.read(Filter(subject_id="m\n"))), "filter.subject_id"),
+    (
+        "newline-precondition-filter",
+        lambda c: c.write(
+            [RelationshipUpdate(Operation.TOUCH, GRANT)],
+            [Precondition(Filter(resource_type="space\n"))],
+        ),
+        "preconditions[0].filter.resource_type",
+    ),
     ("empty-delete-filter", lambda c: c.delete(Filter()), "filter"),
     ("empty-write", lambda c: c.write([]), "updates"),
     ("bad-cursor", lambda c: list(c.read(cursor="nope")), "cursor"),

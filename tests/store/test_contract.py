@@ -350,6 +350,45 @@ def test_valid_subject_kinds_are_accepted(store: Store, clock: FakeClock) -> Non
 
 # ---- delete by filter ---------------------------------------------------------------------------
 
+# A filter naming "u1\n" would match nothing, and a revocation would silently delete nothing.
+MALFORMED_FILTERS = [
+    pytest.param(RelationshipFilter("document\n"), "resource_type", id="resource-type"),
+    pytest.param(RelationshipFilter("document", "1\n"), "resource_id", id="resource-id"),
+    pytest.param(RelationshipFilter("document", "*"), "resource_id", id="resource-wildcard"),
+    pytest.param(RelationshipFilter(relation="viewer "), "relation", id="relation"),
+    pytest.param(RelationshipFilter(subject_type="user\t"), "subject_type", id="subject-type"),
+    pytest.param(RelationshipFilter(subject_id="u1\n"), "subject_id", id="subject-id"),
+    pytest.param(
+        RelationshipFilter(subject_relation="member\n"), "subject_relation", id="subj-rel"
+    ),
+]
+
+
+@pytest.mark.parametrize(("flt", "part"), MALFORMED_FILTERS)
+def test_malformed_filters_are_refused_naming_the_field(
+    store: Store, flt: RelationshipFilter, part: str
+) -> None:
+    store.write(touch("document:1#viewer@user:u1"))
+    head = store.head_revision()
+    with pytest.raises(InvalidRequestError) as raised:
+        store.delete(flt)
+    assert raised.value.field == f"filter.{part}"
+    with pytest.raises(InvalidRequestError) as raised:
+        store.read(flt)
+    assert raised.value.field == f"filter.{part}"
+    with pytest.raises(InvalidRequestError) as raised:
+        store.write(touch("document:2#viewer@user:u1"), [Precondition.must_not_match(flt)])
+    assert raised.value.field == f"preconditions[0].filter.{part}"
+    assert store.head_revision() == head
+
+
+def test_filters_may_name_wildcards_and_subjects_without_relation(store: Store) -> None:
+    store.write(touch("document:1#viewer@user:*", "document:1#viewer@user:u1"))
+    wildcard = RelationshipFilter(subject_type="user", subject_id="*")
+    assert [str(r) for r in store.read(wildcard).relationships] == ["document:1#viewer@user:*"]
+    plain = RelationshipFilter(subject_id="u1", subject_relation="")
+    assert [str(r) for r in store.read(plain).relationships] == ["document:1#viewer@user:u1"]
+
 
 def test_delete_by_filter_with_limit(store: Store) -> None:
     texts = [f"document:{i:02}#viewer@user:u{i % 3}" for i in range(12)]
