@@ -531,7 +531,7 @@ def _ensure_policy(engine: Engine, path: str) -> None:
 
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         raise InvalidRequestError(f"expected HOST:PORT, got {address!r}", field="listen")
     return host, int(port)
 

@@ -22,23 +22,26 @@ from policyd.errors import InvalidRelationshipError
 WILDCARD = "*"
 ELLIPSIS = "..."
 
-TYPE_NAME = re.compile(r"^([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$")
-RELATION_NAME = re.compile(r"^[a-z][a-z0-9_]{1,62}[a-z0-9]$")
+# Each pattern is anchored with \A and \Z, never ^ and $: "$" also matches before a final
+# newline, which let "did:plc:mallory\n" in as a second, invisible-looking subject. Anchored so,
+# the patterns are whole-string matches even for callers that use ``match``.
+TYPE_NAME = re.compile(r"\A([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]\Z")
+RELATION_NAME = re.compile(r"\A[a-z][a-z0-9_]{1,62}[a-z0-9]\Z")
 # SpiceDB's object id alphabet, widened with ':', '.', '~', '%' and '@' free DID/AT-URI characters.
-OBJECT_ID = re.compile(r"^[A-Za-z0-9/_|\-=+:.~%]{1,1024}$")
+OBJECT_ID = re.compile(r"\A[A-Za-z0-9/_|\-=+:.~%]{1,1024}\Z")
 MAX_OBJECT_ID_LENGTH = 1024
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str, field_name: str, part: str) -> None:
     """Raise naming ``field_name.part`` unless ``value`` matches (the name is built only then)."""
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise InvalidRelationshipError(f"invalid {what} {value!r}", field=f"{field_name}.{part}")
 
 
 @lru_cache(maxsize=4096)
 def _is_type_name(value: str) -> bool:
     """Type names repeat in every request; remember the verdicts (benchmarks: BatchCheck)."""
-    return TYPE_NAME.match(value) is not None
+    return TYPE_NAME.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -131,7 +134,7 @@ class Relationship:
             raise InvalidRelationshipError(
                 "a resource id cannot be a wildcard", field="resource.id"
             )
-        if not RELATION_NAME.match(self.relation):
+        if not RELATION_NAME.fullmatch(self.relation):
             raise InvalidRelationshipError(f"invalid relation {self.relation!r}", field="relation")
         self.subject.validate("subject")
         if self.caveat_name is None and self.caveat_context:

@@ -5,13 +5,24 @@ file holds ``schema`` (or ``schemaFile``), ``relationships`` (one per line),
 ``assertions`` (``assertTrue`` / ``assertFalse`` / ``assertCaveated``) and
 ``validation`` (expected relations). Every problem is reported with the file,
 line and column where it sits in the YAML, all at once.
+
+An expected-relations line ``[subject] is <resource#relation>/…`` names the
+subject and the paths it is found through, and both are checked, as
+``zed validate`` does: a path is the ``resource#relation`` whose stored
+relationship names the subject directly (for a member of a nested group, the
+group's ``group:eng#member``, not the document's relation), found by expanding
+the permission recursively; a subject in both operands of ``&`` has the paths
+of both, a subject left by ``-`` has those of its base (and of the subtracted
+side too when that side only removes it under a caveat). The paths must equal
+the computed ones exactly, in any order (SpiceDB's pkg/development/validation.go
+compares the sorted lists; internal/developmentmembership tracks the paths).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -21,6 +32,7 @@ import yaml
 
 from policyd.dsl.compiler import CompiledPolicy, compile_policy, resolve_relative_import
 from policyd.engine import Consistency, Engine, Permissionship, format_explanation
+from policyd.engine.expand import ExpandKind, ExpandNode
 from policyd.errors import (
     Diagnostic,
     InvalidRelationshipError,
@@ -30,6 +42,8 @@ from policyd.errors import (
     SourceSpan,
 )
 from policyd.relationship import (
+    RELATION_NAME,
+    WILDCARD,
     ObjectRef,
     Relationship,
     SubjectRef,
@@ -64,7 +78,10 @@ class Assertion:
 
 @dataclass(frozen=True, slots=True)
 class ExpectedSubject:
-    """One line of an expected-relations block: ``[subject] is <resource#relation>/…``."""
+    """One line of an expected-relations block: ``[subject] is <resource#relation>/…``.
+
+    ``paths`` are the ``resource#relation`` texts between the angle brackets, as written.
+    """
 
     subject: SubjectRef
     caveated: bool
@@ -326,7 +343,7 @@ def _indent(line: str) -> int:
 
 def _parse_resource_permission(text: str) -> tuple[ObjectRef, str]:
     resource_text, sep, permission = text.strip().rpartition("#")
-    if not sep or not permission:
+    if not sep or not RELATION_NAME.fullmatch(permission):
         raise InvalidRelationshipError(
             f"expected resource#permission, got {text!r}", field="resource"
         )
@@ -390,8 +407,16 @@ def _parse_expected_subject(text: str, span: SourceSpan) -> ExpectedSubject:
                 parse_subject(item.removesuffix("[...]"))
                 excluded.append(item)
     subject = parse_subject(subject_text.strip())
-    paths = tuple(re.findall(r"<([^>]+)>", rest))
-    return ExpectedSubject(subject, caveated, tuple(excluded), paths, span)
+    paths = []
+    for path in re.findall(r"<([^>]+)>", rest):
+        try:
+            resource, relation = _parse_resource_permission(path)
+        except InvalidRelationshipError as e:
+            raise InvalidRelationshipError(
+                f"invalid resource and relation <{path}>: {e.message}", field="validation"
+            ) from e
+        paths.append(f"{resource}#{relation}")
+    return ExpectedSubject(subject, caveated, tuple(excluded), tuple(paths), span)
 
 
 # ---- running a file --------------------------------------------------------------------------
@@ -468,16 +493,21 @@ def run_validation_file(
     return failures
 
 
+def _expected_text(expected: ExpectedSubject) -> str:
+    """The subject as a found one prints itself, exclusions and caveat mark included."""
+    excluded = ", ".join(sorted(expected.excluded))
+    return (
+        str(expected.subject)
+        + (f" - {{{excluded}}}" if expected.excluded else "")
+        + ("[...]" if expected.caveated else "")
+    )
+
+
 def _check_expected(
     engine: Engine, block: ExpectedRelations, consistency: Consistency
 ) -> list[Failure]:
-    """Compare the subjects that hold ``resource#permission`` with the block's list."""
-    wanted = {
-        str(s.subject)
-        + (" - {" + ", ".join(sorted(s.excluded)) + "}" if s.excluded else "")
-        + ("[...]" if s.caveated else "")
-        for s in block.subjects
-    }
+    """Compare the subjects that hold ``resource#permission``, and their paths, with the block."""
+    wanted = {_expected_text(s) for s in block.subjects}
     kinds = {(s.subject.type, s.subject.relation) for s in block.subjects}
     actual: set[str] = set()
     for subject_type, subject_relation in sorted(kinds, key=str):
@@ -489,14 +519,191 @@ def _check_expected(
             consistency=consistency,
         )
         actual.update(str(found) for found in result.subjects)
-    if wanted == actual:
-        return []
-    missing = ", ".join(sorted(wanted - actual)) or "none"
-    extra = ", ".join(sorted(actual - wanted)) or "none"
-    return [
-        Failure(
-            block.span,
-            f"{block.resource}#{block.permission}: expected subjects missing: {missing}; "
-            f"unexpected subjects: {extra}",
+    failures = []
+    if wanted != actual:
+        missing = ", ".join(sorted(wanted - actual)) or "none"
+        extra = ", ".join(sorted(actual - wanted)) or "none"
+        failures.append(
+            Failure(
+                block.span,
+                f"{block.resource}#{block.permission}: expected subjects missing: {missing}; "
+                f"unexpected subjects: {extra}",
+            )
         )
-    ]
+    found = _Membership(engine, consistency).userset(block.resource, block.permission)
+    for expected in block.subjects:
+        if _expected_text(expected) not in actual:
+            continue  # reported above
+        specified = sorted(expected.paths)
+        at = found.get(expected.subject)
+        computed = sorted(at.paths) if at is not None else []
+        if specified != computed:
+            failures.append(
+                Failure(
+                    expected.span,
+                    f"{block.resource}#{block.permission}: found different relationships for "
+                    f"subject {expected.subject}: specified {_paths_text(specified)}, "
+                    f"computed {_paths_text(computed)}",
+                )
+            )
+    return failures
+
+
+def _paths_text(paths: Iterable[str]) -> str:
+    return "/".join(f"<{p}>" for p in paths) or "nothing"
+
+
+# ---- the paths of expected subjects ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A subject found by expansion: its paths, and whether it holds only under a caveat.
+
+    A wildcard also carries the ids it leaves out.
+    """
+
+    paths: frozenset[str]
+    conditional: bool = False
+    excluded: frozenset[str] = frozenset()
+
+
+_Subjects = dict[SubjectRef, _Found]
+"""The subjects a userset holds, as expansion found them."""
+
+
+class _Membership:
+    """SpiceDB's developer membership set, kept to what the paths of subjects need.
+
+    It expands a userset recursively (userset subjects are expanded in turn) and
+    combines the subjects found as internal/developmentmembership does: ``+``
+    unites paths, ``&`` keeps a subject on both sides (or on one side and under an
+    unconditional wildcard on the other) with the paths of its sides, ``-`` keeps
+    the base's subjects that the other side does not remove outright. Which
+    subjects hold is ListSubjects' answer; this only says through which paths.
+    """
+
+    def __init__(self, engine: Engine, consistency: Consistency) -> None:
+        self.engine = engine
+        self.consistency = consistency
+        self.expanding: set[str] = set()
+
+    def userset(self, resource: ObjectRef, relation: str) -> _Subjects:
+        """The subjects of ``resource#relation``; a userset met again inside itself adds none."""
+        key = f"{resource}#{relation}"
+        if key in self.expanding:
+            return {}
+        self.expanding.add(key)
+        try:
+            return self.node(
+                self.engine.expand(resource, relation, consistency=self.consistency).tree
+            )
+        finally:
+            self.expanding.discard(key)
+
+    def node(self, node: ExpandNode) -> _Subjects:
+        if node.kind is ExpandKind.LEAF:
+            return self.leaf(node)
+        found = [self.node(child) for child in node.children]
+        if node.kind is ExpandKind.UNION or not found:
+            united: _Subjects = {}
+            for one in found:
+                united = _union(united, one)
+            return united
+        if node.kind is ExpandKind.INTERSECTION:
+            common = found[0]
+            for one in found[1:]:
+                common = _intersect(common, one)
+            return common
+        return _exclude(found[0], found[1])
+
+    def leaf(self, node: ExpandNode) -> _Subjects:
+        found: _Subjects = {}
+        for relationship in node.relationships:
+            subject = relationship.subject
+            conditional = relationship.caveat_name is not None
+            found = _union(found, {subject: _Found(frozenset({node.target}), conditional)})
+            if subject.relation is not None:
+                inner = self.userset(subject.object, subject.relation)
+                if conditional:
+                    inner = {k: replace(f, conditional=True) for k, f in inner.items()}
+                found = _union(found, inner)
+        return found
+
+
+def _wildcard_of(subject: SubjectRef) -> SubjectRef | None:
+    """``type:*`` for a plain subject ``type:id``; None for wildcards and usersets."""
+    if subject.relation is None and subject.id != WILDCARD:
+        return SubjectRef(subject.type, WILDCARD)
+    return None
+
+
+def _wildcard_over(found: _Subjects, subject: SubjectRef) -> _Found | None:
+    """The wildcard of ``subject``'s type among ``found``, if any, for a plain subject."""
+    wildcard = _wildcard_of(subject)
+    return found.get(wildcard) if wildcard is not None else None
+
+
+def _union(a: _Subjects, b: _Subjects) -> _Subjects:
+    out = dict(a)
+    for key, found in b.items():
+        had = out.get(key)
+        out[key] = (
+            found
+            if had is None
+            else _Found(
+                had.paths | found.paths,
+                had.conditional and found.conditional,
+                had.excluded & found.excluded,
+            )
+        )
+    for key, found in list(out.items()):  # a subject found outright is no longer left out
+        if key.id == WILDCARD and found.excluded:
+            back = {k.id for k, f in out.items() if _wildcard_of(k) == key and not f.conditional}
+            out[key] = replace(found, excluded=found.excluded - back)
+    return out
+
+
+def _intersect(a: _Subjects, b: _Subjects) -> _Subjects:
+    out: _Subjects = {}
+    for this, that in ((a, b), (b, a)):
+        for key, found in this.items():
+            if key in out:
+                continue
+            other = that.get(key)
+            wildcard = _wildcard_over(that, key) if other is None else None
+            if other is not None:
+                out[key] = _Found(
+                    found.paths | other.paths,
+                    found.conditional or other.conditional,
+                    found.excluded | other.excluded,
+                )
+            elif wildcard is not None and key.id not in wildcard.excluded:
+                extra = wildcard.paths if wildcard.conditional else frozenset()
+                out[key] = _Found(found.paths | extra, found.conditional or wildcard.conditional)
+    return out
+
+
+def _exclude(base: _Subjects, subtract: _Subjects) -> _Subjects:
+    out: _Subjects = {}
+    for key, found in base.items():
+        other = subtract.get(key)
+        if key.id == WILDCARD:
+            if other is not None and not other.conditional:
+                continue
+            removed = {
+                k.id for k, f in subtract.items() if _wildcard_of(k) == key and not f.conditional
+            }
+            out[key] = _Found(
+                found.paths, found.conditional or other is not None, found.excluded | removed
+            )
+        elif other is not None:
+            if other.conditional:  # removed only under a caveat: both sides are its sources
+                out[key] = _Found(found.paths | other.paths, True)
+        else:
+            wildcard = _wildcard_over(subtract, key)
+            if wildcard is None or key.id in wildcard.excluded:
+                out[key] = found
+            elif wildcard.conditional:
+                out[key] = replace(found, conditional=True)
+    return out

@@ -15,6 +15,7 @@ from policyd.cli import build_parser, main, relationship_from_json, relationship
 from policyd.engine import Engine
 from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
+from policyd.tokens import TokenCodec
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "policies" / "atproto.policy"
@@ -151,13 +152,15 @@ def test_export_then_import(
     assert capsys.readouterr().out == exported
 
 
-def test_watch_prints_changes(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_watch_prints_changes(
+    server: PolicydServer, remote: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["policy", "read"]) == 0
     assert capsys.readouterr().out == POLICY.read_text()
     assert main(["write", "space:cats#member@account:did:plc:bob"]) == 0
     assert main(["write", "--operation", "delete", "space:cats#member@account:did:plc:bob"]) == 0
     capsys.readouterr()
-    assert main(["watch", "--after", _token_of(1), "--count", "2", "--timeout", "10"]) == 0
+    assert main(["watch", "--after", _token_of(server, 1), "--count", "2", "--timeout", "10"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [
         "touch space:cats#member@account:did:plc:bob",
@@ -202,7 +205,14 @@ def test_serve_refuses_without_token(
     assert "bearer token is required" in capsys.readouterr().err
 
 
-def _token_of(revision: int) -> str:
-    from policyd.engine.consistency import encode_token
+@pytest.mark.parametrize("port", ["\u00b2", "\uff18\uff10", "80\n", " 80"], ids=repr)
+def test_serve_refuses_a_port_that_is_not_ascii_digits(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--store", "memory", "--token", "t", "--listen", f"127.0.0.1:{port}"])
+    assert code == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
 
-    return encode_token(revision)
+
+def _token_of(server: PolicydServer, revision: int) -> str:
+    return TokenCodec(server.store.identity).token(revision)

@@ -15,7 +15,6 @@ from policyd.api.gen import policy_service_pb2_grpc
 from policyd.api.limits import check_deadline
 from policyd.dsl.compiler import compile_policy
 from policyd.engine import Engine
-from policyd.engine.consistency import encode_token
 from policyd.errors import Diagnostic, PolicyErrors, PolicySyntaxError
 
 DEFAULT_SOURCE_NAME = "<policy>"
@@ -47,7 +46,7 @@ class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
         check_deadline(context)
         text, revision = self._engine.read_policy(consistency_from_proto(request.consistency))
         return pb.ReadPolicyResponse(
-            consistency_token=token_to_proto(encode_token(revision)), policy=text
+            consistency_token=token_to_proto(self._engine.tokens.token(revision)), policy=text
         )
 
     def ValidatePolicy(
@@ -69,5 +68,7 @@ class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
         return pb.ValidatePolicyResponse(
             valid=valid,
             diagnostics=[diagnostic_to_proto(d) for d in diagnostics],
-            consistency_token=token_to_proto(encode_token(self._engine.revision_for(None))),
+            consistency_token=token_to_proto(
+                self._engine.tokens.token(self._engine.revision_for(None))
+            ),
         )

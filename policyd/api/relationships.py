@@ -27,7 +27,6 @@ from policyd.api.gen import relationship_service_pb2 as pb
 from policyd.api.gen import relationship_service_pb2_grpc
 from policyd.api.limits import Limits, check_deadline
 from policyd.engine import Engine
-from policyd.engine.consistency import decode_token, encode_token
 from policyd.errors import InvalidRequestError
 from policyd.relationship import Relationship
 from policyd.store.base import Cursor, Store
@@ -45,6 +44,7 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
     ) -> None:
         self._engine = engine
         self._store = store
+        self._tokens = engine.tokens
         self._limits = limits
         self._stopping = stopping
 
@@ -89,13 +89,13 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
         check_deadline(context)
         relationship_filter = filter_from_proto(request.filter)
         remaining = limit_from_proto(request.limit)
-        cursor = Cursor.decode(request.cursor) if request.cursor else None
+        cursor = Cursor.decode(request.cursor, self._tokens) if request.cursor else None
         revision = (
             cursor.revision
             if cursor is not None
             else self._engine.revision_for(consistency_from_proto(request.consistency))
         )
-        token = token_to_proto(encode_token(revision))
+        token = token_to_proto(self._tokens.token(revision))
         while context.is_active():
             page_size = self._limits.page_size
             if remaining is not None:
@@ -105,7 +105,7 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
                 yield pb.ReadRelationshipsResponse(
                     consistency_token=token,
                     relationship=relationship_to_proto(relationship),
-                    after_cursor=Cursor(revision, relationship.key).encode(),
+                    after_cursor=Cursor(revision, relationship.key).encode(self._tokens),
                 )
             if remaining is not None:
                 remaining -= len(page.relationships)
@@ -118,7 +118,7 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
     ) -> Iterator[pb.WatchResponse]:
         """Stream each revision's changes after the start token until cancelled or shut down."""
         if request.HasField("optional_start_token"):
-            after = decode_token(
+            after = self._tokens.revision(
                 request.optional_start_token.token, field="optional_start_token.token"
             )
         else:
@@ -129,7 +129,7 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
                 self._stopping.wait(self._limits.watch_poll_seconds)
                 continue
             for revision, group in groupby(events, key=lambda e: e.revision):
-                yield watch_to_proto(group, encode_token(revision))
+                yield watch_to_proto(group, self._tokens.token(revision))
                 after = revision
 
     def ImportRelationships(
@@ -159,7 +159,7 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
         """Stream every live relationship at one revision, in chunks."""
         check_deadline(context)
         revision = self._engine.revision_for(consistency_from_proto(request.consistency))
-        token = token_to_proto(encode_token(revision))
+        token = token_to_proto(self._tokens.token(revision))
         chunk: list[Relationship] = []
         exported = self._store.export_relationships(revision)
         try:

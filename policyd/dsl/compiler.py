@@ -153,7 +153,7 @@ class _Translator:
 
     def _check_name(self, span: SourceSpan | None, kind: str, name: str, pattern: str) -> None:
         regex = TYPE_NAME if pattern == "type" else RELATION_NAME
-        if not regex.match(name):
+        if not regex.fullmatch(name):
             rule = (
                 "lowercase letters, digits and '_', 3 to 64 characters, starting with a letter"
                 if pattern == "relation"

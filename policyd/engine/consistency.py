@@ -2,42 +2,17 @@
 
 This is how Zanzibar avoids the "new enemy" problem: a client that wrote
 (and got a token back) asks later checks to be at least as fresh as that
-token. Tokens are opaque to clients; inside they carry a revision.
+token. Tokens are opaque to clients; inside they carry the store's identity and
+a revision (``policyd.tokens`` makes and reads them).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
 
 from policyd.errors import InvalidRequestError
-
-_TOKEN_PREFIX = "pd1:"
-
-
-@lru_cache(maxsize=1024)
-def encode_token(revision: int) -> str:
-    """The opaque consistency token for a revision (cached: every response carries one)."""
-    raw = f"{_TOKEN_PREFIX}{revision}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str, field: str = "consistency.token") -> int:
-    """The revision inside a token; InvalidRequestError naming ``field`` if it is not ours."""
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        raw = base64.urlsafe_b64decode(padded.encode()).decode()
-        if not raw.startswith(_TOKEN_PREFIX):
-            raise ValueError(raw)
-        revision = int(raw.removeprefix(_TOKEN_PREFIX))
-        if revision < 0:
-            raise ValueError(raw)
-    except (ValueError, UnicodeDecodeError, binascii.Error) as e:
-        raise InvalidRequestError("not a policyd consistency token", field=field) from e
-    return revision
+from policyd.tokens import check_token
 
 
 class ConsistencyMode(Enum):
@@ -77,7 +52,10 @@ class Consistency:
         return cls(ConsistencyMode.AT_EXACT_SNAPSHOT, token)
 
     def validate(self) -> None:
-        """Raise InvalidRequestError when the token is missing or malformed for the mode."""
+        """Raise InvalidRequestError when the token is missing or malformed for the mode.
+
+        Only the form is checked here; whether the token is the store's is the engine's call.
+        """
         needs_token = self.mode in (
             ConsistencyMode.AT_LEAST_AS_FRESH,
             ConsistencyMode.AT_EXACT_SNAPSHOT,
@@ -87,4 +65,4 @@ class Consistency:
                 f"consistency {self.mode.value} needs a token", field="consistency.token"
             )
         if needs_token and self.token:
-            decode_token(self.token)
+            check_token(self.token)

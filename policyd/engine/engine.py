@@ -8,7 +8,6 @@ Check, BatchCheck, ListObjects, ListSubjects and Expand.
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache
 from policyd.engine.check import CheckRun, TracingRun
-from policyd.engine.consistency import Consistency, ConsistencyMode, decode_token, encode_token
+from policyd.engine.consistency import Consistency, ConsistencyMode
 from policyd.engine.expand import ExpandNode, expand
 from policyd.engine.group_closure import Closures
 from policyd.engine.index import RelationshipIndex
@@ -41,6 +40,7 @@ from policyd.errors import (
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
+from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
 DEFAULT_HEAD_STALENESS = 0.1
@@ -164,6 +164,8 @@ class Engine:
         if max_depth < 1:
             raise InvalidRequestError("max depth must be at least 1", field="max_depth")
         self.store = store
+        self.tokens = TokenCodec(store.identity)
+        """Makes and reads this store's consistency tokens and cursors (the API uses it too)."""
         self.max_depth = max_depth
         self.max_subject_visits = max_subject_visits
         """How many usersets one ListSubjects may walk before it fails RESOURCE_EXHAUSTED."""
@@ -229,12 +231,12 @@ class Engine:
         if consistency.mode is ConsistencyMode.FULLY_CONSISTENT:
             return self._refresh_head()
         assert consistency.token is not None
-        wanted = decode_token(consistency.token)
+        wanted = self.tokens.revision(consistency.token)
         head = self._head if wanted <= self._head else self._refresh_head()
         if wanted > head:
             raise RevisionUnavailableError(
                 f"the token's revision {wanted} is newer than this store's head {head}; "
-                "it was issued by another store",
+                "was the store restored from an older copy?",
                 field="consistency.token",
             )
         if consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT:
@@ -311,7 +313,7 @@ class Engine:
         compiled = compile_policy(text, source_name)
         revision = self.store.write_policy(text, compiled.schema)
         self._wrote(revision)
-        return PolicyWritten(revision, encode_token(revision), compiled.warnings)
+        return PolicyWritten(revision, self.tokens.token(revision), compiled.warnings)
 
     def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
         """The policy text in force at the consistency's revision, and that revision."""
@@ -336,7 +338,7 @@ class Engine:
         """Apply a batch atomically; returns the consistency token of the new revision."""
         revision = self.store.write(updates, preconditions)
         self._wrote(revision)
-        return encode_token(revision)
+        return self.tokens.token(revision)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> str:
         """Bulk-create relationships in one transaction; returns the new revision's token.
@@ -349,7 +351,7 @@ class Engine:
         if index is None:
             revision = self.store.import_relationships(relationships)
             self._wrote(revision)
-            return encode_token(revision)
+            return self.tokens.token(revision)
         batch = relationships if isinstance(relationships, list) else list(relationships)
         revision = self.store.import_relationships(batch)
         with self._refresh_lock:
@@ -359,7 +361,7 @@ class Engine:
                         index.add(relationship)
                     index.revision = revision
         self._wrote(revision)
-        return encode_token(revision)
+        return self.tokens.token(revision)
 
     def delete(
         self, relationship_filter: RelationshipFilter, limit: int | None = None
@@ -367,7 +369,7 @@ class Engine:
         """Delete relationships matching a filter; returns the token and how many went."""
         revision, count = self.store.delete(relationship_filter, limit)
         self._wrote(revision)
-        return encode_token(revision), count
+        return self.tokens.token(revision), count
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -375,12 +377,23 @@ class Engine:
     def _validate(
         plan: Plan, resource_type: str, permission: str, subject: SubjectRef | None
     ) -> None:
-        """Raise InvalidRequestError naming the field when the request names unknown things."""
+        """Raise InvalidRequestError naming the field when the request names unknown things.
+
+        A wildcard subject is refused too: ``user:*`` stands for every user, so "may
+        user:* view doc:1?" is no question about one subject. SpiceDB refuses it the
+        same way, INVALID_ARGUMENT: Check and CheckBulkPermissions with "cannot perform
+        check on wildcard subject" (internal/graph/check.go, WildcardNotAllowed on
+        ``subject.object_id``; CheckBulkPermissions reports it per item, see
+        internal/services/v1/bulkcheck.go, where BatchCheck here refuses the call naming
+        ``items[i].subject.id`` as for any bad item), LookupResources with "cannot
+        perform lookup resources on wildcard" (internal/graph/lookupresources2.go).
+        """
         members = plan.members
         if (resource_type, permission) in members and (
             subject is None
             or (
-                subject.type in plan.schema.definitions
+                subject.id != WILDCARD
+                and subject.type in plan.schema.definitions
                 and (subject.relation is None or (subject.type, subject.relation) in members)
             )
         ):
@@ -397,6 +410,12 @@ class Engine:
                 field="permission",
             )
         assert subject is not None
+        if subject.id == WILDCARD:
+            raise InvalidRequestError(
+                f"cannot check a wildcard subject: {subject} stands for every {subject.type}; "
+                f"ask about one {subject.type}, or list the subjects to see the wildcard",
+                field="subject.id",
+            )
         if schema.definition(subject.type) is None:
             raise InvalidRequestError(
                 f"the policy has no type '{subject.type}'", field="subject.type"
@@ -474,8 +493,8 @@ class Engine:
             self.cache.put(key, value, run.valid_until)
         return value
 
-    @staticmethod
     def _result(
+        self,
         resource: ObjectRef,
         permission: str,
         subject: SubjectRef,
@@ -489,7 +508,7 @@ class Engine:
             subject,
             permissionship(value),
             revision,
-            encode_token(revision),
+            self.tokens.token(revision),
             missing_of(value),
             explanation,
         )
@@ -537,8 +556,8 @@ class Engine:
             raise InvalidRequestError("limit must be positive", field="limit")
         after: str | None = None
         if cursor:
-            pinned, after = _decode_list_cursor(cursor, resource_type, permission, subject)
-            consistency = Consistency.at_exact_snapshot(encode_token(pinned))
+            pinned, after = _list_position(self.tokens, cursor, resource_type, permission, subject)
+            consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
         reader, compiled = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
         self._validate(plan, resource_type, permission, subject)
@@ -555,11 +574,11 @@ class Engine:
             missing = missing_of(value)
             found.append(FoundObject(resource_id, bool(missing), missing))
             if limit is not None and len(found) >= limit:
-                next_cursor = _encode_list_cursor(
-                    revision, resource_type, permission, subject, resource_id
+                next_cursor = self.tokens.cursor(
+                    revision, (resource_type, permission, str(subject), resource_id)
                 )
                 break
-        return ObjectsPage(tuple(found), revision, encode_token(revision), next_cursor)
+        return ObjectsPage(tuple(found), revision, self.tokens.token(revision), next_cursor)
 
     def list_subjects(
         self,
@@ -596,7 +615,7 @@ class Engine:
             subject_type,
             subject_relation,
         )
-        return SubjectsResult(tuple(found), revision, encode_token(revision))
+        return SubjectsResult(tuple(found), revision, self.tokens.token(revision))
 
     def expand(
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
@@ -606,27 +625,17 @@ class Engine:
         plan, revision = compiled.plan, reader.revision
         self._validate(plan, resource.type, permission, None)
         tree = expand(plan.schema, reader, resource, permission, self.max_depth)
-        return ExpandResult(tree, revision, encode_token(revision))
+        return ExpandResult(tree, revision, self.tokens.token(revision))
 
 
-def _encode_list_cursor(
-    revision: Revision, resource_type: str, permission: str, subject: SubjectRef, after: str
-) -> str:
-    raw = json.dumps([revision, resource_type, permission, str(subject), after])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_list_cursor(
-    cursor: str, resource_type: str, permission: str, subject: SubjectRef
+def _list_position(
+    tokens: TokenCodec, cursor: str, resource_type: str, permission: str, subject: SubjectRef
 ) -> tuple[Revision, str]:
-    try:
-        revision, type_name, perm, subject_text, after = json.loads(
-            base64.urlsafe_b64decode(cursor.encode())
-        )
-    except (ValueError, TypeError) as e:
-        raise InvalidRequestError("malformed cursor", field="cursor") from e
-    if (type_name, perm, subject_text) != (resource_type, permission, str(subject)):
-        raise InvalidRequestError("the cursor belongs to another request", field="cursor")
-    if not isinstance(revision, int) or not isinstance(after, str):
+    """The revision a ListObjects cursor pins and the resource id it stopped after."""
+    revision, position = tokens.cursor_state(cursor)
+    if len(position) != 4:
         raise InvalidRequestError("malformed cursor", field="cursor")
+    *request, after = position
+    if tuple(request) != (resource_type, permission, str(subject)):
+        raise InvalidRequestError("the cursor belongs to another request", field="cursor")
     return revision, after

@@ -55,12 +55,17 @@ from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from policyd.errors import InvalidRequestError
 from policyd.relationship import (
+    OBJECT_ID,
+    RELATION_NAME,
+    TYPE_NAME,
+    WILDCARD,
     ObjectRef,
     Relationship,
     RelationshipUpdate,
     SubjectRef,
 )
 from policyd.schema.ir import Schema
+from policyd.tokens import TokenCodec
 
 Revision: TypeAlias = int
 """A store revision: 0 for an empty store, then +1 per committed write, in commit order."""
@@ -100,6 +105,26 @@ class RelationshipFilter:
     def is_empty(self) -> bool:
         """True when the filter matches every relationship."""
         return all(v is None for v in self.values())
+
+    def validate(self, field: str = "filter") -> None:
+        """Raise InvalidRequestError naming ``field.<part>`` for a malformed value.
+
+        A value that no relationship could hold would match nothing, so a delete
+        by it would silently delete nothing; it is refused instead. A subject id
+        may be ``*`` (wildcard relationships), a subject relation ``""`` (none).
+        """
+        parts = (
+            ("resource_type", self.resource_type, TYPE_NAME),
+            ("resource_id", self.resource_id, OBJECT_ID),
+            ("relation", self.relation, RELATION_NAME),
+            ("subject_type", self.subject_type, TYPE_NAME),
+            ("subject_id", None if self.subject_id == WILDCARD else self.subject_id, OBJECT_ID),
+            ("subject_relation", self.subject_relation or None, RELATION_NAME),
+        )
+        for name, value, pattern in parts:
+            if value is not None and not pattern.fullmatch(value):
+                what = name.replace("_", " ")
+                raise InvalidRequestError(f"invalid {what} {value!r}", field=f"{field}.{name}")
 
     def values(self) -> tuple[str | None, ...]:
         """The six fields in key order."""
@@ -167,22 +192,21 @@ class Cursor:
     revision: Revision
     after: RelationshipKey
 
-    def encode(self) -> str:
-        """An opaque string form for clients."""
-        return json.dumps([self.revision, *self.after], separators=(",", ":"))
+    def encode(self, tokens: TokenCodec) -> str:
+        """The opaque string form clients get, made by the store's token codec."""
+        return tokens.cursor(self.revision, self.after)
 
     @classmethod
-    def decode(cls, text: str) -> Cursor:
-        """Parse ``encode``'s output; raise InvalidRequestError on anything else."""
-        try:
-            value = json.loads(text)
-            revision, *after = value
-            if not isinstance(revision, int) or len(after) != 6:
-                raise ValueError("wrong shape")
-            if not all(isinstance(a, str) for a in after):
-                raise ValueError("wrong shape")
-        except (ValueError, TypeError) as e:
-            raise InvalidRequestError("malformed cursor", field="cursor") from e
+    def decode(cls, text: str, tokens: TokenCodec) -> Cursor:
+        """Read ``encode``'s output of the same store.
+
+        Raises:
+            InvalidRequestError: anything else (field ``cursor``).
+            RevisionUnavailableError: a cursor of another store.
+        """
+        revision, after = tokens.cursor_state(text)
+        if len(after) != 6:
+            raise InvalidRequestError("malformed cursor", field="cursor")
         return cls(revision, (after[0], after[1], after[2], after[3], after[4], after[5]))
 
 
@@ -281,6 +305,11 @@ class Store(Protocol):
     clock: Clock
     """The store's time source: what "now" means for expiry, holds and GC."""
 
+    identity: bytes
+    """The store's identity: ``STORE_IDENTITY_BYTES`` random bytes made with the store and
+    never changed (kept in the database by SQL backends, per instance by MemoryStore).
+    Consistency tokens and cursors carry it, so one from another store is refused."""
+
     def head_revision(self) -> Revision:
         """The newest committed revision (0 for an empty store)."""
         ...
@@ -326,7 +355,9 @@ class Store(Protocol):
         """One page of relationships matching the filter, in key order.
 
         With a cursor, the listing continues at the cursor's revision;
-        ``revision`` must then be ``None`` or equal to it.
+        ``revision`` must then be ``None`` or equal to it. A malformed filter
+        value is InvalidRequestError (``RelationshipFilter.validate``), here and
+        in ``delete`` and ``write``'s preconditions.
         """
         ...
 
@@ -486,6 +517,12 @@ def check_limit(limit: int | None, field: str = "limit") -> None:
     """Raise InvalidRequestError for a limit that is not a positive int."""
     if limit is not None and limit < 1:
         raise InvalidRequestError(f"{field} must be positive, got {limit}", field=field)
+
+
+def check_preconditions(preconditions: Sequence[Precondition]) -> None:
+    """Raise InvalidRequestError naming ``preconditions[i].filter.<part>`` for a malformed one."""
+    for i, precondition in enumerate(preconditions):
+        precondition.filter.validate(f"preconditions[{i}].filter")
 
 
 def check_cursor_revision(cursor: Cursor | None, revision: Revision | None) -> Revision | None:

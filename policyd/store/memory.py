@@ -45,10 +45,12 @@ from policyd.store.base import (
     StoredPolicy,
     check_cursor_revision,
     check_limit,
+    check_preconditions,
     dump_context,
     to_micros,
 )
 from policyd.store.validation import Shape, Validator, orphan_blockers, shape_of
+from policyd.tokens import new_store_identity
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class MemoryStore:
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
+        self.identity = new_store_identity()
         self._lock = threading.RLock()
         self._versions: dict[RelationshipKey, list[_Row]] = {}
         self._revision_times: dict[Revision, float] = {0: clock()}
@@ -133,6 +136,7 @@ class MemoryStore:
         preconditions: Sequence[Precondition] = (),
     ) -> Revision:
         """Apply a batch atomically (see Store.write)."""
+        check_preconditions(preconditions)
         with self._lock:
             self._at(None)
             self._validator.check_updates(updates)
@@ -190,6 +194,7 @@ class MemoryStore:
     ) -> tuple[Revision, int]:
         """Delete live relationships matching the filter (see Store.delete)."""
         check_limit(limit)
+        relationship_filter.validate()
         if relationship_filter.is_empty():
             raise InvalidRequestError("delete needs a non-empty filter", field="filter")
         with self._lock:
@@ -236,6 +241,7 @@ class MemoryStore:
     ) -> ReadPage:
         """One page of matching relationships in key order (see Store.read)."""
         check_limit(limit)
+        relationship_filter.validate()
         with self._lock:
             at = self._at(check_cursor_revision(cursor, revision))
             out: list[Relationship] = []

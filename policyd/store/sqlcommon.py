@@ -12,7 +12,8 @@ The tables, by role (DDL lives with each backend):
     ``deleted_revision`` (partial: deleted rows only) and ``expires_at``
     (partial) serve the change log and GC.
 ``store_state``
-    one row: ``head`` revision, ``oldest`` readable revision, ``policy_revision``.
+    one row: ``head`` revision, ``oldest`` readable revision, ``policy_revision``,
+    and ``store_id``, the store's random identity (see ``policyd.tokens``).
     Every write starts with ``UPDATE store_state SET head = head + 1``; the row
     lock (PostgreSQL) or the write lock (SQLite ``BEGIN IMMEDIATE``) it takes is
     held to commit, so writers are serialised and revisions commit in order.
@@ -73,6 +74,7 @@ from policyd.store.base import (
     build_relationship,
     check_cursor_revision,
     check_limit,
+    check_preconditions,
     dump_context,
     to_micros,
 )
@@ -159,7 +161,13 @@ def row_values(rel: Relationship, revision: Revision) -> tuple[Any, ...]:
 
 
 class SqlStore(ABC):
-    """The Store contract over a DB-API connection; backends add connections, DDL and bulk load."""
+    """The Store contract over a DB-API connection; backends add connections, DDL and bulk load.
+
+    A backend's ``__init__`` migrates the database, then calls ``_load_identity``.
+    """
+
+    identity: bytes
+    """The store's identity (see Store.identity), made by the migration that added it."""
 
     def __init__(self, clock: Clock = time.time) -> None:
         self.clock = clock
@@ -248,6 +256,10 @@ class SqlStore(ABC):
 
     # ---- revisions -----------------------------------------------------------------------------
 
+    def _load_identity(self) -> None:
+        with self._read() as cur:
+            self.identity = bytes(self._exec(cur, "SELECT store_id FROM store_state").fetchone()[0])
+
     def head_revision(self) -> Revision:
         """The newest committed revision."""
         with self._read() as cur:
@@ -262,6 +274,7 @@ class SqlStore(ABC):
         preconditions: Sequence[Precondition] = (),
     ) -> Revision:
         """Apply a batch atomically (see Store.write)."""
+        check_preconditions(preconditions)
         with self._write() as cur:
             revision, validator = self._begin(cur)
             validator.check_updates(updates)
@@ -314,6 +327,7 @@ class SqlStore(ABC):
     ) -> tuple[Revision, int]:
         """Delete live relationships matching the filter (see Store.delete)."""
         check_limit(limit)
+        relationship_filter.validate()
         if relationship_filter.is_empty():
             raise InvalidRequestError("delete needs a non-empty filter", field="filter")
         where, params = filter_sql(relationship_filter)
@@ -391,6 +405,7 @@ class SqlStore(ABC):
     ) -> ReadPage:
         """One page of matching relationships in key order (see Store.read)."""
         check_limit(limit)
+        relationship_filter.validate()
         at = self._resolve(check_cursor_revision(cursor, revision))
         where, params = filter_sql(relationship_filter)
         if cursor is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from policyd.api.gen import permission_service_pb2, permission_service_pb2_grpc
-from policyd.api.server import PolicydServer
+from policyd.api.server import PolicydServer, ServerConfig
 from policyd.client import (
     Change,
     CheckItem,
@@ -23,7 +23,7 @@ from policyd.client import (
     PolicydClient,
     Precondition,
 )
-from policyd.engine.consistency import encode_token
+from policyd.engine import Engine
 from policyd.errors import (
     AlreadyExistsError,
     InvalidRelationshipError,
@@ -39,12 +39,15 @@ from policyd.errors import (
 from policyd.relationship import (
     ObjectRef,
     Operation,
+    Relationship,
     RelationshipUpdate,
     SubjectRef,
     parse_object,
     parse_relationship,
     parse_subject,
 )
+from policyd.store.memory import MemoryStore
+from policyd.tokens import TokenCodec
 from tests.api.conftest import POLICY, RELATIONSHIPS
 
 POST1 = parse_object("post:at://did:plc:alice/app.bsky.feed.post/1")
@@ -53,6 +56,7 @@ ALICE = parse_subject("account:did:plc:alice")
 BOB = parse_subject("account:did:plc:bob")
 CAROL = parse_subject("account:did:plc:carol")
 MALLORY = parse_subject("account:did:plc:mallory")
+GRANT = parse_relationship("space:dogs#member@account:did:plc:erin")
 
 
 @pytest.mark.parametrize(
@@ -312,12 +316,80 @@ def test_orphaning_policy_change_is_refused(client: PolicydClient, loaded: str) 
     assert caught.value.blockers
 
 
-def test_future_token_is_revision_unavailable(client: PolicydClient, loaded: str) -> None:
+def test_future_token_is_revision_unavailable(
+    server: PolicydServer, client: PolicydClient, loaded: str
+) -> None:
+    future = TokenCodec(server.store.identity).token(10**6)
     with pytest.raises(RevisionUnavailableError) as caught:
-        client.check(
-            POST1, "view", ALICE, consistency=Consistency.at_exact_snapshot(encode_token(10**6))
-        )
+        client.check(POST1, "view", ALICE, consistency=Consistency.at_exact_snapshot(future))
     assert caught.value.field == "consistency.token"
+
+
+@pytest.fixture
+def other_client(registry: CollectorRegistry) -> Iterator[PolicydClient]:
+    """A client of a second server over another store, loaded like the first."""
+    store = MemoryStore()
+    other = PolicydServer(Engine(store), store, ServerConfig(listen="127.0.0.1:0", token="s3cret"))
+    other.start()
+    with PolicydClient(other.address, token="s3cret", timeout=10, retries=1) as c:
+        c.write_policy(POLICY, "atproto.policy")
+        c.touch(parse_relationship(r) for r in RELATIONSHIPS)
+        yield c
+    other.stop(grace=1)
+
+
+FOREIGN: list[tuple[str, Callable[[PolicydClient, PolicydClient], Any], str]] = [
+    (
+        "check-at-least-as-fresh",
+        lambda c, o: c.check(
+            POST1, "view", ALICE, consistency=Consistency.at_least_as_fresh(o.touch([GRANT]))
+        ),
+        "consistency.token",
+    ),
+    (
+        "check-at-exact-snapshot",
+        lambda c, o: c.check(
+            POST1, "view", ALICE, consistency=Consistency.at_exact_snapshot(o.touch([GRANT]))
+        ),
+        "consistency.token",
+    ),
+    (
+        "watch-start",
+        lambda c, o: next(iter(c.watch(o.touch([GRANT]), timeout=5))),
+        "optional_start_token.token",
+    ),
+    (
+        "list-objects-cursor",
+        lambda c, o: list(
+            c.list_objects(
+                "space",
+                "read",
+                ALICE,
+                cursor=next(iter(o.list_objects("space", "read", ALICE, limit=1))).after_cursor,
+            )
+        ),
+        "cursor",
+    ),
+    (
+        "read-cursor",
+        lambda c, o: list(c.read(cursor=next(iter(o.read(limit=1))).after_cursor)),
+        "cursor",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "field"), [f[1:] for f in FOREIGN], ids=[f[0] for f in FOREIGN])
+def test_tokens_and_cursors_of_another_store_are_refused(
+    client: PolicydClient,
+    other_client: PolicydClient,
+    loaded: str,
+    call: Callable[[PolicydClient, PolicydClient], Any],
+    field: str,
+) -> None:
+    client.touch([GRANT])  # this store is as far along as the other one
+    with pytest.raises(RevisionUnavailableError, match="another store") as caught:
+        call(client, other_client)
+    assert caught.value.field == field
 
 
 # ---- bad input names the field ---------------------------------------------------------------
@@ -351,6 +423,74 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
         "missing-token",
         lambda c: c.check(POST1, "view", ALICE, consistency=Consistency.at_exact_snapshot("")),
         "consistency.at_exact_snapshot.token",
+    ),
+    (
+        "newline-resource-id",
+        lambda c: c.check(ObjectRef("post", "1\n"), "view", ALICE),
+        "resource.object_id",
+    ),
+    (
+        "newline-subject-id",
+        lambda c: c.check(POST1, "view", SubjectRef("account", "did:plc:mallory\n")),
+        "subject.object.object_id",
+    ),
+    (
+        "newline-subject-relation",
+        lambda c: c.check(POST1, "view", SubjectRef("space", "cats", "member\n")),
+        "subject.optional_relation",
+    ),
+    (
+        "newline-batch-subject-id",
+        lambda c: c.check_many(
+            [
+                CheckItem(POST1, "view", ALICE),
+                CheckItem(POST1, "view", SubjectRef("account", "b\n")),
+            ]
+        ),
+        "items[1].subject.object.object_id",
+    ),
+    (
+        "newline-write-subject-id",
+        lambda c: c.touch(
+            [Relationship(ObjectRef("space", "cats"), "member", SubjectRef("account", "m\n"))]
+        ),
+        "updates[0].relationship.subject.object.object_id",
+    ),
+    (
+        "newline-list-objects-subject-id",
+        lambda c: list(c.list_objects("post", "view", SubjectRef("account", "m\n"))),
+        "subject.object.object_id",
+    ),
+    (
+        "wildcard-check-subject",
+        lambda c: c.check(POST1, "view", SubjectRef("account", "*")),
+        "subject.id",
+    ),
+    (
+        "wildcard-batch-subject",
+        lambda c: c.check_many(
+            [CheckItem(POST1, "view", ALICE), CheckItem(POST1, "view", SubjectRef("account", "*"))]
+        ),
+        "items[1].subject.id",
+    ),
+    (
+        "wildcard-list-objects-subject",
+        lambda c: list(c.list_objects("post", "view", SubjectRef("account", "*"))),
+        "subject.id",
+    ),
+    (
+        "newline-delete-filter",
+        lambda c: c.delete(Filter(resource_type="space", resource_id="cats\n")),
+        "filter.resource_id",
+    ),
+    ("newline-read-filter", lambda c: list(c.read(Filter(subject_id="m\n"))), "filter.subject_id"),
+    (
+        "newline-precondition-filter",
+        lambda c: c.write(
+            [RelationshipUpdate(Operation.TOUCH, GRANT)],
+            [Precondition(Filter(resource_type="space\n"))],
+        ),
+        "preconditions[0].filter.resource_type",
     ),
     ("empty-delete-filter", lambda c: c.delete(Filter()), "filter"),
     ("empty-write", lambda c: c.write([]), "updates"),

@@ -16,6 +16,7 @@ from policyd.errors import (
     InvalidRequestError,
     PolicydError,
     PolicyErrors,
+    RevisionUnavailableError,
     UnauthenticatedError,
 )
 from policyd.relationship import (
@@ -26,6 +27,7 @@ from policyd.relationship import (
     parse_relationship,
     parse_subject,
 )
+from policyd.tokens import TokenCodec, new_store_identity
 from tests.e2e.conftest import POLICY_FILE, ServerFactory, ServerProcess
 
 POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
@@ -136,8 +138,12 @@ def test_auth_failures_but_health_is_open(server: ServerProcess, token: str | No
             "post:1#viewer@account:did:plc:a#Bad",
             "updates[0].relationship.subject.optional_relation",
         ),
+        (
+            "post:1#viewer@account:did:plc:mallory\n",
+            "updates[0].relationship.subject.object.object_id",
+        ),
     ],
-    ids=["bad-resource-id", "bad-subject-relation"],
+    ids=["bad-resource-id", "bad-subject-relation", "newline-subject-id"],
 )
 def test_bad_input_names_the_field(server: ServerProcess, text: str, field: str) -> None:
     resource_text, _, subject_text = text.partition("@")
@@ -154,6 +160,34 @@ def test_bad_input_names_the_field(server: ServerProcess, text: str, field: str)
     with server.client() as client, pytest.raises(InvalidRequestError) as caught:
         client.write([RelationshipUpdate(Operation.TOUCH, bad)])
     assert caught.value.field == field
+
+
+def test_a_token_of_another_store_is_refused(server: ServerProcess) -> None:
+    elsewhere = TokenCodec(new_store_identity()).token(1)
+    with server.client() as client:
+        _setup(client)
+        for consistency in (
+            Consistency.at_least_as_fresh(elsewhere),
+            Consistency.at_exact_snapshot(elsewhere),
+        ):
+            with pytest.raises(RevisionUnavailableError, match="another store") as caught:
+                client.check(POST, "view", BOB, consistency=consistency)
+            assert caught.value.field == "consistency.token"
+        with pytest.raises(RevisionUnavailableError) as caught:
+            next(iter(client.watch(elsewhere, timeout=10)))
+        assert caught.value.field == "optional_start_token.token"
+
+
+def test_a_wildcard_subject_is_refused(server: ServerProcess) -> None:
+    everyone = parse_subject("account:*")
+    with server.client() as client:
+        _setup(client)
+        with pytest.raises(InvalidRequestError, match="wildcard") as caught:
+            client.check(POST, "view", everyone)
+        assert caught.value.field == "subject.id"
+        with pytest.raises(InvalidRequestError, match="wildcard") as caught:
+            client.check_many([CheckItem(POST, "view", BOB), CheckItem(POST, "view", everyone)])
+        assert caught.value.field == "items[1].subject.id"
 
 
 def test_policy_errors_and_duplicates(server: ServerProcess) -> None:

@@ -281,7 +281,6 @@ definition doc {
         "doc:1#view@user:a",
         NO,
     ),
-    Case("wildcard-checked-as-itself", ("doc:1#viewer@user:*",), "doc:1#view@user:*", YES),
     Case("wildcard-other-doc", ("doc:2#viewer@user:*",), "doc:1#view@user:a", NO),
     Case(
         "wildcard-inside-same-type-userset",

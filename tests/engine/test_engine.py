@@ -245,3 +245,49 @@ def test_backends_agree_with_memory(make_engine: MakeEngine, store: Store) -> No
             engine.list_subjects(doc, "view", "user", consistency=FRESH).subjects
             == reference.list_subjects(doc, "view", "user", consistency=FRESH).subjects
         )
+
+
+# ---- a wildcard is not a subject one can ask about ---------------------------------------------
+
+EVERY_USER = SubjectRef("user", "*")
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        pytest.param(
+            lambda e: e.check(ObjectRef("doc", "2"), "view", EVERY_USER, consistency=FRESH),
+            "subject.id",
+            id="check",
+        ),
+        pytest.param(
+            lambda e: e.check(
+                ObjectRef("doc", "2"), "view", EVERY_USER, consistency=FRESH, explain=True
+            ),
+            "subject.id",
+            id="check-explain",
+        ),
+        pytest.param(
+            lambda e: e.check_many(
+                [request("doc:2#view@user:alice"), request("doc:2#view@user:*")],
+                consistency=FRESH,
+            ),
+            "items[1].subject.id",
+            id="batch-check",
+        ),
+        pytest.param(
+            lambda e: e.list_objects("doc", "view", EVERY_USER, consistency=FRESH),
+            "subject.id",
+            id="list-objects",
+        ),
+    ],
+)
+def test_a_wildcard_subject_is_refused(
+    make_engine: MakeEngine, store: Store, call: Any, field: str
+) -> None:
+    """``doc:2#viewer@user:*`` is stored, yet "may user:* view doc:2?" is no question to answer."""
+    engine = make_engine(POLICY, RELATIONSHIPS, store=store)
+    with pytest.raises(InvalidRequestError, match="wildcard") as raised:
+        call(engine)
+    assert raised.value.field == field
+    assert raised.value.code == "invalid-request"

@@ -94,3 +94,29 @@ def test_caveated_expected_subjects_in_spicedb_notation(tmp_path: Path) -> None:
     )
     (loaded,) = load_validation_files(path)
     assert run_validation_file(loaded) == []
+
+
+def test_policyd_validate_reports_a_wrong_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bob reads the space through the nested one: the path is the nested space's member."""
+    path = scenario(
+        tmp_path,
+        """\
+            relationships: |-
+              space:club#member@space:spoilers#member
+              space:spoilers#member@account:did:plc:bob
+            assertions:
+              assertTrue:
+                - space:club#read@account:did:plc:bob
+            validation:
+              "space:club#read":
+                - "[account:did:plc:bob] is <space:club#member>"
+            """,
+    )
+    assert main(["validate", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert (
+        "space:club#read: found different relationships for subject account:did:plc:bob: "
+        "specified <space:club#member>, computed <space:spoilers#member>"
+    ) in err

@@ -16,9 +16,11 @@ from policyd.errors import (
     RevisionUnavailableError,
 )
 from policyd.relationship import (
+    ObjectRef,
     Operation,
     Relationship,
     RelationshipUpdate,
+    SubjectRef,
     parse_relationship,
 )
 from policyd.schema.ir import AllowedSubject
@@ -29,6 +31,7 @@ from policyd.store.base import (
     RelationshipFilter,
     Store,
 )
+from policyd.tokens import STORE_IDENTITY_BYTES, TokenCodec
 from tests.store.conftest import FakeClock, StoreFactory
 from tests.store.schemas import (
     POLICY_TEXT,
@@ -80,6 +83,27 @@ def test_empty_store(bare_store: Store) -> None:
     assert bare_store.read_policy() is None
     assert bare_store.changes(0) == []
     assert everything(bare_store) == []
+
+
+def test_identity_is_made_with_the_store_and_kept(open_backend: StoreFactory) -> None:
+    first = open_backend()
+    identity = first.identity
+    assert isinstance(identity, bytes)
+    assert len(identity) == STORE_IDENTITY_BYTES
+    first.write_policy(POLICY_TEXT, base_schema())
+    assert first.identity == identity
+    assert open_backend().identity == identity  # reopened: the same file, the same schema
+
+
+def test_cursor_of_another_store_is_refused(store: Store) -> None:
+    store.write(touch("document:1#viewer@user:a", "document:2#viewer@user:b"))
+    page = store.read(RelationshipFilter(), limit=1)
+    assert page.cursor is not None
+    ours, theirs = TokenCodec(store.identity), TokenCodec(bytes(STORE_IDENTITY_BYTES))
+    assert Cursor.decode(page.cursor.encode(ours), ours) == page.cursor
+    with pytest.raises(RevisionUnavailableError, match="another store") as raised:
+        Cursor.decode(page.cursor.encode(theirs), ours)
+    assert raised.value.field == "cursor"
 
 
 def test_writing_before_any_policy_is_refused(bare_store: Store) -> None:
@@ -268,6 +292,46 @@ def test_invalid_relationships_refuse_the_whole_batch(
     assert store.head_revision() == head
 
 
+# A trailing newline once made "did:plc:mallory\n" a second, invisible-looking subject.
+TRAILING_NEWLINE = [
+    pytest.param(
+        Relationship(ObjectRef("document", "1\n"), "viewer", SubjectRef("user", "alice")),
+        "resource.id",
+        id="resource-id",
+    ),
+    pytest.param(
+        Relationship(ObjectRef("document", "1"), "viewer", SubjectRef("user", "mallory\n")),
+        "subject.id",
+        id="subject-id",
+    ),
+    pytest.param(
+        Relationship(ObjectRef("document", "1"), "viewer\n", SubjectRef("user", "alice")),
+        "relation",
+        id="relation",
+    ),
+    pytest.param(
+        Relationship(ObjectRef("document", "1"), "viewer", SubjectRef("group", "eng", "member\n")),
+        "subject.relation",
+        id="subject-relation",
+    ),
+]
+
+
+@pytest.mark.parametrize(("relationship", "field"), TRAILING_NEWLINE)
+def test_a_trailing_newline_is_refused_naming_the_field(
+    store: Store, relationship: Relationship, field: str
+) -> None:
+    head = store.head_revision()
+    for operation in (Operation.CREATE, Operation.TOUCH, Operation.DELETE):
+        with pytest.raises(InvalidRelationshipError) as info:
+            store.write([RelationshipUpdate(operation, relationship)])
+        assert info.value.field == f"updates[0].relationship.{field}"
+    with pytest.raises(InvalidRelationshipError) as info:
+        store.import_relationships([relationship])
+    assert info.value.field == f"relationships[0].relationship.{field}"
+    assert store.head_revision() == head
+
+
 def test_valid_subject_kinds_are_accepted(store: Store, clock: FakeClock) -> None:
     soon = datetime.fromtimestamp(clock.now + 600, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     store.write(
@@ -285,6 +349,45 @@ def test_valid_subject_kinds_are_accepted(store: Store, clock: FakeClock) -> Non
 
 
 # ---- delete by filter ---------------------------------------------------------------------------
+
+# A filter naming "u1\n" would match nothing, and a revocation would silently delete nothing.
+MALFORMED_FILTERS = [
+    pytest.param(RelationshipFilter("document\n"), "resource_type", id="resource-type"),
+    pytest.param(RelationshipFilter("document", "1\n"), "resource_id", id="resource-id"),
+    pytest.param(RelationshipFilter("document", "*"), "resource_id", id="resource-wildcard"),
+    pytest.param(RelationshipFilter(relation="viewer "), "relation", id="relation"),
+    pytest.param(RelationshipFilter(subject_type="user\t"), "subject_type", id="subject-type"),
+    pytest.param(RelationshipFilter(subject_id="u1\n"), "subject_id", id="subject-id"),
+    pytest.param(
+        RelationshipFilter(subject_relation="member\n"), "subject_relation", id="subj-rel"
+    ),
+]
+
+
+@pytest.mark.parametrize(("flt", "part"), MALFORMED_FILTERS)
+def test_malformed_filters_are_refused_naming_the_field(
+    store: Store, flt: RelationshipFilter, part: str
+) -> None:
+    store.write(touch("document:1#viewer@user:u1"))
+    head = store.head_revision()
+    with pytest.raises(InvalidRequestError) as raised:
+        store.delete(flt)
+    assert raised.value.field == f"filter.{part}"
+    with pytest.raises(InvalidRequestError) as raised:
+        store.read(flt)
+    assert raised.value.field == f"filter.{part}"
+    with pytest.raises(InvalidRequestError) as raised:
+        store.write(touch("document:2#viewer@user:u1"), [Precondition.must_not_match(flt)])
+    assert raised.value.field == f"preconditions[0].filter.{part}"
+    assert store.head_revision() == head
+
+
+def test_filters_may_name_wildcards_and_subjects_without_relation(store: Store) -> None:
+    store.write(touch("document:1#viewer@user:*", "document:1#viewer@user:u1"))
+    wildcard = RelationshipFilter(subject_type="user", subject_id="*")
+    assert [str(r) for r in store.read(wildcard).relationships] == ["document:1#viewer@user:*"]
+    plain = RelationshipFilter(subject_id="u1", subject_relation="")
+    assert [str(r) for r in store.read(plain).relationships] == ["document:1#viewer@user:u1"]
 
 
 def test_delete_by_filter_with_limit(store: Store) -> None:
@@ -329,7 +432,8 @@ def test_filtered_reads_page_in_key_order_at_one_snapshot(store: Store) -> None:
         assert len(page.relationships) <= 3
         if page.cursor is None:
             break
-        cursor = Cursor.decode(page.cursor.encode())
+        codec = TokenCodec(store.identity)
+        cursor = Cursor.decode(page.cursor.encode(codec), codec)
         page = store.read(RelationshipFilter(resource_type="document"), cursor=cursor, limit=3)
         assert page.revision == snapshot
     assert seen == expected
@@ -375,7 +479,7 @@ def test_cursor_for_another_revision_is_refused(store: Store) -> None:
     with pytest.raises(InvalidRequestError):
         store.read(RelationshipFilter(), revision=store.head_revision(), cursor=page.cursor)
     with pytest.raises(InvalidRequestError):
-        Cursor.decode("not a cursor")
+        Cursor.decode("not a cursor", TokenCodec(store.identity))
 
 
 # ---- snapshots ----------------------------------------------------------------------------------

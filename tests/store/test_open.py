@@ -59,10 +59,25 @@ def test_importing_the_store_loads_no_backend_library() -> None:
 
 
 def test_store_modules_import_only_lower_layers() -> None:
-    allowed = ("policyd.errors", "policyd.relationship", "policyd.schema", "policyd.store")
+    allowed = (
+        "policyd.errors",
+        "policyd.relationship",
+        "policyd.tokens",
+        "policyd.schema",
+        "policyd.store",
+    )
     for path in (ROOT / "policyd" / "store").rglob("*.py"):
         for line in path.read_text().splitlines():
             words = line.split()
             is_import = len(words) >= 2 and words[0] in ("import", "from")
             if is_import and words[1].startswith("policyd"):
                 assert words[1].startswith(allowed), f"{path.name}: {line}"
+
+
+@pytest.mark.parametrize("name", ["t\u00e9st", "policyd\n", "a-b", "a b", "", "x" * 64], ids=repr)
+def test_postgres_schema_names_are_plain_ascii(name: str) -> None:
+    from policyd.store.postgres import PostgresStore
+
+    with pytest.raises(InvalidRequestError) as raised:
+        PostgresStore("postgresql://127.0.0.1:1/none", schema_name=name)
+    assert raised.value.field == "schema"

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from policyd.store.base import LIVE
 from policyd.store.sqlcommon import KEY
+from policyd.tokens import STORE_IDENTITY_BYTES
 
 MIGRATION_LOCK = 0x706F6C6963796400  # "policyd\0"
 
@@ -69,7 +70,19 @@ _INITIAL = [
     "CREATE INDEX revision_holds_by_revision ON revision_holds (revision)",
 ]
 
-MIGRATIONS: list[tuple[str, list[str]]] = [("0001_initial", _INITIAL)]
+# The store's identity (see policyd.tokens): random, made once, never changed. The bytes
+# come from gen_random_uuid() (built in since PostgreSQL 13, drawn from pg_strong_random).
+_STORE_IDENTITY = [
+    "ALTER TABLE store_state ADD COLUMN store_id BYTEA",
+    "UPDATE store_state SET store_id = "
+    f"substring(decode(md5(gen_random_uuid()::text), 'hex') from 1 for {STORE_IDENTITY_BYTES})",
+    "ALTER TABLE store_state ALTER COLUMN store_id SET NOT NULL",
+]
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("0001_initial", _INITIAL),
+    ("0002_store_identity", _STORE_IDENTITY),
+]
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], schema_name: str) -> None:

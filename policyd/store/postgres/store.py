@@ -10,6 +10,7 @@ autocommit, one statement each (see sqlcommon), on pooled connections.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
@@ -22,6 +23,10 @@ from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
 from policyd.store.base import Clock
 from policyd.store.postgres.migrations import SECONDARY_INDEXES, migrate
 from policyd.store.sqlcommon import ROW_COLUMNS, SqlCursor, SqlStore
+
+# ASCII only, at most PostgreSQL's 63-byte identifier limit: the name also goes into a
+# ``search_path`` option, where anything else would need quoting rules of its own.
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_]{1,63}")
 
 
 class PostgresStore(SqlStore):
@@ -49,7 +54,7 @@ class PostgresStore(SqlStore):
             timeout: seconds to wait for a pooled connection.
         """
         super().__init__(clock)
-        if not schema_name.replace("_", "").isalnum():
+        if not _SCHEMA_NAME.fullmatch(schema_name):
             raise InvalidRequestError(f"invalid schema name {schema_name!r}", field="schema")
         self._schema_name = schema_name
         self._sql_cache: dict[str, str] = {}
@@ -66,6 +71,7 @@ class PostgresStore(SqlStore):
             )
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store: {e}") from e
+        self._load_identity()
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self._schema_name!r})"

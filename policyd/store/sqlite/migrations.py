@@ -18,6 +18,7 @@ import sqlite_utils
 
 from policyd.store.base import LIVE
 from policyd.store.sqlcommon import KEY
+from policyd.tokens import STORE_IDENTITY_BYTES
 
 # Built after a bulk load into an empty store rather than maintained row by row
 # (benchmarks/store_bench.py, "import"): sorting once is faster than random inserts.
@@ -81,8 +82,15 @@ def _initial(db: sqlite_utils.Database) -> None:
     db.table("revision_holds").create_index(["revision"])
 
 
+def _store_identity(db: sqlite_utils.Database) -> None:
+    """Give the store its identity (see policyd.tokens): random, made once, never changed."""
+    db.execute("ALTER TABLE store_state ADD COLUMN store_id BLOB")
+    db.execute(f"UPDATE store_state SET store_id = randomblob({STORE_IDENTITY_BYTES})")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _initial),
+    ("0002_store_identity", _store_identity),
 ]
 
 

@@ -72,6 +72,7 @@ class SqliteStore(SqlStore):
             migrate(self._connection())
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {self._path}: {e}") from e
+        self._load_identity()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r})"
