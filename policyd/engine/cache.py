@@ -18,9 +18,26 @@ import threading
 from typing import TypeAlias
 
 from policyd.engine.results import Partial
+from policyd.relationship import ObjectRef, SubjectRef
 
 DecisionKey: TypeAlias = tuple[int, str, str, str, str, str, str]
 """(revision, resource type and id, permission, subject type, id and relation)."""
+
+
+def decision_key(
+    revision: int, resource: ObjectRef, permission: str, subject: SubjectRef
+) -> DecisionKey:
+    """The key of one decision without caveat context at one index revision."""
+    return (
+        revision,
+        resource.type,
+        resource.id,
+        permission,
+        subject.type,
+        subject.id,
+        subject.relation or "",
+    )
+
 
 DEFAULT_CAPACITY = 100_000
 

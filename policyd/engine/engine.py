@@ -1,23 +1,24 @@
 """Package engine is the in-process API: policies, relationships and decisions over one Store.
 
 ``Engine`` is what the gRPC service calls and what an application can embed
-directly, like SQLite for authorization. It picks the revision each request
-reads at (consistency), keeps one compiled plan per policy revision, and runs
-Check, BatchCheck, ListObjects, ListSubjects and Expand.
+directly, like SQLite for authorization. It composes the parts that do the
+work: ``Revisions`` picks the revision and reader of each request,
+``PolicyCache`` the compiled policy in force there, ``DecisionCache`` recent
+answers; the engine validates requests and runs Check, BatchCheck,
+ListObjects, ListSubjects and Expand over them.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache
+from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, decision_key
 from policyd.engine.check import CheckRun, TracingRun
-from policyd.engine.consistency import Consistency, ConsistencyMode
+from policyd.engine.consistency import Consistency
 from policyd.engine.expand import ExpandNode, expand
 from policyd.engine.group_closure import Closures
 from policyd.engine.index import RelationshipIndex
@@ -27,23 +28,18 @@ from policyd.engine.lookup import (
     holding_subjects,
     reachable_resources,
 )
-from policyd.engine.plan import Plan, compile_plan
-from policyd.engine.reachability import ReverseIndex, build_reverse_index
-from policyd.engine.reader import GraphReader, IndexReader, StoreReader
+from policyd.engine.plan import Plan
+from policyd.engine.policies import CompiledPolicy, PolicyCache
+from policyd.engine.reader import GraphReader, IndexReader
 from policyd.engine.results import CheckResult, Partial, missing_of, permissionship, settled
-from policyd.errors import (
-    Diagnostic,
-    InvalidRequestError,
-    NotFoundError,
-    RevisionUnavailableError,
-)
+from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
+from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
-DEFAULT_HEAD_STALENESS = 0.1
 DEFAULT_LIST_LIMIT = 1000
 MAX_SUBJECT_VISITS = 1_000_000
 
@@ -134,13 +130,6 @@ class EngineStats:
     index_relationships: int | None
 
 
-@dataclass(slots=True)
-class _CompiledPolicy:
-    plan: Plan
-    reverse: ReverseIndex
-    verified_to: Revision
-
-
 class Engine:
     """Decisions over a Store; thread-safe for concurrent requests.
 
@@ -169,21 +158,25 @@ class Engine:
         self.max_depth = max_depth
         self.max_subject_visits = max_subject_visits
         """How many usersets one ListSubjects may walk before it fails RESOURCE_EXHAUSTED."""
-        self._head_staleness = head_staleness
-        self._clock = clock
-        self._policies: dict[Revision, _CompiledPolicy] = {}
-        self._last_policy: tuple[Revision, _CompiledPolicy] | None = None
-        self._refresh_lock = threading.Lock()
         self._index: RelationshipIndex | None = None
         self._closures: Closures | None = None
-        self._head = store.head_revision()
+        head = store.head_revision()
         if index:
             self._index = RelationshipIndex(clock=store.clock)
-            self._index.load(store, self._head)
+            self._index.load(store, head)
             self._closures = Closures(self._index)
-            if store.read_policy(self._head) is not None:
-                self._policy(self._head)  # compile and warm up before the first request
-        self._head_read_at = clock()
+        self._policies = PolicyCache(store, self._closures)
+        self._revisions = Revisions(
+            store,
+            self.tokens,
+            self._index,
+            head,
+            self._policies.extend,
+            head_staleness=head_staleness,
+            clock=clock,
+        )
+        if index and store.read_policy(head) is not None:
+            self._policies.at(head)  # compile and warm up before the first request
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions at the index revision; ``cache.hits``/``misses`` feed metrics."""
 
@@ -200,52 +193,13 @@ class Engine:
 
     # ---- revisions and policies ------------------------------------------------------------
 
-    def _refresh_head(self) -> Revision:
-        """Learn the store's head; with an index, apply the change log up to it."""
-        with self._refresh_lock:
-            index = self._index
-            if index is None:
-                self._head = max(self._head, self.store.head_revision())
-            else:
-                before = index.revision
-                policy_changed = index.catch_up(self.store)
-                self._head = max(self._head, index.revision)
-                if not policy_changed:
-                    self._extend_policy(before, index.revision)
-            self._head_read_at = self._clock()
-            return self._head
-
-    def _extend_policy(self, known: Revision, upto: Revision) -> None:
-        """No policy was written in (known, upto]: the one in force at ``known`` still is."""
-        for policy_revision, compiled in self._policies.items():
-            if policy_revision <= known <= compiled.verified_to:
-                compiled.verified_to = max(compiled.verified_to, upto)
-
     def revision_for(self, consistency: Consistency | None) -> Revision:
-        """The revision a request with this consistency reads at (at least; see ``_snapshot``)."""
-        if consistency is None or consistency.mode is ConsistencyMode.MINIMIZE_LATENCY:
-            if self._clock() - self._head_read_at > self._head_staleness:
-                return self._refresh_head()
-            return self._head
-        consistency.validate()
-        if consistency.mode is ConsistencyMode.FULLY_CONSISTENT:
-            return self._refresh_head()
-        assert consistency.token is not None
-        wanted = self.tokens.revision(consistency.token)
-        head = self._head if wanted <= self._head else self._refresh_head()
-        if wanted > head:
-            raise RevisionUnavailableError(
-                f"the token's revision {wanted} is newer than this store's head {head}; "
-                "was the store restored from an older copy?",
-                field="consistency.token",
-            )
-        if consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT:
-            return wanted
-        return head
+        """The revision a request with this consistency reads at."""
+        return self._revisions.for_request(consistency)
 
     def _run(
         self,
-        compiled: _CompiledPolicy,
+        compiled: CompiledPolicy,
         reader: GraphReader,
         subject: SubjectRef,
         context: Mapping[str, Any] | None,
@@ -254,57 +208,14 @@ class Engine:
         closures = self._closures if isinstance(reader, IndexReader) else None
         return CheckRun(compiled.plan, reader, subject, context or {}, self.max_depth, closures)
 
-    def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, _CompiledPolicy]:
-        """The reader and the compiled policy a request uses.
-
-        The index serves any request it is fresh enough for; a newer index
-        revision than asked is fine except for an exact snapshot, which then
-        reads the store.
-        """
-        revision = self.revision_for(consistency)
-        index = self._index
-        if index is not None:
-            if index.revision < revision:
-                self._refresh_head()
-            exact = (
-                consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
-            )
-            if index.revision == revision or (index.revision > revision and not exact):
-                graph = IndexReader(index)
-                return graph, self._policy(graph.revision)
-        return StoreReader(self.store, revision), self._policy(revision)
-
-    def _policy(self, revision: Revision) -> _CompiledPolicy:
-        last = self._last_policy
-        if last is not None and last[0] == revision:
-            return last[1]
-        compiled = self._find_policy(revision)
-        self._last_policy = (revision, compiled)
-        return compiled
-
-    def _find_policy(self, revision: Revision) -> _CompiledPolicy:
-        for policy_revision, compiled in self._policies.items():
-            if policy_revision <= revision <= compiled.verified_to:
-                return compiled
-        stored = self.store.read_policy(revision)
-        if stored is None:
-            raise NotFoundError("no policy has been written yet; write one first", field="policy")
-        known = self._policies.get(stored.revision)
-        if known is None:
-            plan = compile_plan(stored.schema)
-            known = _CompiledPolicy(plan, build_reverse_index(stored.schema), revision)
-            self._policies[stored.revision] = known
-            if self._closures is not None:
-                # Build group closures now, not inside the first request that needs one:
-                # building scans the whole index (seconds at 10M relationships).
-                for type_name, relation in plan.closable:
-                    self._closures.get(type_name, relation)
-        known.verified_to = max(known.verified_to, revision)
-        return known
+    def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, CompiledPolicy]:
+        """The reader and the compiled policy a request uses."""
+        reader = self._revisions.reader(consistency)
+        return reader, self._policies.at(reader.revision)
 
     def schema(self, consistency: Consistency | None = None) -> Schema:
         """The compiled policy in force at the consistency's revision."""
-        return self._policy(self.revision_for(consistency)).plan.schema
+        return self._policies.at(self.revision_for(consistency)).plan.schema
 
     def write_policy(self, text: str, source_name: str = "<policy>") -> PolicyWritten:
         """Compile and store a policy; refused if invalid or if it would orphan relationships."""
@@ -312,7 +223,7 @@ class Engine:
 
         compiled = compile_policy(text, source_name)
         revision = self.store.write_policy(text, compiled.schema)
-        self._wrote(revision)
+        self._revisions.wrote(revision)
         return PolicyWritten(revision, self.tokens.token(revision), compiled.warnings)
 
     def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
@@ -325,19 +236,12 @@ class Engine:
 
     # ---- relationships ---------------------------------------------------------------------
 
-    def _wrote(self, revision: Revision) -> None:
-        """After a write through this engine, later requests here see it (read your writes)."""
-        if revision > self._head:
-            if self._index is not None:
-                self._refresh_head()
-            self._head = max(self._head, revision)
-
     def write(
         self, updates: Sequence[RelationshipUpdate], preconditions: Sequence[Precondition] = ()
     ) -> str:
         """Apply a batch atomically; returns the consistency token of the new revision."""
         revision = self.store.write(updates, preconditions)
-        self._wrote(revision)
+        self._revisions.wrote(revision)
         return self.tokens.token(revision)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> str:
@@ -347,20 +251,9 @@ class Engine:
         nothing else was written in between, instead of reading them back from
         the change log (bulk loads run about twice as fast; benchmarks, import).
         """
-        index = self._index
-        if index is None:
-            revision = self.store.import_relationships(relationships)
-            self._wrote(revision)
-            return self.tokens.token(revision)
         batch = relationships if isinstance(relationships, list) else list(relationships)
         revision = self.store.import_relationships(batch)
-        with self._refresh_lock:
-            if index.revision == revision - 1:
-                with index.lock:
-                    for relationship in batch:
-                        index.add(relationship)
-                    index.revision = revision
-        self._wrote(revision)
+        self._revisions.imported(batch, revision)
         return self.tokens.token(revision)
 
     def delete(
@@ -368,7 +261,7 @@ class Engine:
     ) -> tuple[str, int]:
         """Delete relationships matching a filter; returns the token and how many went."""
         revision, count = self.store.delete(relationship_filter, limit)
-        self._wrote(revision)
+        self._revisions.wrote(revision)
         return self.tokens.token(revision), count
 
     # ---- decisions -------------------------------------------------------------------------
@@ -453,7 +346,7 @@ class Engine:
 
     def _decide(
         self,
-        compiled: _CompiledPolicy,
+        compiled: CompiledPolicy,
         reader: GraphReader,
         resource: ObjectRef,
         permission: str,
@@ -468,15 +361,7 @@ class Engine:
         indexed = reader if isinstance(reader, IndexReader) else None
         cacheable = not context and indexed is not None
         if cacheable:
-            key = (
-                reader.revision,
-                resource.type,
-                resource.id,
-                permission,
-                subject.type,
-                subject.id,
-                subject.relation or "",
-            )
+            key = decision_key(reader.revision, resource, permission, subject)
             assert indexed is not None
             cached = self.cache.get(key, indexed.now)
             if cached is not None:
