@@ -20,7 +20,8 @@ from pathlib import Path
 
 from policyd.bench.workloads import Workload
 from policyd.bench.workloads import build as build_workload
-from policyd.engine import CheckRequest, Engine
+from policyd.decisions import CheckRequest
+from policyd.engine import Engine
 from policyd.store.sqlite import SqliteStore
 
 

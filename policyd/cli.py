@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from policyd import client
+from policyd.consistency import Consistency
+from policyd.decisions import Explanation, Permissionship
 from policyd.dsl.compiler import compile_file
 from policyd.dsl.formatter import format_text
-from policyd.engine import (
-    Consistency,
-    Engine,
-    Explanation,
-    Permissionship,
-    format_explanation,
-)
+from policyd.engine import Engine, format_explanation
 from policyd.errors import (
     Diagnostic,
     InvalidRequestError,

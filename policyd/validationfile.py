@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
+from policyd.consistency import Consistency
+from policyd.decisions import ExpandKind, ExpandNode, Permissionship
 from policyd.dsl.compiler import CompiledPolicy, compile_policy, resolve_relative_import
-from policyd.engine import Consistency, Engine, Permissionship, format_explanation
-from policyd.engine.expand import ExpandKind, ExpandNode
+from policyd.engine import Engine, format_explanation
 from policyd.errors import (
     Diagnostic,
     InvalidRelationshipError,

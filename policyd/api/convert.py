@@ -14,16 +14,16 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from policyd.api.gen import core_pb2, permission_service_pb2, relationship_service_pb2
-from policyd.engine import (
+from policyd.consistency import Consistency
+from policyd.decisions import (
     CheckResult,
-    Consistency,
+    ExpandKind,
+    ExpandNode,
     Explanation,
     FoundObject,
+    FoundSubject,
     Permissionship,
 )
-from policyd.engine.expand import ExpandKind, ExpandNode
-from policyd.engine.lookup import FoundSubject
-from policyd.engine.results import missing_of, permissionship
 from policyd.errors import (
     Diagnostic,
     InvalidRequestError,
@@ -336,8 +336,8 @@ def found_subject_to_proto(
     return permission_service_pb2.ListSubjectsResponse(
         consistency_token=token_to_proto(token),
         subject=subject_to_proto(found.subject),
-        permissionship=PERMISSIONSHIP_TO_PROTO[permissionship(found.result)],
-        missing_context=missing_of(found.result),
+        permissionship=PERMISSIONSHIP_TO_PROTO[found.permissionship],
+        missing_context=found.missing,
         excluded=[
             permission_service_pb2.ExcludedSubject(
                 subject=subject_to_proto(e.subject),

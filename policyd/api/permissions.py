@@ -24,7 +24,8 @@ from policyd.api.gen import permission_service_pb2 as pb
 from policyd.api.gen import permission_service_pb2_grpc
 from policyd.api.limits import Limits, check_deadline
 from policyd.api.metrics import Metrics
-from policyd.engine import CheckRequest, Engine
+from policyd.decisions import CheckRequest
+from policyd.engine import Engine
 from policyd.errors import InvalidRequestError
 
 

@@ -24,7 +24,8 @@ from policyd.bench.measure import (
     time_calls,
 )
 from policyd.bench.workloads import Query, Workload
-from policyd.engine import CheckRequest, Engine
+from policyd.decisions import CheckRequest
+from policyd.engine import Engine
 from policyd.relationship import ObjectRef, Operation, Relationship, RelationshipUpdate, SubjectRef
 from policyd.store.sqlite import SqliteStore
 

@@ -22,32 +22,21 @@ The life of a Check, ``engine.check(doc:1, "view", user:ann)``:
    which is raised; the answer carries the revision's consistency token.
 """
 
-from policyd.engine.consistency import Consistency, ConsistencyMode
 from policyd.engine.engine import (
-    CheckRequest,
     Engine,
     EngineStats,
     ExpandResult,
-    FoundObject,
     ObjectsPage,
     PolicyWritten,
     SubjectsResult,
 )
 from policyd.engine.explain import format_explanation
-from policyd.engine.results import CheckResult, Explanation, Permissionship
 
 __all__ = [
-    "CheckRequest",
-    "CheckResult",
-    "Consistency",
-    "ConsistencyMode",
     "Engine",
     "EngineStats",
     "ExpandResult",
-    "Explanation",
-    "FoundObject",
     "ObjectsPage",
-    "Permissionship",
     "PolicyWritten",
     "SubjectsResult",
     "format_explanation",

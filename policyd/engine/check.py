@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from policyd.caveats import CaveatOutcome, merge_contexts
+from policyd.decisions import Explanation
 from policyd.engine.group_closure import Closures
 from policyd.engine.index import Edge
 from policyd.engine.plan import Plan
 from policyd.engine.reader import GraphReader, TracedEdge, TracingReader
-from policyd.engine.results import Explanation, Failure, Partial, missing_of, permissionship
+from policyd.engine.results import Failure, Partial, missing_of, permissionship
 from policyd.engine.run import PlanFn
 from policyd.errors import CaveatError, CycleUnderExclusionError, MaxDepthExceededError
 from policyd.relationship import SubjectRef

@@ -13,25 +13,29 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from policyd.consistency import Consistency
+from policyd.decisions import (
+    CheckRequest,
+    CheckResult,
+    ExpandNode,
+    FoundObject,
+    FoundSubject,
+    Permissionship,
+    answer_for,
+)
 from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, decision_key
 from policyd.engine.check import CheckRun, TracingRun
-from policyd.engine.consistency import Consistency
-from policyd.engine.expand import ExpandNode, expand
+from policyd.engine.expand import expand
 from policyd.engine.group_closure import Closures
 from policyd.engine.index import RelationshipIndex
-from policyd.engine.lookup import (
-    FoundSubject,
-    candidate_subjects,
-    holding_subjects,
-    reachable_resources,
-)
+from policyd.engine.lookup import candidate_subjects, holding_subjects, reachable_resources
 from policyd.engine.plan import Plan
 from policyd.engine.policies import CompiledPolicy, PolicyCache
 from policyd.engine.reader import GraphReader, IndexReader
-from policyd.engine.results import CheckResult, Partial, missing_of, permissionship, settled
+from policyd.engine.results import Partial, missing_of, permissionship, settled
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
 from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
@@ -54,25 +58,6 @@ class PolicyWritten:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckRequest:
-    """One check of a batch."""
-
-    resource: ObjectRef
-    permission: str
-    subject: SubjectRef
-    context: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class FoundObject:
-    """A ListObjects answer: a resource id, granted or conditional on missing parameters."""
-
-    resource_id: str
-    conditional: bool = False
-    missing: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class ObjectsPage:
     """A page of ListObjects; pass ``cursor`` back for the next page (None on the last)."""
 
@@ -90,24 +75,9 @@ class SubjectsResult:
     revision: Revision
     token: str
 
-    def answer_for(self, subject: SubjectRef) -> bool | frozenset[str]:
-        """What the listing says of one subject: its own entry, else a wildcard's, less exclusions.
-
-        False when neither names it; for a conditional exclusion, the
-        parameters the subject's decision still needs.
-        """
-        wildcard: FoundSubject | None = None
-        for found in self.subjects:
-            if found.subject == subject:
-                return found.result
-            if found.subject.id == WILDCARD and found.subject.type == subject.type:
-                wildcard = found
-        if wildcard is None or subject.relation is not None:
-            return False
-        for excluded in wildcard.excluded:
-            if excluded.subject == subject:
-                return frozenset(excluded.missing) if excluded.missing else False
-        return wildcard.result
+    def answer_for(self, subject: SubjectRef) -> tuple[Permissionship, tuple[str, ...]]:
+        """What the listing says of one subject (``decisions.answer_for``)."""
+        return answer_for(self.subjects, subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +362,6 @@ class Engine:
             permission,
             subject,
             permissionship(value),
-            revision,
             self.tokens.token(revision),
             missing_of(value),
             explanation,
@@ -456,8 +425,7 @@ class Engine:
             value = settled(run.check(resource_type, resource_id, permission, 0))
             if value is False:
                 continue
-            missing = missing_of(value)
-            found.append(FoundObject(resource_id, bool(missing), missing))
+            found.append(FoundObject(resource_id, permissionship(value), missing_of(value)))
             if limit is not None and len(found) >= limit:
                 next_cursor = self.tokens.cursor(
                     revision, (resource_type, permission, str(subject), resource_id)

@@ -7,13 +7,12 @@ subjects in a leaf are shown, not expanded further, as SpiceDB does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
 from typing import assert_never
 
+from policyd.decisions import ExpandKind, ExpandNode
 from policyd.engine.reader import GraphReader
 from policyd.errors import MaxDepthExceededError
-from policyd.relationship import ObjectRef, Relationship
+from policyd.relationship import ObjectRef
 from policyd.schema.ir import (
     Arrow,
     Exclusion,
@@ -25,29 +24,6 @@ from policyd.schema.ir import (
     SelfRef,
     Union,
 )
-
-
-class ExpandKind(Enum):
-    """What an expand node stands for."""
-
-    UNION = "union"
-    INTERSECTION = "intersection"
-    EXCLUSION = "exclusion"
-    LEAF = "leaf"
-
-
-@dataclass(frozen=True, slots=True)
-class ExpandNode:
-    """One node of an expand tree: an operation over children, or a leaf of relationships.
-
-    ``target`` names the userset the node computes (``document:1#view``), or
-    an arrow (``document:1#parent->view``) for the union an arrow makes.
-    """
-
-    kind: ExpandKind
-    target: str
-    children: tuple[ExpandNode, ...] = ()
-    relationships: tuple[Relationship, ...] = ()
 
 
 def expand(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policyd.engine.results import Explanation, Permissionship
+from policyd.decisions import Explanation, Permissionship
 
 _MARK = {
     Permissionship.HAS_PERMISSION: "✓",

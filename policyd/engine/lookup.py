@@ -13,12 +13,13 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from policyd.decisions import ExcludedSubject, FoundSubject
 from policyd.engine.check import CheckRun
 from policyd.engine.index import Edge
 from policyd.engine.plan import Plan
 from policyd.engine.reachability import ReverseIndex, signed_leaves
 from policyd.engine.reader import GraphReader
-from policyd.engine.results import settled
+from policyd.engine.results import missing_of, permissionship, settled
 from policyd.errors import ResourceExhaustedError
 from policyd.relationship import WILDCARD, SubjectRef
 from policyd.schema.ir import (
@@ -190,39 +191,6 @@ def reachable_resources(
     return answer
 
 
-@dataclass(frozen=True, slots=True)
-class ExcludedSubject:
-    """A subject a wildcard answer leaves out: for certain, or unless its caveats say otherwise.
-
-    ``missing`` is empty for a certain exclusion; a conditional one names the
-    caveat parameters the subject's own decision still needs (SpiceDB lists
-    such a subject among the wildcard's exclusions as CONDITIONAL).
-    """
-
-    subject: SubjectRef
-    missing: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        """SpiceDB's validation-file notation: ``user:u2``, or ``user:u2[...]`` if conditional."""
-        return f"{self.subject}[...]" if self.missing else str(self.subject)
-
-
-@dataclass(frozen=True, slots=True)
-class FoundSubject:
-    """A ListSubjects answer: a subject, or a wildcard with the subjects it excludes."""
-
-    subject: SubjectRef
-    result: bool | frozenset[str]
-    excluded: tuple[ExcludedSubject, ...] = ()
-
-    def __str__(self) -> str:
-        """Validation-file notation: ``user:a``, ``user:* - {user:b}``, ``user:c[...]``."""
-        text = str(self.subject)
-        if self.excluded:
-            text += " - {" + ", ".join(sorted(str(e) for e in self.excluded)) + "}"
-        return text + ("[...]" if isinstance(self.result, frozenset) else "")
-
-
 @dataclass(slots=True)
 class SubjectCandidates:
     """What the walk under a permission found: subject ids, a wildcard, and exactness.
@@ -355,11 +323,11 @@ def holding_subjects(
     wildcard = candidates.wildcard and not subject_relation
     if candidates.exact:
         found = [
-            FoundSubject(SubjectRef(subject_type, sid, subject_relation), True)
+            FoundSubject(SubjectRef(subject_type, sid, subject_relation))
             for sid in sorted(candidates.ids)
         ]
         if wildcard:
-            found.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), True))
+            found.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD)))
         return found
 
     def decide(subject: SubjectRef) -> bool | frozenset[str]:
@@ -372,14 +340,22 @@ def holding_subjects(
         value = decide(subject)
         decided.append((subject, value))
         if value is not False and subject_id in candidates.granting:
-            results.append(FoundSubject(subject, value))
+            results.append(FoundSubject(subject, permissionship(value), missing_of(value)))
     if wildcard:
         everyone = decide(SubjectRef(subject_type, WILDCARD))
         if everyone is not False:
             excluded = tuple(
-                ExcludedSubject(subject, () if value is False else tuple(sorted(value)))
+                ExcludedSubject(subject, missing_of(value))
                 for subject, value in decided
                 if value is False or (value is not True and value != everyone)
             )
-            results.insert(0, FoundSubject(SubjectRef(subject_type, WILDCARD), everyone, excluded))
+            results.insert(
+                0,
+                FoundSubject(
+                    SubjectRef(subject_type, WILDCARD),
+                    permissionship(everyone),
+                    missing_of(everyone),
+                    excluded,
+                ),
+            )
     return results

@@ -17,12 +17,10 @@ one wins); here it holds for every operator, by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import TypeAlias
 
+from policyd.decisions import Permissionship
 from policyd.errors import PolicydError
-from policyd.relationship import ObjectRef, SubjectRef
 
 
 class Failure:
@@ -102,14 +100,6 @@ def settled(value: Partial) -> bool | frozenset[str]:
     return value
 
 
-class Permissionship(Enum):
-    """The answer to a Check."""
-
-    HAS_PERMISSION = "has_permission"
-    NO_PERMISSION = "no_permission"
-    CONDITIONAL = "conditional"
-
-
 def permissionship(value: Partial) -> Permissionship:
     """The public answer for a decision; raises the error of a failure."""
     if value is True:
@@ -123,38 +113,3 @@ def permissionship(value: Partial) -> Permissionship:
 def missing_of(value: Partial) -> tuple[str, ...]:
     """The sorted missing caveat parameters of a conditional decision, else ()."""
     return tuple(sorted(value)) if isinstance(value, frozenset) else ()
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """Why a decision came out as it did: one evaluated step and the steps beneath it.
-
-    ``what`` names the step (``document:1#view``, ``union``, ``viewer -> view``,
-    a relationship); ``result`` is its answer; ``note`` adds detail such as a
-    caveat's outcome or why a branch was skipped.
-    """
-
-    what: str
-    result: Permissionship
-    children: tuple[Explanation, ...] = ()
-    note: str = ""
-    missing: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """The answer to one Check, the revision it was evaluated at and its consistency token."""
-
-    resource: ObjectRef
-    permission: str
-    subject: SubjectRef
-    permissionship: Permissionship
-    revision: int
-    token: str
-    missing: tuple[str, ...] = ()
-    explanation: Explanation | None = field(default=None, compare=False)
-
-    @property
-    def allowed(self) -> bool:
-        """True only for HAS_PERMISSION."""
-        return self.permissionship is Permissionship.HAS_PERMISSION

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from policyd.engine.consistency import Consistency, ConsistencyMode
+from policyd.consistency import Consistency, ConsistencyMode
 from policyd.engine.index import RelationshipIndex
 from policyd.engine.reader import GraphReader, IndexReader, StoreReader
 from policyd.errors import RevisionUnavailableError

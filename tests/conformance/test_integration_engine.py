@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from policyd.engine import Consistency, Engine, Permissionship
+from policyd.consistency import Consistency
+from policyd.decisions import Permissionship
+from policyd.engine import Engine
 from policyd.relationship import WILDCARD, ObjectRef, SubjectRef
 from policyd.validationfile import (
     ValidationFile,
@@ -92,8 +94,8 @@ def agreement_problems(engine: Engine, loaded: ValidationFile) -> list[str]:
                     in_subjects = (
                         engine.list_subjects(
                             resource, member, subject.type, subject.relation, consistency=FRESH
-                        ).answer_for(subject)
-                        is not False
+                        ).answer_for(subject)[0]
+                        is not Permissionship.NO_PERMISSION
                     )
                     if granted != in_subjects:
                         problems.append(

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from policyd.engine import CheckRequest, CheckResult, Consistency, Engine
+from policyd.consistency import Consistency
+from policyd.decisions import CheckRequest, CheckResult
+from policyd.engine import Engine
 from policyd.relationship import (
     ObjectRef,
     Operation,

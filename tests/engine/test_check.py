@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from policyd.engine import Engine, Permissionship
+from policyd.decisions import Permissionship
+from policyd.engine import Engine
 from policyd.errors import (
     CaveatError,
     CycleUnderExclusionError,

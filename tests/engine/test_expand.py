@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from policyd.decisions import ExpandNode
 from policyd.engine import Engine
-from policyd.engine.expand import ExpandNode
 from policyd.errors import MaxDepthExceededError
 from policyd.relationship import ObjectRef
 from tests.engine.conftest import FRESH, MakeEngine

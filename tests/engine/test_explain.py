@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policyd.engine import Engine, Permissionship, format_explanation
-from policyd.engine.results import Explanation
+from policyd.decisions import Explanation, Permissionship
+from policyd.engine import Engine, format_explanation
 from tests.engine.conftest import MakeEngine, query
 
 POLICY = """

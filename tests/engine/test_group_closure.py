@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyd.engine import Consistency, Engine
+from policyd.consistency import Consistency
+from policyd.engine import Engine
 from policyd.engine.group_closure import Closures, GroupClosure
 from policyd.engine.index import RelationshipIndex
 from policyd.relationship import (

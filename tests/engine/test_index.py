@@ -7,7 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyd.engine import Consistency, Engine
+from policyd.consistency import Consistency
+from policyd.engine import Engine
 from policyd.engine.index import SORTED_THRESHOLD, RelationshipIndex
 from policyd.relationship import (
     ObjectRef,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policyd.engine import Consistency, Engine, FoundObject
+from policyd.consistency import Consistency
+from policyd.decisions import FoundObject, Permissionship
+from policyd.engine import Engine
 from policyd.errors import InvalidRequestError, ResourceExhaustedError
 from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, SubjectRef
 from tests.engine.conftest import FRESH, MakeEngine, rel, subject
@@ -74,8 +76,9 @@ def test_pages_cover_everything_once(make_engine: MakeEngine, limit: int) -> Non
 def test_conditional_results_are_marked(make_engine: MakeEngine) -> None:
     engine = make_engine(POLICY, library(25))
     found = {f.resource_id: f for f in engine.list_objects("doc", "view", ALICE).objects}
-    assert found["d005"] == FoundObject("d005", conditional=True, missing=("open",))
-    assert found["d003"] == FoundObject("d003", conditional=False)
+    assert found["d005"] == FoundObject("d005", Permissionship.CONDITIONAL, ("open",))
+    assert found["d005"].conditional
+    assert found["d003"] == FoundObject("d003", Permissionship.HAS_PERMISSION)
     assert "d001" not in found
     assert "other" not in found
     decided = engine.list_objects("doc", "view", ALICE, context={"open": False}).objects
@@ -360,5 +363,5 @@ def test_wildcard_exclusions_say_what_a_subject_gets(
     engine = make_engine(POLICY, relationships)
     assert subjects_of(engine, "doc:1") == expected
     listed = engine.list_subjects(ObjectRef("doc", "1"), "view", "user", consistency=FRESH)
-    assert listed.answer_for(subject("user:b")) == frozenset({"open"})
-    assert listed.answer_for(subject("user:someone")) is True
+    assert listed.answer_for(subject("user:b")) == (Permissionship.CONDITIONAL, ("open",))
+    assert listed.answer_for(subject("user:someone")) == (Permissionship.HAS_PERMISSION, ())

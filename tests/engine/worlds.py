@@ -19,7 +19,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from policyd.engine import Consistency, Engine, Permissionship
+from policyd.consistency import Consistency
+from policyd.decisions import Permissionship
+from policyd.engine import Engine
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, SubjectRef
 from policyd.store.memory import MemoryStore
 from tests.engine.oracle import (
