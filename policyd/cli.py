@@ -19,7 +19,6 @@ from typing import Any
 
 from policyd import client
 from policyd.consistency import Consistency
-from policyd.decisions import Explanation, Permissionship
 from policyd.dsl.compiler import compile_file
 from policyd.dsl.formatter import format_text
 from policyd.engine import Engine, format_explanation
@@ -182,16 +181,6 @@ def _json_object(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
-def _client_explanation(node: client.Explanation) -> Explanation:
-    return Explanation(
-        node.what,
-        Permissionship(node.result.value),
-        tuple(_client_explanation(c) for c in node.children),
-        node.note,
-        node.missing,
-    )
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     """Answer one check on a server (--server), a store (--db) or a validation file (--file)."""
     try:
@@ -199,7 +188,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         context = _json_object(args.context, "context")
         if args.server:
             with _client(args) as connection:
-                decision = connection.check(
+                result = connection.check(
                     resource,
                     permission,
                     subject,
@@ -207,12 +196,6 @@ def cmd_check(args: argparse.Namespace) -> int:
                     consistency=_consistency(args),
                     explain=args.explain,
                 )
-            value = decision.permissionship.value
-            missing_names = decision.missing
-            allowed = decision.allowed
-            explanation = (
-                _client_explanation(decision.explanation) if decision.explanation else None
-            )
         else:
             result = _engine_for(args).check(
                 resource,
@@ -222,16 +205,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                 consistency=Consistency.fully_consistent(),
                 explain=args.explain,
             )
-            value, missing_names = result.permissionship.value, result.missing
-            allowed, explanation = result.allowed, result.explanation
     except PolicydError as e:
         _print_error(e)
         return EXIT_USAGE
-    missing = f" (needs {', '.join(missing_names)})" if missing_names else ""
-    print(f"{value}{missing}")
-    if explanation is not None:
-        print(format_explanation(explanation))
-    return EXIT_OK if allowed else EXIT_PROBLEMS
+    missing = f" (needs {', '.join(result.missing)})" if result.missing else ""
+    print(f"{result.permissionship.value}{missing}")
+    if result.explanation is not None:
+        print(format_explanation(result.explanation))
+    return EXIT_OK if result.allowed else EXIT_PROBLEMS
 
 
 # ---- client commands ----------------------------------------------------------------------------
@@ -248,10 +229,10 @@ def _client(args: argparse.Namespace) -> client.PolicydClient:
     )
 
 
-def _consistency(args: argparse.Namespace) -> client.Consistency:
+def _consistency(args: argparse.Namespace) -> Consistency:
     if getattr(args, "at_least_as_fresh", None):
-        return client.Consistency.at_least_as_fresh(args.at_least_as_fresh)
-    return client.Consistency.fully_consistent()
+        return Consistency.at_least_as_fresh(args.at_least_as_fresh)
+    return Consistency.fully_consistent()
 
 
 def _client_command(
@@ -397,7 +378,8 @@ def run_list_objects(args: argparse.Namespace, connection: client.PolicydClient)
         consistency=_consistency(args),
         limit=args.limit,
     )
-    for item in found:
+    for listed in found:
+        item = listed.found
         missing = f" (needs {', '.join(item.missing)})" if item.missing else ""
         print(f"{resource_type}:{item.resource_id}{missing}")
     return EXIT_OK
@@ -419,7 +401,8 @@ def run_list_subjects(args: argparse.Namespace, connection: client.PolicydClient
         context=_json_object(args.context, "context"),
         consistency=_consistency(args),
     )
-    for item in found:
+    for listed in found:
+        item = listed.found
         notes = [f"needs {', '.join(item.missing)}"] if item.missing else []
         if item.excluded:
             notes.append(

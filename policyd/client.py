@@ -11,21 +11,21 @@
         )
         assert decision.allowed
 
-Calls retry on UNAVAILABLE with exponential backoff (a stream only before its
-first response) and raise the policyd error the server sent, with its code and
-field, e.g. ``InvalidRequestError(field="resource.object_id")``.
+Calls retry on UNAVAILABLE with exponential backoff, by gRPC's own retry
+policy in the channel's service config (a stream only before its first
+response, which is when gRPC commits a call), and raise the policyd error the
+server sent, with its code and field, e.g.
+``InvalidRequestError(field="resource.object_id")``.
 """
 
 from __future__ import annotations
 
-import random
-import time
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
-from enum import Enum
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -39,7 +39,20 @@ from policyd.api.gen import (
     relationship_service_pb2,
     relationship_service_pb2_grpc,
 )
+from policyd.consistency import Consistency, ConsistencyMode
+from policyd.decisions import (
+    CheckRequest,
+    CheckResult,
+    ExcludedSubject,
+    ExpandKind,
+    ExpandNode,
+    Explanation,
+    FoundObject,
+    FoundSubject,
+    Permissionship,
+)
 from policyd.errors import (
+    ERROR_DETAIL_KEY,
     AlreadyExistsError,
     CaveatError,
     CycleUnderExclusionError,
@@ -64,7 +77,6 @@ from policyd.errors import (
 )
 from policyd.relationship import ObjectRef, Operation, Relationship, RelationshipUpdate, SubjectRef
 
-ERROR_DETAIL_KEY = "policyd-error-bin"
 DEFAULT_TIMEOUT = 30.0
 
 _ERRORS: dict[str, type[PolicydError]] = {
@@ -101,14 +113,6 @@ _STATUS_ERRORS: dict[grpc.StatusCode, type[PolicydError]] = {
 T = TypeVar("T")
 
 
-class Permissionship(Enum):
-    """The answer to a check."""
-
-    HAS_PERMISSION = "has_permission"
-    NO_PERMISSION = "no_permission"
-    CONDITIONAL = "conditional"
-
-
 _FROM_PERMISSIONSHIP = {
     permission_service_pb2.PERMISSIONSHIP_HAS_PERMISSION: Permissionship.HAS_PERMISSION,
     permission_service_pb2.PERMISSIONSHIP_NO_PERMISSION: Permissionship.NO_PERMISSION,
@@ -116,43 +120,17 @@ _FROM_PERMISSIONSHIP = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Consistency:
-    """How fresh a read must be: one of the four modes below; two of them take a token."""
-
-    mode: str = "minimize_latency"
-    token: str = ""
-
-    @classmethod
-    def minimize_latency(cls) -> Consistency:
-        """Any recent revision the server knows."""
-        return cls("minimize_latency")
-
-    @classmethod
-    def fully_consistent(cls) -> Consistency:
-        """The newest committed revision."""
-        return cls("fully_consistent")
-
-    @classmethod
-    def at_least_as_fresh(cls, token: str) -> Consistency:
-        """No older than the token (read your writes)."""
-        return cls("at_least_as_fresh", token)
-
-    @classmethod
-    def at_exact_snapshot(cls, token: str) -> Consistency:
-        """Exactly the token's revision."""
-        return cls("at_exact_snapshot", token)
-
-    def to_proto(self) -> core_pb2.Consistency:
-        """The request message."""
-        token = core_pb2.ConsistencyToken(token=self.token)
-        if self.mode == "at_least_as_fresh":
-            return core_pb2.Consistency(at_least_as_fresh=token)
-        if self.mode == "at_exact_snapshot":
-            return core_pb2.Consistency(at_exact_snapshot=token)
-        if self.mode == "fully_consistent":
-            return core_pb2.Consistency(fully_consistent=True)
-        return core_pb2.Consistency(minimize_latency=True)
+def consistency_message(consistency: Consistency | None) -> core_pb2.Consistency:
+    """The request message of a consistency choice (minimize_latency when None)."""
+    mode = (consistency or Consistency()).mode
+    token = core_pb2.ConsistencyToken(token=consistency.token or "" if consistency else "")
+    if mode is ConsistencyMode.AT_LEAST_AS_FRESH:
+        return core_pb2.Consistency(at_least_as_fresh=token)
+    if mode is ConsistencyMode.AT_EXACT_SNAPSHOT:
+        return core_pb2.Consistency(at_exact_snapshot=token)
+    if mode is ConsistencyMode.FULLY_CONSISTENT:
+        return core_pb2.Consistency(fully_consistent=True)
+    return core_pb2.Consistency(minimize_latency=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,79 +169,15 @@ class Precondition:
 
 
 @dataclass(frozen=True, slots=True)
-class Explanation:
-    """One step of a decision's explanation."""
+class Listed(Generic[T]):
+    """One answer of a streamed listing, the token of its revision, and where to resume.
 
-    what: str
-    result: Permissionship
-    children: tuple[Explanation, ...] = ()
-    note: str = ""
-    missing: tuple[str, ...] = ()
+    ``after_cursor`` is set on the last answer when ``limit`` cut the listing.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to a check and the consistency token of the revision it was made at."""
-
-    permissionship: Permissionship
+    found: T
     token: str
-    missing: tuple[str, ...] = ()
-    explanation: Explanation | None = None
-
-    @property
-    def allowed(self) -> bool:
-        """True only for HAS_PERMISSION."""
-        return self.permissionship is Permissionship.HAS_PERMISSION
-
-
-@dataclass(frozen=True, slots=True)
-class CheckItem:
-    """One check of a batch."""
-
-    resource: ObjectRef
-    permission: str
-    subject: SubjectRef
-    context: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class FoundObject:
-    """A ListObjects answer; ``after_cursor`` is set on the last one when ``limit`` cut the list."""
-
-    resource_id: str
-    permissionship: Permissionship
-    token: str
-    missing: tuple[str, ...] = ()
     after_cursor: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ExcludedSubject:
-    """A subject a wildcard answer leaves out; ``missing`` is set when only conditionally."""
-
-    subject: SubjectRef
-    missing: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class FoundSubject:
-    """A ListSubjects answer; a wildcard subject lists the subjects it excludes."""
-
-    subject: SubjectRef
-    permissionship: Permissionship
-    token: str
-    missing: tuple[str, ...] = ()
-    excluded: tuple[ExcludedSubject, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ExpandTree:
-    """An Expand node: ``kind`` is union, intersection, exclusion or leaf."""
-
-    kind: str
-    target: str
-    children: tuple[ExpandTree, ...] = ()
-    relationships: tuple[Relationship, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,10 +303,10 @@ def _explanation(message: permission_service_pb2.Explanation) -> Explanation:
     )
 
 
-def _tree(message: permission_service_pb2.ExpandNode) -> ExpandTree:
+def _tree(message: permission_service_pb2.ExpandNode) -> ExpandNode:
     kind = permission_service_pb2.ExpandNode.Kind.Name(message.kind)
-    return ExpandTree(
-        kind.removeprefix("KIND_").lower(),
+    return ExpandNode(
+        ExpandKind(kind.removeprefix("KIND_").lower()),
         message.target,
         tuple(_tree(c) for c in message.children),
         tuple(relationship_value(r) for r in message.relationships),
@@ -427,6 +341,23 @@ def error_from_rpc(error: grpc.RpcError) -> PolicydError:
 
 # ---- the client -------------------------------------------------------------------------------
 
+_MAX_ATTEMPTS = 5
+"""gRPC caps a retry policy's attempts at five (gRFC A6); more are silently cut to five."""
+
+
+def _service_config(retries: int, backoff: float, max_backoff: float) -> str:
+    """A service config retrying every method on UNAVAILABLE, ``retries`` times at most."""
+    if retries < 1:
+        return json.dumps({})
+    policy = {
+        "maxAttempts": min(_MAX_ATTEMPTS, retries + 1),
+        "initialBackoff": f"{backoff}s",
+        "maxBackoff": f"{max_backoff}s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": policy}]})
+
 
 class PolicydClient:
     """A connection to one policyd server; thread-safe; close it (or use ``with``) when done.
@@ -437,7 +368,10 @@ class PolicydClient:
         tls: False for plaintext, True for TLS with the system roots, or PEM root
             certificates to trust.
         timeout: the deadline of each call, in seconds.
-        retries: how many times a call that failed with UNAVAILABLE is retried.
+        retries: how many times a call that failed with UNAVAILABLE is retried (at most
+            4: gRPC allows five attempts in all).
+        backoff: the first retry's delay bound in seconds; each later one doubles, up to
+            ``max_backoff`` (gRPC picks a random delay below the bound).
     """
 
     def __init__(
@@ -452,23 +386,21 @@ class PolicydClient:
         max_backoff: float = 2.0,
         tls_server_name: str | None = None,
     ) -> None:
+        options = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _service_config(retries, backoff, max_backoff)),
+        ]
+        if tls_server_name is not None:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
         if tls is False:
-            self._channel = grpc.insecure_channel(target)
+            self._channel = grpc.insecure_channel(target, options=options)
         else:
             roots = tls if isinstance(tls, bytes) else None
-            options = (
-                []
-                if tls_server_name is None
-                else [("grpc.ssl_target_name_override", tls_server_name)]
-            )
             self._channel = grpc.secure_channel(
                 target, grpc.ssl_channel_credentials(root_certificates=roots), options=options
             )
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
-        self._retries = retries
-        self._backoff = backoff
-        self._max_backoff = max_backoff
         self._permissions = permission_service_pb2_grpc.PermissionServiceStub(self._channel)
         self._relationships = relationship_service_pb2_grpc.RelationshipServiceStub(self._channel)
         self._policies = policy_service_pb2_grpc.PolicyServiceStub(self._channel)
@@ -490,39 +422,20 @@ class PolicydClient:
 
     # ---- plumbing
 
-    def _pause(self, attempt: int) -> None:
-        delay = min(self._max_backoff, self._backoff * 2**attempt)
-        time.sleep(delay * (0.5 + random.random() / 2))
-
     def _call(self, method: Callable[..., T], request: Any) -> T:
-        for attempt in range(self._retries + 1):
-            try:
-                return method(request, metadata=self._metadata, timeout=self._timeout)
-            except grpc.RpcError as e:
-                code = e.code()
-                if code is grpc.StatusCode.UNAVAILABLE and attempt < self._retries:
-                    self._pause(attempt)
-                    continue
-                raise error_from_rpc(e) from e
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        try:
+            return method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from e
 
     def _stream(
         self, method: Callable[..., Iterable[T]], request: Any, timeout: float | None = -1.0
     ) -> Iterator[T]:
         deadline = self._timeout if timeout == -1.0 else timeout
-        for attempt in range(self._retries + 1):
-            started = False
-            try:
-                for response in method(request, metadata=self._metadata, timeout=deadline):
-                    started = True
-                    yield response
-                return
-            except grpc.RpcError as e:
-                code = e.code()
-                if code is grpc.StatusCode.UNAVAILABLE and not started and attempt < self._retries:
-                    self._pause(attempt)
-                    continue
-                raise error_from_rpc(e) from e
+        try:
+            yield from method(request, metadata=self._metadata, timeout=deadline)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e) from e
 
     # ---- permissions
 
@@ -535,10 +448,10 @@ class PolicydClient:
         context: Mapping[str, Any] | None = None,
         consistency: Consistency | None = None,
         explain: bool = False,
-    ) -> Decision:
+    ) -> CheckResult:
         """Decide whether ``subject`` holds ``permission`` on ``resource``."""
         request = permission_service_pb2.CheckRequest(
-            consistency=(consistency or Consistency()).to_proto(),
+            consistency=consistency_message(consistency),
             resource=_object_message(resource),
             permission=permission,
             subject=_subject_message(subject),
@@ -546,7 +459,10 @@ class PolicydClient:
             explain=explain,
         )
         response = self._call(self._permissions.Check, request)
-        return Decision(
+        return CheckResult(
+            resource,
+            permission,
+            subject,
             _FROM_PERMISSIONSHIP[response.permissionship],
             response.consistency_token.token,
             tuple(response.missing_context),
@@ -554,11 +470,11 @@ class PolicydClient:
         )
 
     def check_many(
-        self, items: Sequence[CheckItem], *, consistency: Consistency | None = None
-    ) -> list[Decision]:
+        self, items: Sequence[CheckRequest], *, consistency: Consistency | None = None
+    ) -> list[CheckResult]:
         """Decide many checks at one revision, in order."""
         request = permission_service_pb2.BatchCheckRequest(
-            consistency=(consistency or Consistency()).to_proto(),
+            consistency=consistency_message(consistency),
             items=[
                 permission_service_pb2.BatchCheckItem(
                     resource=_object_message(item.resource),
@@ -572,8 +488,15 @@ class PolicydClient:
         response = self._call(self._permissions.BatchCheck, request)
         token = response.consistency_token.token
         return [
-            Decision(_FROM_PERMISSIONSHIP[r.permissionship], token, tuple(r.missing_context))
-            for r in response.results
+            CheckResult(
+                item.resource,
+                item.permission,
+                item.subject,
+                _FROM_PERMISSIONSHIP[r.permissionship],
+                token,
+                tuple(r.missing_context),
+            )
+            for item, r in zip(items, response.results, strict=True)
         ]
 
     def list_objects(
@@ -586,10 +509,10 @@ class PolicydClient:
         consistency: Consistency | None = None,
         limit: int = 0,
         cursor: str = "",
-    ) -> Iterator[FoundObject]:
+    ) -> Iterator[Listed[FoundObject]]:
         """Stream the resources of a type on which the subject holds the permission."""
         request = permission_service_pb2.ListObjectsRequest(
-            consistency=(consistency or Consistency()).to_proto(),
+            consistency=consistency_message(consistency),
             resource_type=resource_type,
             permission=permission,
             subject=_subject_message(subject),
@@ -598,13 +521,10 @@ class PolicydClient:
             cursor=cursor,
         )
         for r in self._stream(self._permissions.ListObjects, request):
-            yield FoundObject(
-                r.resource_id,
-                _FROM_PERMISSIONSHIP[r.permissionship],
-                r.consistency_token.token,
-                tuple(r.missing_context),
-                r.after_cursor,
+            found = FoundObject(
+                r.resource_id, _FROM_PERMISSIONSHIP[r.permissionship], tuple(r.missing_context)
             )
+            yield Listed(found, r.consistency_token.token, r.after_cursor)
 
     def list_subjects(
         self,
@@ -615,10 +535,10 @@ class PolicydClient:
         *,
         context: Mapping[str, Any] | None = None,
         consistency: Consistency | None = None,
-    ) -> Iterator[FoundSubject]:
+    ) -> Iterator[Listed[FoundSubject]]:
         """Stream the subjects of a type that hold the permission on the resource."""
         request = permission_service_pb2.ListSubjectsRequest(
-            consistency=(consistency or Consistency()).to_proto(),
+            consistency=consistency_message(consistency),
             resource=_object_message(resource),
             permission=permission,
             subject_type=subject_type,
@@ -626,23 +546,23 @@ class PolicydClient:
             context=_struct(context or {}),
         )
         for r in self._stream(self._permissions.ListSubjects, request):
-            yield FoundSubject(
+            found = FoundSubject(
                 _subject(r.subject),
                 _FROM_PERMISSIONSHIP[r.permissionship],
-                r.consistency_token.token,
                 tuple(r.missing_context),
                 tuple(
                     ExcludedSubject(_subject(e.subject), tuple(e.missing_context))
                     for e in r.excluded
                 ),
             )
+            yield Listed(found, r.consistency_token.token)
 
     def expand(
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
-    ) -> tuple[ExpandTree, str]:
+    ) -> tuple[ExpandNode, str]:
         """The userset tree of ``resource#permission`` and the token of its revision."""
         request = permission_service_pb2.ExpandRequest(
-            consistency=(consistency or Consistency()).to_proto(),
+            consistency=consistency_message(consistency),
             resource=_object_message(resource),
             permission=permission,
         )
@@ -704,7 +624,7 @@ class PolicydClient:
     ) -> Iterator[ReadResult]:
         """Stream the relationships the filter matches, in key order."""
         request = relationship_service_pb2.ReadRelationshipsRequest(
-            consistency=(consistency or Consistency()).to_proto(),
+            consistency=consistency_message(consistency),
             filter=(relationship_filter or Filter()).to_proto(),
             limit=limit,
             cursor=cursor,
@@ -768,7 +688,7 @@ class PolicydClient:
     ) -> Iterator[Relationship]:
         """Stream every live relationship at one revision, in key order."""
         request = relationship_service_pb2.ExportRelationshipsRequest(
-            consistency=(consistency or Consistency()).to_proto()
+            consistency=consistency_message(consistency)
         )
         for r in self._stream(self._relationships.ExportRelationships, request, None):
             yield from (relationship_value(m) for m in r.relationships)
@@ -783,9 +703,7 @@ class PolicydClient:
 
     def read_policy(self, *, consistency: Consistency | None = None) -> tuple[str, str]:
         """The policy text in force and the token of the revision it was read at."""
-        request = policy_service_pb2.ReadPolicyRequest(
-            consistency=(consistency or Consistency()).to_proto()
-        )
+        request = policy_service_pb2.ReadPolicyRequest(consistency=consistency_message(consistency))
         response = self._call(self._policies.ReadPolicy, request)
         return response.policy, response.consistency_token.token
 

@@ -6,6 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+ERROR_DETAIL_KEY = "policyd-error-bin"
+"""The gRPC trailing-metadata key of a failed call's ErrorDetail: the stable code, the field at
+fault and any diagnostics, which the client turns back into the same error class."""
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class SourceSpan:

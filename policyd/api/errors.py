@@ -13,9 +13,8 @@ import grpc
 
 from policyd.api.convert import diagnostic_to_proto, span_to_proto
 from policyd.api.gen import core_pb2
-from policyd.errors import PolicyChangeRefusedError, PolicydError, PolicyErrors
+from policyd.errors import ERROR_DETAIL_KEY, PolicyChangeRefusedError, PolicydError, PolicyErrors
 
-ERROR_DETAIL_KEY = "policyd-error-bin"
 INTERNAL_MESSAGE = "internal error"
 STORE_MESSAGE = "the store is unavailable; retry"
 

@@ -134,14 +134,15 @@ def _client_loop(spec: LoadSpec, barrier: Any, results: Any) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from policyd.client import CheckItem, PolicydClient
+    from policyd.client import PolicydClient
+    from policyd.decisions import CheckRequest
 
     client = PolicydClient(spec.target, token=spec.token, timeout=30, retries=2)
     channel = grpc.insecure_channel(spec.target)
     health = health_pb2_grpc.HealthStub(channel)
     queries = spec.queries
     batches = [
-        [CheckItem(q.resource, q.permission, q.subject, q.context) for q in queries[i : i + 100]]
+        [CheckRequest(q.resource, q.permission, q.subject, q.context) for q in queries[i : i + 100]]
         for i in range(0, max(1, len(queries) - BATCH_SIZE + 1), BATCH_SIZE)
     ]
     expected_batches = [
@@ -433,11 +434,12 @@ def measure_grpc(
 
 
 def _verify_batch_with_client(target: str, token: str, batch: list[Query]) -> int:
-    from policyd.client import CheckItem, PolicydClient
+    from policyd.client import PolicydClient
+    from policyd.decisions import CheckRequest
 
     with PolicydClient(target, token=token, timeout=30) as client:
         answers = client.check_many(
-            [CheckItem(q.resource, q.permission, q.subject, q.context) for q in batch]
+            [CheckRequest(q.resource, q.permission, q.subject, q.context) for q in batch]
         )
     return sum(
         1

@@ -14,15 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from policyd.api.gen import permission_service_pb2, permission_service_pb2_grpc
 from policyd.api.server import PolicydServer, ServerConfig
-from policyd.client import (
-    Change,
-    CheckItem,
-    Consistency,
-    Filter,
-    Permissionship,
-    PolicydClient,
-    Precondition,
-)
+from policyd.client import Change, Filter, PolicydClient, Precondition
+from policyd.consistency import Consistency
+from policyd.decisions import CheckRequest, ExpandKind, Permissionship
 from policyd.engine import Engine
 from policyd.errors import (
     AlreadyExistsError,
@@ -115,14 +109,14 @@ def test_write_token_makes_check_see_it(client: PolicydClient, loaded: str) -> N
 
 
 def test_batch_check_answers_in_order(client: PolicydClient, loaded: str) -> None:
-    items = [CheckItem(POST1, "view", s) for s in (ALICE, MALLORY, CAROL)]
+    items = [CheckRequest(POST1, "view", s) for s in (ALICE, MALLORY, CAROL)]
     decisions = client.check_many(items)
     assert [d.allowed for d in decisions] == [True, False, True]
     assert len({d.token for d in decisions}) == 1
 
 
 def test_batch_check_error_names_the_item(client: PolicydClient, loaded: str) -> None:
-    items = [CheckItem(POST1, "view", ALICE), CheckItem(POST1, "nope", ALICE)]
+    items = [CheckRequest(POST1, "view", ALICE), CheckRequest(POST1, "nope", ALICE)]
     with pytest.raises(InvalidRequestError) as caught:
         client.check_many(items)
     assert caught.value.field == "items[1].permission"
@@ -130,7 +124,7 @@ def test_batch_check_error_names_the_item(client: PolicydClient, loaded: str) ->
 
 def test_list_objects_streams_every_page(client: PolicydClient, loaded: str) -> None:
     found = list(client.list_objects("post", "view", ALICE))
-    assert [f.resource_id for f in found] == sorted([POST1.id, POST2.id])
+    assert [f.found.resource_id for f in found] == sorted([POST1.id, POST2.id])
 
 
 def test_list_objects_limit_and_cursor(client: PolicydClient, loaded: str) -> None:
@@ -141,26 +135,26 @@ def test_list_objects_limit_and_cursor(client: PolicydClient, loaded: str) -> No
     consistency = Consistency.at_least_as_fresh(token)
     expected = sorted([POST2.id, "p0", "p1", "p2", "p3", "p4"])  # POST2 is public
     first = list(client.list_objects("post", "view", erin, limit=3, consistency=consistency))
-    assert [f.resource_id for f in first] == expected[:3]
+    assert [f.found.resource_id for f in first] == expected[:3]
     assert first[-1].after_cursor
     assert not any(f.after_cursor for f in first[:-1])
     rest = list(client.list_objects("post", "view", erin, cursor=first[-1].after_cursor))
-    assert [f.resource_id for f in rest] == expected[3:]
+    assert [f.found.resource_id for f in rest] == expected[3:]
 
 
 def test_list_subjects_with_wildcard_exclusions(client: PolicydClient, loaded: str) -> None:
-    found = {str(f.subject): f for f in client.list_subjects(POST1, "view", "account")}
+    found = {str(f.found.subject): f for f in client.list_subjects(POST1, "view", "account")}
     assert set(found) == {str(ALICE), str(BOB), str(CAROL)}
-    public = {str(f.subject) for f in client.list_subjects(POST2, "view", "account")}
+    public = {str(f.found.subject) for f in client.list_subjects(POST2, "view", "account")}
     assert "account:*" in public
 
 
 def test_expand_tree(client: PolicydClient, loaded: str) -> None:
     tree, token = client.expand(POST1, "view")
     assert token
-    assert tree.kind == "union"
+    assert tree.kind is ExpandKind.UNION
     assert tree.target == f"{POST1}#view"
-    leaves = [c for c in tree.children if c.kind == "leaf" and c.relationships]
+    leaves = [c for c in tree.children if c.kind is ExpandKind.LEAF and c.relationships]
     assert any(str(r.subject) == str(ALICE) for leaf in leaves for r in leaf.relationships)
 
 
@@ -443,8 +437,8 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
         "newline-batch-subject-id",
         lambda c: c.check_many(
             [
-                CheckItem(POST1, "view", ALICE),
-                CheckItem(POST1, "view", SubjectRef("account", "b\n")),
+                CheckRequest(POST1, "view", ALICE),
+                CheckRequest(POST1, "view", SubjectRef("account", "b\n")),
             ]
         ),
         "items[1].subject.object.object_id",
@@ -469,7 +463,10 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
     (
         "wildcard-batch-subject",
         lambda c: c.check_many(
-            [CheckItem(POST1, "view", ALICE), CheckItem(POST1, "view", SubjectRef("account", "*"))]
+            [
+                CheckRequest(POST1, "view", ALICE),
+                CheckRequest(POST1, "view", SubjectRef("account", "*")),
+            ]
         ),
         "items[1].subject.id",
     ),

@@ -10,7 +10,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from policyd.client import CheckItem, Consistency, Filter, PolicydClient
+from policyd.client import Filter, PolicydClient
+from policyd.consistency import Consistency
+from policyd.decisions import CheckRequest
 from policyd.errors import (
     AlreadyExistsError,
     InvalidRequestError,
@@ -55,12 +57,16 @@ def test_every_rpc(server: ServerProcess) -> None:
         fresh = Consistency.at_least_as_fresh(token)
         assert client.check(POST, "view", BOB, consistency=fresh).allowed
         decisions = client.check_many(
-            [CheckItem(POST, "view", BOB), CheckItem(POST, "view", parse_subject("account:x1"))],
+            [
+                CheckRequest(POST, "view", BOB),
+                CheckRequest(POST, "view", parse_subject("account:x1")),
+            ],
             consistency=fresh,
         )
         assert [d.allowed for d in decisions] == [True, False]
-        assert [o.resource_id for o in client.list_objects("post", "view", BOB)] == [POST.id]
-        subjects = {str(s.subject) for s in client.list_subjects(POST, "view", "account")}
+        listed = client.list_objects("post", "view", BOB)
+        assert [o.found.resource_id for o in listed] == [POST.id]
+        subjects = {str(s.found.subject) for s in client.list_subjects(POST, "view", "account")}
         assert subjects == {str(ALICE), str(BOB)}
         tree, _ = client.expand(POST, "view")
         assert tree.target == f"{POST}#view"
@@ -186,7 +192,9 @@ def test_a_wildcard_subject_is_refused(server: ServerProcess) -> None:
             client.check(POST, "view", everyone)
         assert caught.value.field == "subject.id"
         with pytest.raises(InvalidRequestError, match="wildcard") as caught:
-            client.check_many([CheckItem(POST, "view", BOB), CheckItem(POST, "view", everyone)])
+            client.check_many(
+                [CheckRequest(POST, "view", BOB), CheckRequest(POST, "view", everyone)]
+            )
         assert caught.value.field == "items[1].subject.id"
 
 
