@@ -1,0 +1,86 @@
+"""Tests for policyd.caveats.compile: errors with positions inside the expression."""
+
+from __future__ import annotations
+
+import pytest
+
+from policyd.caveats import CaveatCompileError, compile_caveat
+from policyd.errors import CaveatError
+from policyd.schema.ir import CaveatType
+from tests.caveats.helpers import TRUE, caveat
+
+# --- Compile errors --------------------------------------------------------------------------
+
+COMPILE_ERRORS = [
+    pytest.param(
+        "somecondition int",
+        "somecondition == 42 && unknownvar",
+        "unknown identifier 'unknownvar'",
+        (1, 24),
+        id="unknown-identifier",
+    ),
+    pytest.param(
+        "a int", "a == 1 &&\n  b == 2", "unknown identifier 'b'", (2, 3), id="unknown-on-line-2"
+    ),
+    pytest.param("a int", "a <", "invalid CEL", (1, 4), id="syntax-error"),
+    pytest.param("a int", "a == 1 &&\n (a ||", "invalid CEL", (2, 7), id="syntax-error-line-2"),
+    pytest.param("a int", "a == 42 `", "invalid CEL", (1, 9), id="stray-backtick"),
+    pytest.param("a int", "   ", "the expression is empty", (1, 1), id="empty"),
+    pytest.param("a int", "a + 1", "cannot yield a bool", (1, 1), id="arithmetic"),
+    pytest.param(
+        "a bool, b int", "a && b - 1", "cannot yield a bool", (1, 6), id="arithmetic-leaf"
+    ),
+    pytest.param("a int", "a", "yields int, not a bool", (1, 1), id="int-parameter"),
+    pytest.param("l list<int>", "l", "yields list, not a bool", (1, 1), id="list-parameter"),
+    pytest.param("a int", "42", "yields int, not a bool", (1, 1), id="literal"),
+    pytest.param("s string", "size(s)", "yields int, not a bool", (1, 1), id="size"),
+    pytest.param(
+        "a int", "a < 'x'", "does not fit the parameter types", (1, 1), id="type-mismatch"
+    ),
+    pytest.param(
+        "a int", "frobnicate(a)", "unknown function 'frobnicate'", (1, 1), id="unknown-function"
+    ),
+    pytest.param("a int", "a.?b", "invalid CEL", (1, 2), id="optional-syntax-unsupported"),
+]
+
+
+@pytest.mark.parametrize(("params", "expression", "message", "line_column"), COMPILE_ERRORS)
+def test_compile_errors(
+    params: str, expression: str, message: str, line_column: tuple[int, int]
+) -> None:
+    with pytest.raises(CaveatCompileError, match=message) as raised:
+        caveat(params, expression)
+    error = raised.value
+    assert error.code == "caveat-invalid"
+    assert error.caveat == "test"
+    assert isinstance(error, CaveatError)
+    assert error.position is not None
+    assert (error.position.line, error.position.column) == line_column
+    lines = expression.split("\n")
+    line, column = line_column
+    assert error.position.offset == sum(len(x) + 1 for x in lines[: line - 1]) + column - 1
+
+
+@pytest.mark.parametrize(
+    ("type_", "message"),
+    [
+        pytest.param(CaveatType("integer"), "unknown type 'integer'", id="unknown-type"),
+        pytest.param(
+            CaveatType("list"), "list takes one type argument", id="list-without-argument"
+        ),
+        pytest.param(
+            CaveatType("int", (CaveatType("int"),)), "int takes no type", id="scalar-argument"
+        ),
+        pytest.param(
+            CaveatType("map", (CaveatType("nope"),)), "unknown type 'nope'", id="bad-element"
+        ),
+    ],
+)
+def test_bad_parameter_types(type_: CaveatType, message: str) -> None:
+    with pytest.raises(CaveatCompileError, match=message):
+        compile_caveat("test", {"x": type_}, "true")
+
+
+def test_comprehension_variables_are_not_unknown_identifiers() -> None:
+    compiled = caveat("l list<string>, me string", "l.exists(t, t == me) && l.all(u, size(u) > 0)")
+    assert compiled.evaluate({"l": ["a"], "me": "a"}) == TRUE
