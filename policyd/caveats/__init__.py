@@ -20,6 +20,7 @@ The modules, by job (as SpiceDB's ``pkg/caveats``):
 
 - ``values``: JSON context values to CEL values of the declared parameter types;
   ``parse_duration`` and ``parse_timestamp``;
+- ``context``: the checks on a context where it enters (JSON, depth, size, types);
 - ``structure``: a tokenizer and the parser of an expression's top-level boolean
   structure (``&&``, ``||``, ``!``, ``?:``, parentheses);
 - ``evaluate``: ``CompiledCaveat`` and its three-valued evaluation, and the
@@ -35,6 +36,7 @@ in arithmetic does not).
 """
 
 from policyd.caveats.compile import CaveatCompileError, ExpressionPosition, compile_caveat
+from policyd.caveats.context import ContextError, check_request_context, check_stored_context
 from policyd.caveats.evaluate import CaveatOutcome, CaveatResult, CompiledCaveat, merge_contexts
 from policyd.caveats.values import ParameterType, parse_duration, parse_timestamp
 
@@ -43,8 +45,11 @@ __all__ = [
     "CaveatOutcome",
     "CaveatResult",
     "CompiledCaveat",
+    "ContextError",
     "ExpressionPosition",
     "ParameterType",
+    "check_request_context",
+    "check_stored_context",
     "compile_caveat",
     "merge_contexts",
     "parse_duration",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -104,6 +105,8 @@ def _to_uint(value: object) -> int:
 def _to_double(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _expected("double", value)
+    if not math.isfinite(value):
+        raise BadValue(f"{value!r} is not a JSON number")
     return float(value)
 
 
@@ -226,8 +229,10 @@ def _to_ipaddress(value: object) -> str:
 def _to_any(value: object) -> object:
     """A JSON value unchanged, after checking that it is one."""
     match value:
-        case None | bool() | int() | float() | str() | bytes():
+        case None | bool() | int() | str() | bytes():
             return value
+        case float():
+            return _to_double(value)
         case dt.datetime() | dt.timedelta():
             return value
         case list() | tuple():

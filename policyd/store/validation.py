@@ -5,6 +5,7 @@ the same messages. A relationship is allowed when its relation is a stored
 relation of its resource type and one ``AllowedSubject`` of that relation
 matches its subject exactly: type, userset relation or wildcard, caveat name
 (or none), and expiry (present exactly when the entry says ``with expiration``).
+A caveat context must fit the caveat's parameters (``caveats.context``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from policyd.caveats import ContextError, check_stored_context
 from policyd.errors import InvalidRelationshipError
 from policyd.relationship import (
     OBJECT_ID,
@@ -90,13 +92,14 @@ class Validator:
             self._allowed.add(seen)
         if relationship.caveat_name and relationship.caveat_context and self.schema is not None:
             caveat = self.schema.caveats[relationship.caveat_name]
-            unknown = sorted(set(relationship.caveat_context) - set(caveat.parameter_types))
-            if unknown:
-                raise InvalidRelationshipError(
-                    f"{where}: {relationship}: caveat {caveat.name!r} has no parameter "
-                    f"{', '.join(map(repr, unknown))}",
-                    field=_field(where, "caveat.context"),
+            try:
+                check_stored_context(
+                    caveat.name, caveat.parameter_types, relationship.caveat_context
                 )
+            except ContextError as e:
+                raise InvalidRelationshipError(
+                    f"{where}: {relationship}: {e.message}", field=_field(where, "caveat.context")
+                ) from e
 
     def _check_fully(self, relationship: Relationship, where: str) -> None:
         _check_form(relationship, where)

@@ -47,7 +47,13 @@ def base_schema() -> Schema:
                 "document",
                 Relation("owner", (user,)),
                 viewer,
-                Relation("editor", (AllowedSubject("user", caveat="only_weekdays"),)),
+                Relation(
+                    "editor",
+                    (
+                        AllowedSubject("user", caveat="only_weekdays"),
+                        AllowedSubject("user", caveat="unexpired"),
+                    ),
+                ),
                 Relation("temp", (AllowedSubject("user", expiration=True),)),
                 permissions=(
                     Permission("view", Union((RelationRef("viewer"), RelationRef("owner")))),
@@ -61,6 +67,15 @@ def base_schema() -> Schema:
                 'day != "sat"',
             ),
             "other_caveat": Caveat("other_caveat", (), "true"),
+            "unexpired": Caveat(
+                "unexpired",
+                (
+                    CaveatParameter("now", CaveatType("timestamp")),
+                    CaveatParameter("expires", CaveatType("timestamp")),
+                    CaveatParameter("tags", CaveatType("map", (CaveatType("any"),))),
+                ),
+                "now < expires",
+            ),
         },
     )
 

@@ -248,10 +248,46 @@ INVALID = [
     ),
     ("document:1#owner@user:alice[expiration:2099-01-01T00:00:00Z]", "expiration", "does not"),
     ("document:1#temp@user:alice", "expiration", "requires an expiration"),
+    # Context values are checked against the caveat's parameter types, as SpiceDB does.
+    (
+        'document:1#viewer@user:alice[only_weekdays:{"day":1}]',
+        "caveat.context",
+        "parameter 'day': expected string, got int 1",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"expires":1}]',
+        "caveat.context",
+        "parameter 'expires': expected RFC 3339 timestamp string, got int 1",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"expires":"next tuesday"}]',
+        "caveat.context",
+        "parameter 'expires': invalid timestamp 'next tuesday'",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":{"score":NaN}}]',
+        "caveat.context",
+        r"parameter 'tags'\['score'\]: NaN is not a JSON number",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":{"a":Infinity}}]',
+        "caveat.context",
+        r"parameter 'tags'\['a'\]: Infinity is not a JSON number",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":' + '{"a":' * 33 + "1" + "}" * 34 + "]",
+        "caveat.context",
+        "parameter 'tags' nests deeper than 32 levels",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":{"a":"' + "x" * 25_000 + '"}}]',
+        "caveat.context",
+        "the context takes 25017 bytes as JSON; the limit is 25000",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "field", "message"), INVALID, ids=[t for t, _, _ in INVALID])
+@pytest.mark.parametrize(("text", "field", "message"), INVALID, ids=[t[:80] for t, _, _ in INVALID])
 def test_invalid_relationships_refuse_the_whole_batch(
     store: Store, text: str, field: str, message: str
 ) -> None:
