@@ -195,11 +195,15 @@ class _ShapeParser:
         start = self.i
         token = self.peek()
         if token == "!":
-            self.i += 1
+            # A run of ``!`` is read in a loop and folded (an even run is no negation), as
+            # cel-go's parser does: 1,000 of them must not take 1,000 Python stack frames.
+            while self.peek() == "!":
+                self.i += 1
+            negations = self.i - start
             operand = self.unary()
             binary = isinstance(operand, LeafSpan) and (operand.relational or operand.arithmetic)
             if self.at_boundary() and not binary:
-                return NotNode(operand)
+                return NotNode(operand) if negations % 2 else operand
         elif token == "(":
             self.i += 1
             inner = self.ternary()

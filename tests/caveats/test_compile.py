@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from policyd.caveats import CaveatCompileError, compile_caveat
+from policyd.caveats import CaveatCompileError, CaveatResult, compile_caveat
 from policyd.errors import CaveatError
 from policyd.schema.ir import CaveatType
-from tests.caveats.helpers import TRUE, caveat
+from tests.caveats.helpers import FALSE, TRUE, caveat, missing
 
 # --- Compile errors --------------------------------------------------------------------------
 
@@ -84,3 +84,12 @@ def test_bad_parameter_types(type_: CaveatType, message: str) -> None:
 def test_comprehension_variables_are_not_unknown_identifiers() -> None:
     compiled = caveat("l list<string>, me string", "l.exists(t, t == me) && l.all(u, size(u) > 0)")
     assert compiled.evaluate({"l": ["a"], "me": "a"}) == TRUE
+
+
+@pytest.mark.parametrize(
+    ("nots", "expected"), [(1000, TRUE), (1001, FALSE), (999, FALSE)], ids=["1000", "1001", "999"]
+)
+def test_runs_of_not_fold_without_recursion(nots: int, expected: CaveatResult) -> None:
+    compiled = caveat("a bool, b bool", "!" * nots + "a || b")
+    assert compiled.evaluate({"a": True, "b": False}) == expected
+    assert compiled.evaluate({"a": True}) == (expected if expected == TRUE else missing("b"))

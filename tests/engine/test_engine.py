@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from policyd.engine import Engine, Permissionship
-from policyd.errors import InvalidRequestError, NotFoundError
+from policyd.errors import CaveatError, InvalidRequestError, NotFoundError
 from policyd.relationship import ObjectRef, SubjectRef
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
@@ -210,6 +211,69 @@ def test_no_policy_yet() -> None:
     with pytest.raises(NotFoundError, match="no policy") as raised:
         engine.check(ObjectRef("doc", "1"), "view", SubjectRef("user", "a"))
     assert raised.value.field == "policy"
+
+
+# ---- malformed caveat input ------------------------------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    """``{"a": {"a": … True}}``, ``depth`` maps deep."""
+    value: Any = True
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+BAD_CONTEXTS = [
+    pytest.param({"open": math.nan}, "NaN is not a JSON number", id="nan"),
+    pytest.param({"open": math.inf}, "Infinity is not a JSON number", id="infinity"),
+    pytest.param({"unused": [-math.inf]}, "-Infinity is not a JSON number", id="unused-key"),
+    pytest.param({"open": nested(33)}, "nests deeper than 32 levels", id="nested-33"),
+    pytest.param({"unused": nested(5000)}, "nests deeper than 32 levels", id="nested-5000"),
+    pytest.param({"open": object()}, "not a JSON value", id="not-json"),
+]
+
+CONTEXT_CALLS = [
+    pytest.param(lambda e, c: check(e, "doc:3#view@user:dave", c), id="check"),
+    pytest.param(
+        lambda e, c: e.check(
+            ObjectRef("doc", "3"), "view", SubjectRef("user", "dave"), context=c, explain=True
+        ),
+        id="explain",
+    ),
+    pytest.param(lambda e, c: e.check_many([request("doc:3#view@user:dave", c)]), id="check-many"),
+    pytest.param(
+        lambda e, c: e.list_objects("doc", "view", SubjectRef("user", "dave"), context=c),
+        id="list-objects",
+    ),
+    pytest.param(
+        lambda e, c: e.list_subjects(ObjectRef("doc", "3"), "view", "user", context=c),
+        id="list-subjects",
+    ),
+]
+
+
+@pytest.mark.parametrize(("context", "words"), BAD_CONTEXTS)
+@pytest.mark.parametrize("call", CONTEXT_CALLS)
+def test_malformed_request_context_is_a_caveat_error(
+    make_engine: MakeEngine, call: Any, context: dict[str, Any], words: str
+) -> None:
+    engine = make_engine(POLICY, RELATIONSHIPS)
+    with pytest.raises(CaveatError, match=words) as raised:
+        call(engine, context)
+    assert raised.value.code == "caveat-error"  # INVALID_ARGUMENT over gRPC
+
+
+@pytest.mark.parametrize(
+    ("nots", "expected"),
+    [(1000, Permissionship.HAS_PERMISSION), (1001, Permissionship.NO_PERMISSION)],
+    ids=["1000", "1001"],
+)
+def test_a_thousand_nots_compile_and_decide(
+    make_engine: MakeEngine, nots: int, expected: Permissionship
+) -> None:
+    engine = make_engine(POLICY.replace("    open\n", f"    {'!' * nots}open\n"), RELATIONSHIPS)
+    assert check(engine, "doc:3#view@user:dave", {"open": True}).permissionship is expected
 
 
 # ---- every local backend -----------------------------------------------------------------------
