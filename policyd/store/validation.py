@@ -225,3 +225,38 @@ def orphan_blockers(schema: Schema, shapes: Iterable[tuple[Shape, int]]) -> list
             noun = "relationship" if count == 1 else "relationships"
             blockers.append(f"{count} {noun} {shape}: {problem[1]}")
     return blockers
+
+
+def context_blockers(
+    old: Schema | None, new: Schema, keys: Iterable[tuple[str, str, int]]
+) -> list[str]:
+    """Describe each stored context parameter the new schema drops or retypes.
+
+    ``keys`` holds (caveat name, context key, count of live relationships). A
+    policy that renamed ``expires`` to ``until`` would drop every stored
+    ``expires`` and let a request grant itself access by supplying ``until``.
+    SpiceDB refuses to remove or retype any caveat parameter at all
+    (``sanityCheckCaveatChanges``, internal/services/shared/schema.go); policyd
+    refuses only changes to parameters that stored contexts set, since the
+    others change no stored relationship. A caveat the new schema lacks is
+    reported by ``orphan_blockers``.
+    """
+    blockers = []
+    for caveat_name, key, count in sorted(keys):
+        caveat = new.caveats.get(caveat_name)
+        if caveat is None:
+            continue
+        subject = "1 relationship" if count == 1 else f"{count} relationships"
+        verb, their = ("sets", "its") if count == 1 else ("set", "their")
+        where = f"{subject} with caveat {caveat_name} {verb} parameter {key!r} in {their} context"
+        new_type = caveat.parameter_types.get(key)
+        old_caveat = old.caveats.get(caveat_name) if old is not None else None
+        old_type = old_caveat.parameter_types.get(key) if old_caveat is not None else None
+        if new_type is None:
+            blockers.append(
+                f"{where}, which the new policy's {caveat_name} does not declare "
+                "(removed or renamed); delete or rewrite those relationships first"
+            )
+        elif old_type is not None and old_type != new_type:
+            blockers.append(f"{where}, which the new policy retypes from {old_type} to {new_type}")
+    return blockers

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from policyd.engine import Engine, Permissionship
-from policyd.errors import CaveatError, InvalidRequestError, NotFoundError
+from policyd.errors import (
+    CaveatError,
+    InvalidRequestError,
+    NotFoundError,
+    PolicyChangeRefusedError,
+)
 from policyd.relationship import ObjectRef, SubjectRef
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
@@ -274,6 +279,41 @@ def test_a_thousand_nots_compile_and_decide(
 ) -> None:
     engine = make_engine(POLICY.replace("    open\n", f"    {'!' * nots}open\n"), RELATIONSHIPS)
     assert check(engine, "doc:3#view@user:dave", {"open": True}).permissionship is expected
+
+
+SUBSCRIPTION = """
+caveat active(now timestamp, {parameter} timestamp) {{
+    now < {parameter}
+}}
+
+definition user {{}}
+
+definition creator {{
+    relation gold: user with active
+    permission gold_content = gold
+}}
+"""
+
+
+def test_renaming_a_stored_caveat_parameter_is_refused(make_engine: MakeEngine) -> None:
+    engine = make_engine(
+        SUBSCRIPTION.format(parameter="expires"),
+        ['creator:zoe#gold@user:bob[active:{"expires":"2020-01-01T00:00:00Z"}]'],
+    )
+    denied = {"now": "2025-01-01T00:00:00Z", "until": "2099-01-01T00:00:00Z"}
+    assert check(engine, "creator:zoe#gold_content@user:bob", denied).permissionship is (
+        Permissionship.NO_PERMISSION
+    )
+    with pytest.raises(PolicyChangeRefusedError) as raised:
+        engine.write_policy(SUBSCRIPTION.format(parameter="until"))
+    assert raised.value.blockers == (
+        "1 relationship with caveat active sets parameter 'expires' in its context, which the "
+        "new policy's active does not declare (removed or renamed); delete or rewrite those "
+        "relationships first",
+    )
+    assert check(engine, "creator:zoe#gold_content@user:bob", denied).permissionship is (
+        Permissionship.NO_PERMISSION
+    )
 
 
 # ---- every local backend -----------------------------------------------------------------------

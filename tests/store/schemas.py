@@ -102,3 +102,20 @@ def with_allowed(schema: Schema, type_name: str, relation: str, *allowed: Allowe
 def without_type(schema: Schema, type_name: str) -> Schema:
     """``schema`` with one definition removed."""
     return Schema({k: v for k, v in schema.definitions.items() if k != type_name}, schema.caveats)
+
+
+def with_caveat_parameters(
+    schema: Schema, caveat: str, *parameters: tuple[str, str | CaveatType]
+) -> Schema:
+    """``schema`` with one caveat's parameters replaced by ``(name, type)`` pairs."""
+    old = schema.caveats[caveat]
+    declared = tuple(
+        CaveatParameter(name, CaveatType(t) if isinstance(t, str) else t) for name, t in parameters
+    )
+    caveats = {**schema.caveats, caveat: Caveat(old.name, declared, old.expression)}
+    return Schema(schema.definitions, caveats)
+
+
+def without_caveat(schema: Schema, caveat: str) -> Schema:
+    """``schema`` with one caveat removed (relations still name it)."""
+    return Schema(schema.definitions, {k: v for k, v in schema.caveats.items() if k != caveat})

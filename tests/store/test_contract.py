@@ -21,7 +21,7 @@ from policyd.relationship import (
     RelationshipUpdate,
     parse_relationship,
 )
-from policyd.schema.ir import AllowedSubject
+from policyd.schema.ir import AllowedSubject, CaveatType
 from policyd.store.base import (
     ChangeKind,
     Cursor,
@@ -34,6 +34,8 @@ from tests.store.schemas import (
     POLICY_TEXT,
     base_schema,
     with_allowed,
+    with_caveat_parameters,
+    without_caveat,
     without_relation,
     without_type,
 )
@@ -665,6 +667,64 @@ def test_policy_change_that_orphans_relationships_is_refused(store: Store) -> No
     store.write_policy("changed", without_relation(schema, "document", "temp"))
     with pytest.raises(InvalidRelationshipError):
         store.write(touch("document:1#temp@user:a[expiration:2999-01-01T00:00:00Z]"))
+
+
+def test_policy_change_that_drops_or_retypes_a_stored_context_parameter_is_refused(
+    store: Store,
+) -> None:
+    # A stored ``expires`` must keep meaning ``expires``: renaming it would drop the stored
+    # value, and a request could then supply its own (``until=2099``) and be granted.
+    store.write(
+        touch(
+            'document:1#editor@user:a[unexpired:{"expires":"2020-01-01T00:00:00Z"}]',
+            'document:2#editor@user:b[unexpired:{"expires":"2021-01-01T00:00:00Z","tags":{}}]',
+            'document:3#editor@user:c[only_weekdays:{"day":"mon"}]',
+        )
+    )
+    schema = base_schema()
+    head = store.head_revision()
+    refused = [
+        (
+            with_caveat_parameters(
+                schema, "unexpired", ("now", "timestamp"), ("until", "timestamp")
+            ),
+            [
+                "2 relationships with caveat unexpired set parameter 'expires' in their context, "
+                "which the new policy's unexpired does not declare",
+                "1 relationship with caveat unexpired sets parameter 'tags' in its context",
+            ],
+        ),
+        (
+            with_caveat_parameters(
+                schema, "unexpired", ("now", "timestamp"), ("expires", "int"), ("tags", "any")
+            ),
+            [
+                "2 relationships with caveat unexpired set parameter 'expires' in their context, "
+                "which the new policy retypes from timestamp to int",
+                "1 relationship with caveat unexpired sets parameter 'tags' in its context, "
+                "which the new policy retypes from map<any> to any",
+            ],
+        ),
+        (without_caveat(schema, "unexpired"), ["the policy defines no caveat 'unexpired'"]),
+    ]
+    for new_schema, blockers in refused:
+        with pytest.raises(PolicyChangeRefusedError) as info:
+            store.write_policy("changed", new_schema)
+        for blocker in blockers:
+            assert any(blocker in b for b in info.value.blockers), info.value.blockers
+    assert store.head_revision() == head
+    # Parameters no stored context carries may change, and new ones may be added.
+    store.write_policy(
+        "changed",
+        with_caveat_parameters(
+            schema,
+            "unexpired",
+            ("now", "int"),
+            ("expires", "timestamp"),
+            ("tags", CaveatType("map", (CaveatType("any"),))),
+            ("grace", "duration"),
+        ),
+    )
 
 
 # ---- import and export --------------------------------------------------------------------------
