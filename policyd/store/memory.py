@@ -346,8 +346,9 @@ class MemoryStore:
                 shape = shape_of(rel)
                 counts[shape] = counts.get(shape, 0) + 1
                 caveat = rel.caveat_name
-                for key in rel.caveat_context if caveat is not None else ():
-                    keys[caveat, key] = keys.get((caveat, key), 0) + 1
+                if caveat is not None:
+                    for key in rel.caveat_context:
+                        keys[caveat, key] = keys.get((caveat, key), 0) + 1
             blockers = orphan_blockers(schema, counts.items()) + context_blockers(
                 self._validator.schema, schema, ((c, k, n) for (c, k), n in keys.items())
             )
