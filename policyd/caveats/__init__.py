@@ -6,15 +6,21 @@ merged over request context) supplies parameter values; a context that lacks
 parameters the expression needs answers MISSING and names them, unless the
 supplied ones decide.
 
-Library: ``common-expression-language`` (the Rust ``cel`` crate behind PyO3), chosen
-over ``cel-python`` by ``benchmarks/caveat_bench.py``: ``a < b || c == d`` compiled
-once runs at about 850,000 evaluations/s against about 5,000/s for cel-python on the
-same machine, some 150 times faster (``CompiledCaveat.evaluate``, with context
-conversion, does about 380,000/s). It compiles once and evaluates many times,
-takes Python callables as functions (called as ``f(x)`` or ``x.f()``), maps
-``datetime``/``timedelta`` to timestamp/duration, and reports parse errors with line
-and column. It has no type checker, no partial evaluation and no custom types, so
-this package adds them where SpiceDB needs them.
+Libraries. Evaluation runs on ``common-expression-language`` (the Rust ``cel`` crate
+behind PyO3), chosen over ``cel-python`` by ``benchmarks/caveat_bench.py``: ``a < b ||
+c == d`` compiled once ran at about 850,000 evaluations/s against about 5,000/s for
+cel-python. It compiles once and evaluates many times, takes Python callables as
+functions, maps ``datetime``/``timedelta`` to timestamp/duration and reports parse
+errors with line and column, but has no type checker, no partial evaluation and no
+custom types. Policy writes therefore also type-check with ``cel-expr-python``
+(Google's C++ CEL), which declares parameter types as cel-go does for SpiceDB.
+Measured on the same benchmark, on a loaded 2-core machine: ``a < b || c == d``
+363,000/s on the Rust library against 126,000/s on the C++ one (106,000/s building
+an Activation), while ``l.exists(x, x == me)`` over 20 strings ran 16,600/s against
+67,000/s: the Rust library converts lists slowly, but caveats are mostly
+comparisons, and the three-valued evaluation is built on its programs, so it
+stays on the hot path. ``compile_caveat`` takes about 1.7 ms (the checker builds
+its environment once per caveat), at policy write and plan compilation only.
 
 The modules, by job (as SpiceDB's ``pkg/caveats``):
 
@@ -23,16 +29,16 @@ The modules, by job (as SpiceDB's ``pkg/caveats``):
 - ``context``: the checks on a context where it enters (JSON, depth, size, types);
 - ``structure``: a tokenizer and the parser of an expression's top-level boolean
   structure (``&&``, ``||``, ``!``, ``?:``, parentheses);
+- ``checker``: the CEL type check (cel-expr-python) and SpiceDB's environment;
 - ``evaluate``: ``CompiledCaveat`` and its three-valued evaluation, and the
   functions the library lacks (``in_cidr``, ``contains`` on lists and maps, ``uint``);
 - ``compile``: the compile-time checks and ``compile_caveat``.
 
-Limits: no static type checking beyond the compile-time checks
-(``somelist.contains("x")`` on a ``list<int>`` is simply false, where SpiceDB
-rejects it); the optional syntax ``a.?b`` does not parse; timestamp accessors take
-no time zone argument; durations and timestamps have microsecond resolution;
-``uint`` inside ``map<uint>`` arrives as int (comparisons work, mixing with ``1u``
-in arithmetic does not).
+Limits: the optional syntax ``a.?b`` does not parse; expressions nest at most 32
+parentheses or brackets deep (the C++ checker's limit); timestamp accessors take no
+time zone argument; durations and timestamps have microsecond resolution; ``uint``
+inside ``map<uint>`` arrives as int (comparisons work, mixing with ``1u`` in
+arithmetic does not).
 """
 
 from policyd.caveats.compile import CaveatCompileError, ExpressionPosition, compile_caveat

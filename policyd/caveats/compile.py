@@ -2,19 +2,19 @@
 
 Every failure is a ``CaveatCompileError`` with the position inside the
 expression, which the policy compiler maps to a line and column of the policy
-file. The checks: parameter types exist; the expression parses; it names no
-identifier that is not a parameter and no unknown function; and no leaf of its
-boolean structure cannot yield a bool (top-level arithmetic, or a non-bool
-result on sample values of the declared types).
+file. The checks: parameter types exist; the expression parses (the
+evaluator's parser); the CEL checker accepts it with the parameters' types and
+it yields a bool (``caveats.checker``); and every function it calls is one the
+evaluator has.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from policyd.caveats.checker import type_issue
 from policyd.caveats.evaluate import (
     FUNCTIONS,
     AndTree,
@@ -35,7 +35,6 @@ from policyd.caveats.structure import (
     Shape,
     TernaryNode,
     Token,
-    bound_names,
     shape,
     tokens,
 )
@@ -43,9 +42,7 @@ from policyd.caveats.values import (
     Converter,
     ParameterType,
     converter,
-    json_kind,
     type_problem,
-    type_text,
 )
 from policyd.errors import CaveatError
 
@@ -102,7 +99,8 @@ class CaveatCompileError(CaveatError):
         self.detail = detail or message
 
 
-# Functions the library defines natively; anything else is reported at compile time.
+# Functions the evaluator defines natively. The CEL checker knows more (its standard library
+# is larger); a call to one of those would only fail at evaluation, so it is refused here.
 _NATIVE_FUNCTIONS = frozenset(
     {
         "size",
@@ -131,33 +129,6 @@ _NATIVE_FUNCTIONS = frozenset(
         "getMilliseconds",
     }
 )
-_TYPE_NAMES = frozenset(
-    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
-)
-
-_UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_SAMPLES: dict[str, object] = {
-    "int": 0,
-    "uint": 0,
-    "double": 0.0,
-    "bool": False,
-    "string": "",
-    "bytes": b"",
-    "duration": dt.timedelta(0),
-    "timestamp": _UTC_EPOCH,
-    "ipaddress": "0.0.0.0",
-}
-
-
-def _sample(parameter_type: ParameterType) -> object:
-    """A value of ``parameter_type`` for compile-time checks; None when the type holds ``any``."""
-    if parameter_type.name == "list":
-        return None if _sample(parameter_type.args[0]) is None else []
-    if parameter_type.name == "map":
-        return None if _sample(parameter_type.args[0]) is None else {}
-    return _SAMPLES.get(parameter_type.name)
-
-
 _PARSE_ERROR = re.compile(r"<input>:(\d+):(\d+): (?:Syntax error: )?(.*)")
 
 
@@ -187,8 +158,9 @@ class _Compiler:
             whole = Program(self.name, self.expression, self.parameters)
         except ValueError as e:
             raise self.syntax_error(e) from e
+        self.check_types()
+        self.check_functions(whole)
         found = tokens(self.expression)
-        self.check_names(whole, found)
         tree = self.build(shape(found), found)
         return CompiledCaveat(self.name, self.expression, converters, whole, tree)
 
@@ -210,30 +182,27 @@ class _Compiler:
         position = ExpressionPosition.from_line_column(self.expression, line, column)
         return self.fail(f"invalid CEL: {found.group(3)}", position.offset)
 
-    def first_offset(self, found: Sequence[Token], name: str) -> int | None:
-        for i, token in enumerate(found):
-            if token.text == name and (i == 0 or found[i - 1].text != "."):
-                return token.start
-        return next((t.start for t in found if t.text == name), None)
-
-    def check_names(self, whole: Program, found: Sequence[Token]) -> None:
-        allowed = self.parameters.keys() | bound_names(found) | _TYPE_NAMES
-        unknown = sorted(
-            (v for v in whole.variables if v not in allowed),
-            key=lambda v: self.first_offset(found, v) or 0,
-        )
-        if unknown:
-            names = ", ".join(repr(v) for v in unknown)
-            declared = ", ".join(self.parameters) or "none"
-            raise self.fail(
-                f"unknown identifier{'s' if len(unknown) > 1 else ''} {names}: "
-                f"not a parameter of the caveat (its parameters: {declared})",
-                self.first_offset(found, unknown[0]),
+    def check_types(self) -> None:
+        issue = type_issue(self.parameters, self.expression)
+        if issue is None:
+            return
+        offset = None
+        if issue.line is not None and issue.column is not None:
+            position = ExpressionPosition.from_line_column(
+                self.expression, issue.line, issue.column
             )
+            offset = position.offset
+        raise self.fail(issue.message, offset)
+
+    def check_functions(self, whole: Program) -> None:
         for function in sorted(whole.functions):
             if function[0] in "_@!-" or function in _NATIVE_FUNCTIONS or function in FUNCTIONS:
                 continue
-            raise self.fail(f"unknown function {function!r}", self.first_offset(found, function))
+            offset = self.expression.find(function)
+            raise self.fail(
+                f"function {function!r} type-checks but policyd's evaluator does not have it",
+                offset if offset >= 0 else None,
+            )
 
     def build(self, part: Shape, found: Sequence[Token]) -> Node:
         match part:
@@ -255,38 +224,10 @@ class _Compiler:
     def leaf(self, span: LeafSpan, found: Sequence[Token]) -> Program:
         start, end = found[span.first].start, found[span.last].end
         text = self.expression[start:end]
-        if span.arithmetic and not span.relational:
-            raise self.fail(f"`{text}` is arithmetic and cannot yield a bool", start)
         try:
-            leaf = Program(self.name, text, self.parameters)
+            return Program(self.name, text, self.parameters)
         except ValueError as e:  # a subexpression of valid CEL should parse; report, don't guess
             raise self.fail(f"cannot compile `{text}`: {e}", start) from e
-        self.check_sample(leaf, start)
-        return leaf
-
-    def check_sample(self, leaf: Program, start: int) -> None:
-        """Run ``leaf`` on sample values of the declared types to catch non-bool results."""
-        if leaf.functions & FUNCTIONS.keys():
-            return  # registered functions reject sample values noisily; they return bools
-        env = {}
-        for name, key in leaf.keys:
-            sample = _sample(self.parameters[name])
-            if sample is None:
-                return  # ``any`` could be anything
-            env[key] = sample
-        try:
-            value = leaf.program.execute(env)
-        except TypeError as e:  # the library's type errors do not depend on the values
-            declared = ", ".join(f"{n} {type_text(self.parameters[n])}" for n, _ in leaf.keys)
-            raise self.fail(
-                f"`{leaf.text}` does not fit the parameter types ({declared}): "
-                f"{str(e).split('. ')[0]}",
-                start,
-            ) from e
-        except Exception:  # value-dependent failures (empty list, zero divisor) are fine here
-            return
-        if not isinstance(value, bool):
-            raise self.fail(f"`{leaf.text}` yields {json_kind(value)}, not a bool", start)
 
 
 def compile_caveat(
@@ -298,8 +239,9 @@ def compile_caveat(
     ``compile_caveat(c.name, c.parameter_types, c.expression)``.
 
     Raises:
-        CaveatCompileError: the expression is not CEL, names an identifier that is
-            not a parameter or an unknown function, cannot yield a bool, or a
+        CaveatCompileError: the expression is not CEL, does not type-check with the
+            parameters' types (an unknown identifier or function, an operator or
+            function applied to the wrong types, a result that is not a bool), or a
             parameter type is unknown. ``position`` locates the fault in the expression.
     """
     return _Compiler(name, parameters, expression).compile()

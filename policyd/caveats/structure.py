@@ -24,7 +24,6 @@ __all__ = [
     "Shape",
     "TernaryNode",
     "Token",
-    "bound_names",
     "shape",
     "tokens",
 ]
@@ -66,21 +65,6 @@ def tokens(expression: str) -> list[Token]:
         if kind != "space":
             found.append(Token(kind, match.group(), match.start(), match.end()))
     return found
-
-
-def bound_names(found: Sequence[Token]) -> set[str]:
-    """Identifiers bound by comprehension macros, like ``t`` in ``teams.exists(t, t == me)``."""
-    bound = set()
-    for i in range(1, len(found) - 3):
-        if (
-            found[i - 1].text == "."
-            and found[i].text in MACROS
-            and found[i + 1].text == "("
-            and found[i + 2].kind == "ident"
-            and found[i + 3].text == ","
-        ):
-            bound.add(found[i + 2].text)
-    return bound
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,17 +26,51 @@ COMPILE_ERRORS = [
     pytest.param("a int", "a == 1 &&\n (a ||", "invalid CEL", (2, 7), id="syntax-error-line-2"),
     pytest.param("a int", "a == 42 `", "invalid CEL", (1, 9), id="stray-backtick"),
     pytest.param("a int", "   ", "the expression is empty", (1, 1), id="empty"),
-    pytest.param("a int", "a + 1", "cannot yield a bool", (1, 1), id="arithmetic"),
+    pytest.param("a int", "a + 1", "yields int, not a bool", (1, 1), id="arithmetic"),
     pytest.param(
-        "a bool, b int", "a && b - 1", "cannot yield a bool", (1, 6), id="arithmetic-leaf"
+        "a bool, b int",
+        "a && b - 1",
+        r"no && takes \(bool, int\)",
+        (1, 3),
+        id="arithmetic-leaf",
     ),
     pytest.param("a int", "a", "yields int, not a bool", (1, 1), id="int-parameter"),
     pytest.param("l list<int>", "l", "yields list, not a bool", (1, 1), id="list-parameter"),
     pytest.param("a int", "42", "yields int, not a bool", (1, 1), id="literal"),
     pytest.param("s string", "size(s)", "yields int, not a bool", (1, 1), id="size"),
     pytest.param(
-        "a int", "a < 'x'", "does not fit the parameter types", (1, 1), id="type-mismatch"
+        "a int",
+        "a < 'x'",
+        r"does not fit the parameter types \(a int\): no < takes \(int, string\)",
+        (1, 3),
+        id="type-mismatch",
     ),
+    # The CEL checker (cel-expr-python) types every overload, as cel-go does for SpiceDB.
+    pytest.param(
+        "l list<string>",
+        "l.contains(1)",
+        r"no contains\(\) takes \(list\(string\), int\)",
+        (1, 11),
+        id="list-contains-wrong-element",
+    ),
+    pytest.param(
+        "m map<int>", "m.contains(1)", "does not fit the parameter types", (1, 11), id="map-key"
+    ),
+    pytest.param(
+        "s string", "s.in_cidr('10.0.0.0/8')", "no in_cidr", (1, 10), id="in-cidr-on-string"
+    ),
+    pytest.param("ip ipaddress", "ip == '1.2.3.4'", "no == takes", (1, 4), id="ipaddress-opaque"),
+    pytest.param(
+        "a bool, l list<int>",
+        "a || l.exists(x, x == 'y')",
+        r"no == takes \(int, string\)",
+        (1, 20),
+        id="inside-a-macro",
+    ),
+    pytest.param(
+        "a int", "a == 1 || (b && c)", "unknown identifiers 'b', 'c'", (1, 12), id="two-unknowns"
+    ),
+    pytest.param("a int", "a.frob()", "unknown function 'frob'", (1, 3), id="unknown-method"),
     pytest.param(
         "a int", "frobnicate(a)", "unknown function 'frobnicate'", (1, 1), id="unknown-function"
     ),
@@ -93,3 +127,18 @@ def test_runs_of_not_fold_without_recursion(nots: int, expected: CaveatResult) -
     compiled = caveat("a bool, b bool", "!" * nots + "a || b")
     assert compiled.evaluate({"a": True, "b": False}) == expected
     assert compiled.evaluate({"a": True}) == (expected if expected == TRUE else missing("b"))
+
+
+@pytest.mark.parametrize(
+    ("params", "expression", "context"),
+    [
+        pytest.param("x uint", "x < 5", {"x": 3}, id="uint-below-int"),
+        pytest.param("x double", "x > 1", {"x": 1.5}, id="double-above-int"),
+        pytest.param("x int", "x <= 2.5", {"x": 2}, id="int-below-double"),
+    ],
+)
+def test_numbers_of_different_types_compare(
+    params: str, expression: str, context: dict[str, object]
+) -> None:
+    """Ordering across int, uint and double type-checks, as in cel-go's declarations."""
+    assert caveat(params, expression).evaluate(context) == TRUE
