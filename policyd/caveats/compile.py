@@ -2,10 +2,10 @@
 
 Every failure is a ``CaveatCompileError`` with the position inside the
 expression, which the policy compiler maps to a line and column of the policy
-file. The checks: parameter types exist; the expression parses (the
-evaluator's parser); the CEL checker accepts it with the parameters' types and
-it yields a bool (``caveats.checker``); and every function it calls is one the
-evaluator has.
+file. The checks: parameter types exist; the expression is not too long and parses
+(the evaluator's parser); the CEL checker accepts it with the parameters'
+types and it yields a bool (``caveats.checker``); every function it calls is
+one the evaluator has; and its estimated cost is within bounds (``caveats.cost``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policyd.caveats.checker import type_issue
+from policyd.caveats.cost import ASSUMED_RANGE, MAX_COST, MAX_EXPRESSION_LENGTH, estimate
 from policyd.caveats.evaluate import (
     FUNCTIONS,
     AndTree,
@@ -154,12 +155,18 @@ class _Compiler:
         converters = self.converters()
         if not self.expression.strip():
             raise self.fail("the expression is empty; a caveat needs a CEL expression", 0)
+        if len(self.expression) > MAX_EXPRESSION_LENGTH:
+            raise self.fail(
+                f"the expression has {len(self.expression):,} characters; "
+                f"the limit is {MAX_EXPRESSION_LENGTH:,}"
+            )
         try:
             whole = Program(self.name, self.expression, self.parameters)
         except ValueError as e:
             raise self.syntax_error(e) from e
         self.check_types()
         self.check_functions(whole)
+        self.check_cost()
         found = tokens(self.expression)
         tree = self.build(shape(found), found)
         return CompiledCaveat(self.name, self.expression, converters, whole, tree)
@@ -193,6 +200,17 @@ class _Compiler:
             )
             offset = position.offset
         raise self.fail(issue.message, offset)
+
+    def check_cost(self) -> None:
+        estimated = estimate(self.expression)
+        if estimated.cost > MAX_COST:
+            raise self.fail(
+                f"the comprehensions from here may cost about {estimated.cost:,} steps "
+                "per evaluation; "
+                f"the limit is {MAX_COST:,} (a list literal counts its elements, any other "
+                f"list {ASSUMED_RANGE}): nest fewer comprehensions or iterate shorter lists",
+                estimated.offset,
+            )
 
     def check_functions(self, whole: Program) -> None:
         for function in sorted(whole.functions):

@@ -12,7 +12,8 @@ The library lacks a few things SpiceDB's environment has; they are added here:
 ``in_cidr`` on IP addresses (carried as canonical strings), ``contains`` on
 lists and maps (the library's own is string-only), and ``uint`` parameters,
 which are rebound through a one-element comprehension because the library
-turns Python ints below 2**63 into CEL ints.
+turns Python ints below 2**63 into CEL ints. Comprehensions run against a
+per-evaluation budget (``caveats.cost``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypeAlias
 
 import cel
 
+from policyd.caveats.cost import BUDGET_FUNCTION, MAX_COST, Budget, instrument
 from policyd.caveats.values import BadValue, Converter, ParameterType, json_kind
 from policyd.errors import CaveatError
 
@@ -144,7 +146,16 @@ class Program:
     Raises ValueError (from the library) when ``text`` does not parse.
     """
 
-    __slots__ = ("caveat", "functions", "keys", "program", "run", "text", "variables")
+    __slots__ = (
+        "budgeted",
+        "caveat",
+        "functions",
+        "keys",
+        "program",
+        "run",
+        "text",
+        "variables",
+    )
 
     def __init__(self, caveat: str, text: str, parameters: Mapping[str, ParameterType]) -> None:
         self.caveat = caveat
@@ -154,8 +165,13 @@ class Program:
         self.functions = frozenset(program.functions())
         used = self.variables
         uints = {n: t for n, t in parameters.items() if n in used and is_uint(t)}
+        # Comprehensions charge the evaluation's Budget, passed in as a variable (caveats.cost).
+        instrumented = instrument(text)
+        self.budgeted = instrumented is not None
         if uints:
-            program = cel.compile(_rebind_uints(text, uints))
+            program = cel.compile(_rebind_uints(instrumented or text, uints))
+        elif instrumented is not None:
+            program = cel.compile(instrumented)
         # (parameter name, variable key) for each parameter read, in declaration order.
         self.keys = tuple(
             (name, uint_key(name) if name in uints else name) for name in parameters if name in used
@@ -294,7 +310,16 @@ class TernaryTree:
 class CompiledCaveat:
     """A caveat compiled once: ``evaluate`` answers it for any number of contexts."""
 
-    __slots__ = ("_converters", "_needed", "_order", "_tree", "_whole", "expression", "name")
+    __slots__ = (
+        "_budgeted",
+        "_converters",
+        "_needed",
+        "_order",
+        "_tree",
+        "_whole",
+        "expression",
+        "name",
+    )
 
     def __init__(
         self,
@@ -311,6 +336,7 @@ class CompiledCaveat:
         self._whole = whole
         self._needed = frozenset(key for _, key in whole.keys)
         self._tree = tree
+        self._budgeted = whole.budgeted
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -322,8 +348,9 @@ class CompiledCaveat:
 
         Raises:
             CaveatError: a context value does not fit its parameter's type (``field``
-                names the parameter), or evaluation fails (a runtime type error, a
-                missing map key, a result that is not a bool).
+                names the parameter), evaluation fails (a runtime type error, a
+                missing map key, a result that is not a bool), or it spends its
+                budget (``caveats.cost``).
         """
         env: dict[str, Any] = {}
         converters = self._converters
@@ -339,6 +366,27 @@ class CompiledCaveat:
                     f"caveat {self.name}: context value for parameter {name}{e.path}: {e.message}",
                     field=name,
                 ) from e
+        if not self._budgeted:
+            return self._answer(env)
+        budget = Budget()
+        env[BUDGET_FUNCTION] = budget.charge
+        try:
+            answer = self._answer(env)
+        except CaveatError as e:
+            if budget.exhausted:
+                raise self._over_budget() from e
+            raise
+        if budget.exhausted:
+            raise self._over_budget()
+        return answer
+
+    def _over_budget(self) -> CaveatError:
+        return CaveatError(
+            f"caveat {self.name}: evaluation stopped at its budget of {MAX_COST:,} steps "
+            "(comprehensions over the context's lists cost more); pass shorter lists"
+        )
+
+    def _answer(self, env: dict[str, Any]) -> CaveatResult:
         if self._needed <= env.keys():
             return _TRUE if self._whole.evaluate(env) else _FALSE
         value = self._tree.tri(env)

@@ -15,6 +15,7 @@ from policyd.errors import (
     InvalidRequestError,
     NotFoundError,
     PolicyChangeRefusedError,
+    PolicyErrors,
 )
 from policyd.relationship import ObjectRef, SubjectRef
 from policyd.store.base import Store
@@ -314,6 +315,38 @@ def test_renaming_a_stored_caveat_parameter_is_refused(make_engine: MakeEngine) 
     assert check(engine, "creator:zoe#gold_content@user:bob", denied).permissionship is (
         Permissionship.NO_PERMISSION
     )
+
+
+COSTLY = """
+caveat {name}(l list<int>) {{
+    {expression}
+}}
+
+definition user {{}}
+
+definition doc {{
+    relation viewer: user with {name}
+    permission view = viewer
+}}
+"""
+
+
+def test_costly_caveats_are_refused_at_write_and_stopped_at_check(make_engine: MakeEngine) -> None:
+    digits = "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    nested = "a + b + c + d + e + f >= 0"
+    for name in "fedcba":  # 10**6 iterations: refused without running one
+        nested = f"{digits}.all({name}, {nested})"
+    with pytest.raises(PolicyErrors, match=r"caveat-invalid: .*may cost about"):
+        make_engine(COSTLY.format(name="nested", expression=f"l == [] || {nested}"))
+    engine = make_engine(
+        COSTLY.format(name="pairs", expression="l.exists(a, l.exists(b, a == b + 1000000))"),
+        ["doc:1#viewer@user:u[pairs]"],
+    )
+    assert check(engine, "doc:1#view@user:u", {"l": [1, 2]}).permissionship is (
+        Permissionship.NO_PERMISSION
+    )
+    with pytest.raises(CaveatError, match="budget"):
+        check(engine, "doc:1#view@user:u", {"l": list(range(5000))})
 
 
 # ---- every local backend -----------------------------------------------------------------------
