@@ -63,8 +63,8 @@ def _number_text(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _problem(value: object, python_values: bool) -> tuple[str, str] | None:
-    """Where in ``value`` it stops being JSON, and why; iterative, so any depth is safe."""
+def _problem(value: object, python_values: bool) -> str | None:
+    """Where in ``value`` it stops being JSON and why, as text to follow its key; iterative."""
     stack: list[tuple[object, str, int]] = [(value, "", 0)]
     while stack:
         item, path, level = stack.pop()
@@ -72,21 +72,21 @@ def _problem(value: object, python_values: bool) -> tuple[str, str] | None:
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
-                return path, f"{_number_text(item)} is not a JSON number"
+                return f"{path}: {_number_text(item)} is not a JSON number"
             continue
         if isinstance(item, list | tuple | dict):
             if level == MAX_DEPTH:
-                return "", f"nests deeper than {MAX_DEPTH} levels of lists and maps"
+                return f" nests deeper than {MAX_DEPTH} levels of lists and maps"
             if isinstance(item, dict):
                 for key, child in item.items():
                     if not isinstance(key, str):
-                        return path, f"map keys must be strings, got {json_kind(key)} {key!r}"
+                        return f"{path}: map keys must be strings, got {json_kind(key)} {key!r}"
                     stack.append((child, f"{path}[{key!r}]", level + 1))
             else:
                 stack.extend((child, f"{path}[{i}]", level + 1) for i, child in enumerate(item))
             continue
         if not (python_values and isinstance(item, _PYTHON_VALUES)):
-            return path, f"{json_kind(item)} is not a JSON value"
+            return f"{path}: {json_kind(item)} is not a JSON value"
     return None
 
 
@@ -94,9 +94,7 @@ def _check_values(context: Mapping[str, Any], noun: str, python_values: bool) ->
     for key, value in context.items():
         problem = _problem(value, python_values)
         if problem is not None:
-            path, message = problem
-            separator = ": " if path else " "
-            raise ContextError(f"{noun} {key!r}{path}{separator}{message}", field=key)
+            raise ContextError(f"{noun} {key!r}{problem}", field=key)
 
 
 def check_request_context(context: Mapping[str, Any]) -> None:
