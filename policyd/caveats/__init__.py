@@ -19,8 +19,8 @@ Measured on the same benchmark, on a loaded 2-core machine: ``a < b || c == d``
 an Activation), while ``l.exists(x, x == me)`` over 20 strings ran 16,600/s against
 67,000/s: the Rust library converts lists slowly, but caveats are mostly
 comparisons, and the three-valued evaluation is built on its programs, so it
-stays on the hot path. ``compile_caveat`` takes about 1.7 ms (the checker builds
-its environment once per caveat), at policy write and plan compilation only.
+stays on the hot path. With the type check, ``compile_caveat`` takes about 0.17 ms
+for ``a < b || c == d`` (0.11 ms before), at policy write and plan compilation only.
 
 The modules, by job (as SpiceDB's ``pkg/caveats``):
 
@@ -30,6 +30,7 @@ The modules, by job (as SpiceDB's ``pkg/caveats``):
 - ``structure``: a tokenizer and the parser of an expression's top-level boolean
   structure (``&&``, ``||``, ``!``, ``?:``, parentheses);
 - ``checker``: the CEL type check (cel-expr-python) and SpiceDB's environment;
+- ``cost``: the static cost estimate at write and the budget of each evaluation;
 - ``evaluate``: ``CompiledCaveat`` and its three-valued evaluation, and the
   functions the library lacks (``in_cidr``, ``contains`` on lists and maps, ``uint``);
 - ``compile``: the compile-time checks and ``compile_caveat``.

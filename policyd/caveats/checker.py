@@ -9,8 +9,8 @@ function overload, as cel-go does for SpiceDB: ``l.contains(1)`` on a
 and a result that cannot be a bool are refused with a line and column.
 
 Why not evaluate with it as well: on ``benchmarks/caveat_bench.py`` it is the
-slower of the two on the expressions caveats are made of (see that benchmark's
-output in ``policyd.caveats``), it has no partial evaluation either, and the
+slower of the two on the comparisons caveats are mostly made of (the numbers
+are in ``policyd.caveats``), it has no partial evaluation either, and the
 three-valued evaluation is built on the Rust library's programs. It checks;
 the Rust library evaluates.
 
@@ -141,13 +141,11 @@ def _explain(
     if undeclared:
         if is_call:
             return f"unknown function {undeclared[0]!r}"
-        declared = ", ".join(parameters) or "none"
+        declared = "its parameters: " + (", ".join(parameters) or "none")
         names = ", ".join(map(repr, undeclared))
-        plural = "s" if len(undeclared) > 1 else ""
-        return (
-            f"unknown identifier{plural} {names}: not a parameter of the caveat "
-            f"(its parameters: {declared})"
-        )
+        if len(undeclared) == 1:
+            return f"unknown identifier {names}: not a parameter of the caveat ({declared})"
+        return f"unknown identifiers {names}: not parameters of the caveat ({declared})"
     overload = _NO_OVERLOAD.search(message)
     if overload is not None:
         declared = ", ".join(f"{n} {type_text(t)}" for n, t in parameters.items()) or "none"

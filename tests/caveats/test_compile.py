@@ -142,3 +142,33 @@ def test_numbers_of_different_types_compare(
 ) -> None:
     """Ordering across int, uint and double type-checks, as in cel-go's declarations."""
     assert caveat(params, expression).evaluate(context) == TRUE
+
+
+# Each of these compiled before the CEL checker: sample values (empty lists, zero) hid them.
+TYPE_ERRORS = [
+    "ls.contains(1)",
+    "m.contains(1)",
+    "s.in_cidr('1.0.0.0/8')",
+    "ip == '1.2.3.4'",
+    "l.exists(x, x == 'y')",
+    "d == 1",
+    "size(a) > 0",
+    "a.startsWith('x')",
+    "l[0] == 'x'",
+    "b && l.all(x, x)",
+    "m.k == 'x'",
+    "t.getHours() == 'x'",
+    "l.map(x, x + 's').size() > 0",
+    "in_cidr(ip, 1)",
+    "a in ls",
+]
+
+
+@pytest.mark.parametrize("expression", TYPE_ERRORS)
+def test_type_errors_the_checker_finds(expression: str) -> None:
+    declared = (
+        "a int, s string, l list<int>, ls list<string>, m map<int>, t timestamp, d duration, "
+        "ip ipaddress, b bool"
+    )
+    with pytest.raises(CaveatCompileError, match="does not fit the parameter types"):
+        caveat(declared, expression)
