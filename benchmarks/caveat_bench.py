@@ -3,6 +3,7 @@
 Prints evaluations per second and asserts nothing.
 Run: ``.venv/bin/python benchmarks/caveat_bench.py``.
 cel-python is optional (``pip install cel-python``); it is skipped when absent.
+cel-expr-python (Google's C++ CEL) is a dependency: policyd type-checks with it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,38 @@ def bench_common_expression_language() -> None:
     )
 
 
+def bench_cel_expr_python() -> None:
+    from cel_expr_python import cel as cpp
+
+    environment = cpp.NewEnv(variables=dict.fromkeys(CONTEXT, cpp.Type.INT))
+    expression = environment.compile(EXPRESSION)
+    report(
+        "cel-expr-python: compiled, dict context",
+        rate(lambda: expression.eval(data=CONTEXT).value()),
+    )
+    report(
+        "cel-expr-python: compiled, Activation built each time",
+        rate(lambda: expression.eval(environment.Activation(CONTEXT)).value()),
+    )
+    report(
+        "cel-expr-python: type-check (compile) each time",
+        rate(lambda: environment.compile(EXPRESSION)),
+    )
+    members = {"l": [str(i) for i in range(20)], "me": "19"}
+    listed = cpp.NewEnv(
+        variables={"l": cpp.Type.List(cpp.Type.STRING), "me": cpp.Type.STRING}
+    ).compile("l.exists(x, x == me)")
+    report(
+        "cel-expr-python: l.exists(x, x == me) over 20 strings",
+        rate(lambda: listed.eval(data=members).value()),
+    )
+    program = cel.compile("l.exists(x, x == me)")
+    report(
+        "common-expression-language: the same over 20 strings",
+        rate(lambda: program.execute(members)),
+    )
+
+
 def bench_cel_python() -> None:
     try:
         celpy: Any = importlib.import_module("celpy")
@@ -67,6 +100,10 @@ def bench_cel_python() -> None:
 
 def bench_policyd() -> None:
     ints = dict.fromkeys("abcd", CaveatType("int"))
+    report(
+        "policyd.caveats: compile_caveat (parse, type-check, build)",
+        rate(lambda: compile_caveat("two_clauses", ints, EXPRESSION)),
+    )
     caveat = compile_caveat("two_clauses", ints, EXPRESSION)
     report("policyd.caveats: two clauses, full context", rate(lambda: caveat.evaluate(CONTEXT)))
     partial = {"a": 1, "b": 2}
@@ -99,6 +136,7 @@ def bench_policyd() -> None:
 def main() -> None:
     print(f"expression: {EXPRESSION}   context: {CONTEXT}")
     bench_common_expression_language()
+    bench_cel_expr_python()
     bench_cel_python()
     bench_policyd()
 

@@ -105,11 +105,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def context_from_proto(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A caveat context as a JSON-like dict."""
+def context_from_proto(message: struct_pb2.Struct, field: str = "context") -> dict[str, Any]:
+    """A caveat context as a JSON-like dict; a NaN or infinite number names ``field``."""
     if not message.fields:  # the common case, and the hot one: no JSON round trip
         return {}
-    result: dict[str, Any] = _plain(json_format.MessageToDict(message))
+    try:
+        result: dict[str, Any] = _plain(json_format.MessageToDict(message))
+    except ValueError as e:  # Struct carries NaN and infinities; JSON has neither
+        raise InvalidRequestError(f"{field} is not JSON: {e}", field=field) from e
     return result
 
 
@@ -173,7 +176,9 @@ def relationship_from_proto(message: core_pb2.Relationship, field: str) -> Relat
         caveat_name = required(
             message.optional_caveat.caveat_name, f"{prefix}optional_caveat.caveat_name"
         )
-        context = context_from_proto(message.optional_caveat.context)
+        context = context_from_proto(
+            message.optional_caveat.context, f"{prefix}optional_caveat.context"
+        )
     relationship = Relationship(
         resource=ObjectRef(
             required(message.resource.object_type, f"{prefix}resource.object_type"),

@@ -3,7 +3,8 @@
 Both interceptors handle unary and streaming calls alike. ``AuthInterceptor``
 turns a request without the right token into an UnauthenticatedError, and
 ``ObservingInterceptor`` (installed outside it) turns every PolicydError into
-its status code with an ErrorDetail, hides anything else as INTERNAL, counts
+its status code with an ErrorDetail, hides anything else as INTERNAL (a request
+protobuf cannot parse is INVALID_ARGUMENT, not grpcio's INTERNAL), counts
 and times the request, and logs one line: at debug for success, at info for
 a caller's error (code and field, never the payload), at error with the
 traceback for a fault.
@@ -18,10 +19,16 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from policyd.api.errors import is_internal, public_message, status_for, trailing_metadata
 from policyd.api.metrics import Metrics
-from policyd.errors import InternalError, PolicydError, UnauthenticatedError
+from policyd.errors import (
+    InternalError,
+    InvalidRequestError,
+    PolicydError,
+    UnauthenticatedError,
+)
 
 LOG = logging.getLogger("policyd.api")
 
@@ -37,33 +44,77 @@ else:  # grpc's classes are not generic at run time; grpc-stubs' are
 
 
 def _rewrap(
-    handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Behavior, bool, bool], Behavior]
+    handler: grpc.RpcMethodHandler[Any, Any],
+    wrap: Callable[[Behavior, bool, bool], Behavior],
+    deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The handler with its behavior replaced by ``wrap(behavior, in_stream, out_stream)``."""
+    """The handler with its behavior replaced by ``wrap(behavior, in_stream, out_stream)``.
+
+    ``deserializer``, when given, replaces the handler's request deserializer.
+    """
+    deserialize = deserializer or handler.request_deserializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            wrap(handler.unary_unary, False, False),
-            handler.request_deserializer,
-            handler.response_serializer,
+            wrap(handler.unary_unary, False, False), deserialize, handler.response_serializer
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            wrap(handler.unary_stream, False, True),
-            handler.request_deserializer,
-            handler.response_serializer,
+            wrap(handler.unary_stream, False, True), deserialize, handler.response_serializer
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            wrap(handler.stream_unary, True, False),
-            handler.request_deserializer,
-            handler.response_serializer,
+            wrap(handler.stream_unary, True, False), deserialize, handler.response_serializer
         )
     assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(
-        wrap(handler.stream_stream, True, True),
-        handler.request_deserializer,
-        handler.response_serializer,
+        wrap(handler.stream_stream, True, True), deserialize, handler.response_serializer
     )
+
+
+class _Undecodable:
+    """A request message protobuf could not parse, handed to the behavior instead of the message.
+
+    grpcio answers INTERNAL when a deserializer raises, so the deserializer returns this
+    and the observing wrapper raises InvalidRequestError for it (INVALID_ARGUMENT).
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def error(self) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"the request could not be parsed: {self.reason}. Protobuf parses at most 100 "
+            "nested messages, so a caveat context (a google.protobuf.Struct) may nest about "
+            "32 levels of lists and maps"
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning an _Undecodable where protobuf refuses the bytes."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as e:
+            return _Undecodable(str(e))
+
+    return deserialize
+
+
+def _decoded(request: Any) -> Any:
+    """``request``, or InvalidRequestError raised for one protobuf could not parse."""
+    if isinstance(request, _Undecodable):
+        raise request.error()
+    return request
+
+
+def _decoded_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        yield _decoded(request)
 
 
 class AuthInterceptor(_ServerInterceptor):
@@ -119,16 +170,23 @@ class ObservingInterceptor(_ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method
-        return _rewrap(handler, lambda b, _req, resp: self._wrap(method, b, resp))
+        return _rewrap(
+            handler,
+            lambda b, req, resp: self._wrap(method, b, req, resp),
+            _tolerant(handler.request_deserializer),
+        )
 
-    def _wrap(self, method: str, behavior: Behavior, response_streaming: bool) -> Behavior:
+    def _wrap(
+        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
+    ) -> Behavior:
+        decoded = _decoded_stream if request_streaming else _decoded
         if response_streaming:
 
             def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 start = time.perf_counter()
                 error: BaseException | None = None
                 try:
-                    yield from behavior(request, context)
+                    yield from behavior(decoded(request), context)
                 except Exception as e:  # every error leaves as a status, never as a traceback
                     error = e
                     self._abort(context, e)
@@ -141,7 +199,7 @@ class ObservingInterceptor(_ServerInterceptor):
             start = time.perf_counter()
             error: BaseException | None = None
             try:
-                return behavior(request, context)
+                return behavior(decoded(request), context)
             except Exception as e:
                 error = e
                 self._abort(context, e)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from policyd.caveats import check_request_context
 from policyd.consistency import Consistency
 from policyd.decisions import (
     CheckRequest,
@@ -299,6 +300,8 @@ class Engine:
         explain: bool = False,
     ) -> CheckResult:
         """Decide whether ``subject`` holds ``permission`` on ``resource``."""
+        if context:
+            check_request_context(context)
         reader, compiled = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
         self._validate(plan, resource.type, permission, subject)
@@ -380,6 +383,8 @@ class Engine:
                 self._validate(plan, request.resource.type, request.permission, request.subject)
             except InvalidRequestError as e:
                 raise InvalidRequestError(e.message, field=f"items[{i}].{e.field}") from e
+            if request.context:
+                check_request_context(request.context)
             value = self._decide(
                 compiled,
                 reader,
@@ -408,6 +413,8 @@ class Engine:
         """Resources of a type on which the subject holds the permission, in id order, paged."""
         if limit is not None and limit < 1:
             raise InvalidRequestError("limit must be positive", field="limit")
+        if context:
+            check_request_context(context)
         after: str | None = None
         if cursor:
             pinned, after = _list_position(self.tokens, cursor, resource_type, permission, subject)
@@ -444,6 +451,8 @@ class Engine:
         consistency: Consistency | None = None,
     ) -> SubjectsResult:
         """Subjects of a type that hold the permission on the resource; wildcards as such."""
+        if context:
+            check_request_context(context)
         reader, compiled = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
         self._validate(

@@ -49,7 +49,13 @@ from policyd.store.base import (
     dump_context,
     to_micros,
 )
-from policyd.store.validation import Shape, Validator, orphan_blockers, shape_of
+from policyd.store.validation import (
+    Shape,
+    Validator,
+    context_blockers,
+    orphan_blockers,
+    shape_of,
+)
 from policyd.tokens import new_store_identity
 
 
@@ -337,14 +343,21 @@ class MemoryStore:
     # ---- policy --------------------------------------------------------------------------------
 
     def write_policy(self, text: str, schema: Schema) -> Revision:
-        """Store a new policy unless it orphans live relationships."""
+        """Store a new policy unless it orphans live relationships or their context parameters."""
         with self._lock:
             self._at(None)
             counts: dict[Shape, int] = {}
+            keys: dict[tuple[str, str], int] = {}
             for rel in self._visible(self._head):
                 shape = shape_of(rel)
                 counts[shape] = counts.get(shape, 0) + 1
-            blockers = orphan_blockers(schema, counts.items())
+                caveat = rel.caveat_name
+                if caveat is not None:
+                    for key in rel.caveat_context:
+                        keys[caveat, key] = keys.get((caveat, key), 0) + 1
+            blockers = orphan_blockers(schema, counts.items()) + context_blockers(
+                self._validator.schema, schema, ((c, k, n) for (c, k), n in keys.items())
+            )
             if blockers:
                 raise PolicyChangeRefusedError(
                     "the new policy would orphan stored relationships", blockers

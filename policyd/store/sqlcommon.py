@@ -78,7 +78,7 @@ from policyd.store.base import (
     dump_context,
     to_micros,
 )
-from policyd.store.validation import Shape, Validator, orphan_blockers
+from policyd.store.validation import Shape, Validator, context_blockers, orphan_blockers
 
 KEY_COLUMNS = (
     "resource_type",
@@ -194,6 +194,10 @@ class SqlStore(ABC):
     @abstractmethod
     def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
         """Insert ``ROW_COLUMNS`` rows fast; raise AlreadyExistsError on a duplicate key."""
+
+    @abstractmethod
+    def _context_keys_from(self) -> str:
+        """A FROM clause over ``relationships`` with one row per top-level context key ``k.key``."""
 
     @abstractmethod
     def close(self) -> None:
@@ -518,10 +522,10 @@ class SqlStore(ABC):
     # ---- policy --------------------------------------------------------------------------------
 
     def write_policy(self, text: str, schema: Schema) -> Revision:
-        """Store a new policy unless it orphans live relationships."""
+        """Store a new policy unless it orphans live relationships or their context parameters."""
         schema_json = schema_to_json(schema)
         with self._write() as cur:
-            revision, _ = self._begin(cur)
+            revision, validator = self._begin(cur)
             rows = self._exec(
                 cur,
                 f"SELECT resource_type, relation, subject_type, subject_relation, "
@@ -533,7 +537,15 @@ class SqlStore(ABC):
                 (Shape(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6])), int(r[7]))
                 for r in rows
             ]
-            blockers = orphan_blockers(schema, shapes)
+            keys = self._exec(
+                cur,
+                f"SELECT caveat_name, k.key, COUNT(*) FROM {self._context_keys_from()} "
+                f"WHERE caveat_name IS NOT NULL AND {LIVE_NOW} GROUP BY 1, 2",
+                (self._now(),),
+            ).fetchall()
+            blockers = orphan_blockers(schema, shapes) + context_blockers(
+                validator.schema, schema, ((r[0], r[1], int(r[2])) for r in keys)
+            )
             if blockers:
                 raise PolicyChangeRefusedError(
                     "the new policy would orphan stored relationships", blockers

@@ -5,6 +5,7 @@ the same messages. A relationship is allowed when its relation is a stored
 relation of its resource type and one ``AllowedSubject`` of that relation
 matches its subject exactly: type, userset relation or wildcard, caveat name
 (or none), and expiry (present exactly when the entry says ``with expiration``).
+A caveat context must fit the caveat's parameters (``caveats.context``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from policyd.caveats import ContextError, check_stored_context
 from policyd.errors import InvalidRelationshipError
 from policyd.relationship import (
     OBJECT_ID,
@@ -90,13 +92,14 @@ class Validator:
             self._allowed.add(seen)
         if relationship.caveat_name and relationship.caveat_context and self.schema is not None:
             caveat = self.schema.caveats[relationship.caveat_name]
-            unknown = sorted(set(relationship.caveat_context) - set(caveat.parameter_types))
-            if unknown:
-                raise InvalidRelationshipError(
-                    f"{where}: {relationship}: caveat {caveat.name!r} has no parameter "
-                    f"{', '.join(map(repr, unknown))}",
-                    field=_field(where, "caveat.context"),
+            try:
+                check_stored_context(
+                    caveat.name, caveat.parameter_types, relationship.caveat_context
                 )
+            except ContextError as e:
+                raise InvalidRelationshipError(
+                    f"{where}: {relationship}: {e.message}", field=_field(where, "caveat.context")
+                ) from e
 
     def _check_fully(self, relationship: Relationship, where: str) -> None:
         _check_form(relationship, where)
@@ -221,4 +224,39 @@ def orphan_blockers(schema: Schema, shapes: Iterable[tuple[Shape, int]]) -> list
         if problem is not None:
             noun = "relationship" if count == 1 else "relationships"
             blockers.append(f"{count} {noun} {shape}: {problem[1]}")
+    return blockers
+
+
+def context_blockers(
+    old: Schema | None, new: Schema, keys: Iterable[tuple[str, str, int]]
+) -> list[str]:
+    """Describe each stored context parameter the new schema drops or retypes.
+
+    ``keys`` holds (caveat name, context key, count of live relationships). A
+    policy that renamed ``expires`` to ``until`` would drop every stored
+    ``expires`` and let a request grant itself access by supplying ``until``.
+    SpiceDB refuses to remove or retype any caveat parameter at all
+    (``sanityCheckCaveatChanges``, internal/services/shared/schema.go); policyd
+    refuses only changes to parameters that stored contexts set, since the
+    others change no stored relationship. A caveat the new schema lacks is
+    reported by ``orphan_blockers``.
+    """
+    blockers = []
+    for caveat_name, key, count in sorted(keys):
+        caveat = new.caveats.get(caveat_name)
+        if caveat is None:
+            continue
+        subject = "1 relationship" if count == 1 else f"{count} relationships"
+        verb, their = ("sets", "its") if count == 1 else ("set", "their")
+        where = f"{subject} with caveat {caveat_name} {verb} parameter {key!r} in {their} context"
+        new_type = caveat.parameter_types.get(key)
+        old_caveat = old.caveats.get(caveat_name) if old is not None else None
+        old_type = old_caveat.parameter_types.get(key) if old_caveat is not None else None
+        if new_type is None:
+            blockers.append(
+                f"{where}, which the new policy's {caveat_name} does not declare "
+                "(removed or renamed); delete or rewrite those relationships first"
+            )
+        elif old_type is not None and old_type != new_type:
+            blockers.append(f"{where}, which the new policy retypes from {old_type} to {new_type}")
     return blockers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -544,6 +545,83 @@ def test_bad_relationship_in_write_names_the_update(server: PolicydServer, loade
     assert isinstance(error, InvalidRelationshipError)
     assert error.field == "updates[1].relationship.subject.object.object_id"
     channel.close()
+
+
+# ---- malformed caveat input: INVALID_ARGUMENT with a reason, never INTERNAL -------------------
+
+CREATOR = parse_object("creator:zoe")
+BOB = parse_subject("account:did:plc:bob")
+
+
+@pytest.mark.parametrize(
+    ("context", "words"),
+    [
+        pytest.param({"now": math.nan}, "NaN", id="nan"),
+        pytest.param({"now": math.inf}, "Infinity", id="infinity"),
+        pytest.param({"unused": -math.inf}, "Infinity", id="infinity-under-another-key"),
+    ],
+)
+def test_non_finite_context_numbers_are_invalid_argument(
+    client: PolicydClient, loaded: str, context: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(PolicydError, match=words) as caught:
+        client.check(CREATOR, "gold_content", BOB, context=context)
+    assert caught.value.code in ("invalid-request", "caveat-error")
+    with pytest.raises(PolicydError, match=words) as caught:
+        client.touch(
+            [Relationship(CREATOR, "gold", BOB, "active_subscription", caveat_context=context)]
+        )
+    assert caught.value.code in ("invalid-request", "invalid-relationship")
+
+
+def test_context_nested_past_protobufs_limit_is_invalid_argument(
+    server: PolicydServer, loaded: str
+) -> None:
+    request = permission_service_pb2.CheckRequest(permission="gold_content")
+    request.resource.object_type, request.resource.object_id = "creator", "zoe"
+    request.subject.object.object_type = "account"
+    request.subject.object.object_id = "did:plc:bob"
+    level = request.context
+    for _ in range(34):  # the client cannot build it: protobuf refuses to parse it
+        level = level.fields["now"].struct_value
+    with grpc.insecure_channel(server.address) as channel:
+        check = channel.unary_unary(
+            "/policyd.v1.PermissionService/Check",
+            request_serializer=lambda raw: raw,
+            response_deserializer=permission_service_pb2.CheckResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            check(
+                request.SerializeToString(),
+                metadata=(("authorization", "Bearer s3cret"),),
+                timeout=5,
+            )
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "nest" in (caught.value.details() or "")
+
+
+def test_caveat_of_a_thousand_nots_is_written_and_evaluated(client: PolicydClient) -> None:
+    policy = POLICY.replace("now < expires", "!" * 1000 + "(now < expires)")
+    client.write_policy(policy, "nots.policy")
+    token = client.touch(
+        [
+            Relationship(
+                CREATOR,
+                "gold",
+                BOB,
+                "active_subscription",
+                caveat_context={"expires": "2030-01-01T00:00:00Z"},
+            )
+        ]
+    )
+    decision = client.check(
+        CREATOR,
+        "gold_content",
+        BOB,
+        context={"now": "2025-01-01T00:00:00Z"},
+        consistency=Consistency.at_least_as_fresh(token),
+    )
+    assert decision.permissionship is Permissionship.HAS_PERMISSION
 
 
 # ---- auth, health, reflection, internal errors, metrics ---------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ import pytest
 
 from policyd.decisions import Permissionship
 from policyd.engine import Engine
-from policyd.errors import InvalidRequestError, NotFoundError
+from policyd.errors import (
+    CaveatError,
+    InvalidRequestError,
+    NotFoundError,
+    PolicyChangeRefusedError,
+    PolicyErrors,
+)
 from policyd.relationship import ObjectRef, SubjectRef
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
@@ -211,6 +218,136 @@ def test_no_policy_yet() -> None:
     with pytest.raises(NotFoundError, match="no policy") as raised:
         engine.check(ObjectRef("doc", "1"), "view", SubjectRef("user", "a"))
     assert raised.value.field == "policy"
+
+
+# ---- malformed caveat input ------------------------------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    """``{"a": {"a": … True}}``, ``depth`` maps deep."""
+    value: Any = True
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+BAD_CONTEXTS = [
+    pytest.param({"open": math.nan}, "NaN is not a JSON number", id="nan"),
+    pytest.param({"open": math.inf}, "Infinity is not a JSON number", id="infinity"),
+    pytest.param({"unused": [-math.inf]}, "-Infinity is not a JSON number", id="unused-key"),
+    pytest.param({"open": nested(33)}, "nests deeper than 32 levels", id="nested-33"),
+    pytest.param({"unused": nested(5000)}, "nests deeper than 32 levels", id="nested-5000"),
+    pytest.param({"open": object()}, "not a JSON value", id="not-json"),
+]
+
+CONTEXT_CALLS = [
+    pytest.param(lambda e, c: check(e, "doc:3#view@user:dave", c), id="check"),
+    pytest.param(
+        lambda e, c: e.check(
+            ObjectRef("doc", "3"), "view", SubjectRef("user", "dave"), context=c, explain=True
+        ),
+        id="explain",
+    ),
+    pytest.param(lambda e, c: e.check_many([request("doc:3#view@user:dave", c)]), id="check-many"),
+    pytest.param(
+        lambda e, c: e.list_objects("doc", "view", SubjectRef("user", "dave"), context=c),
+        id="list-objects",
+    ),
+    pytest.param(
+        lambda e, c: e.list_subjects(ObjectRef("doc", "3"), "view", "user", context=c),
+        id="list-subjects",
+    ),
+]
+
+
+@pytest.mark.parametrize(("context", "words"), BAD_CONTEXTS)
+@pytest.mark.parametrize("call", CONTEXT_CALLS)
+def test_malformed_request_context_is_a_caveat_error(
+    make_engine: MakeEngine, call: Any, context: dict[str, Any], words: str
+) -> None:
+    engine = make_engine(POLICY, RELATIONSHIPS)
+    with pytest.raises(CaveatError, match=words) as raised:
+        call(engine, context)
+    assert raised.value.code == "caveat-error"  # INVALID_ARGUMENT over gRPC
+
+
+@pytest.mark.parametrize(
+    ("nots", "expected"),
+    [(1000, Permissionship.HAS_PERMISSION), (1001, Permissionship.NO_PERMISSION)],
+    ids=["1000", "1001"],
+)
+def test_a_thousand_nots_compile_and_decide(
+    make_engine: MakeEngine, nots: int, expected: Permissionship
+) -> None:
+    engine = make_engine(POLICY.replace("    open\n", f"    {'!' * nots}open\n"), RELATIONSHIPS)
+    assert check(engine, "doc:3#view@user:dave", {"open": True}).permissionship is expected
+
+
+SUBSCRIPTION = """
+caveat active(now timestamp, {parameter} timestamp) {{
+    now < {parameter}
+}}
+
+definition user {{}}
+
+definition creator {{
+    relation gold: user with active
+    permission gold_content = gold
+}}
+"""
+
+
+def test_renaming_a_stored_caveat_parameter_is_refused(make_engine: MakeEngine) -> None:
+    engine = make_engine(
+        SUBSCRIPTION.format(parameter="expires"),
+        ['creator:zoe#gold@user:bob[active:{"expires":"2020-01-01T00:00:00Z"}]'],
+    )
+    denied = {"now": "2025-01-01T00:00:00Z", "until": "2099-01-01T00:00:00Z"}
+    assert check(engine, "creator:zoe#gold_content@user:bob", denied).permissionship is (
+        Permissionship.NO_PERMISSION
+    )
+    with pytest.raises(PolicyChangeRefusedError) as raised:
+        engine.write_policy(SUBSCRIPTION.format(parameter="until"))
+    assert raised.value.blockers == (
+        "1 relationship with caveat active sets parameter 'expires' in its context, which the "
+        "new policy's active does not declare (removed or renamed); delete or rewrite those "
+        "relationships first",
+    )
+    assert check(engine, "creator:zoe#gold_content@user:bob", denied).permissionship is (
+        Permissionship.NO_PERMISSION
+    )
+
+
+COSTLY = """
+caveat {name}(l list<int>) {{
+    {expression}
+}}
+
+definition user {{}}
+
+definition doc {{
+    relation viewer: user with {name}
+    permission view = viewer
+}}
+"""
+
+
+def test_costly_caveats_are_refused_at_write_and_stopped_at_check(make_engine: MakeEngine) -> None:
+    digits = "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    nested = "a + b + c + d + e + f >= 0"
+    for name in "fedcba":  # 10**6 iterations: refused without running one
+        nested = f"{digits}.all({name}, {nested})"
+    with pytest.raises(PolicyErrors, match=r"caveat-invalid: .*may cost about"):
+        make_engine(COSTLY.format(name="nested", expression=f"l == [] || {nested}"))
+    engine = make_engine(
+        COSTLY.format(name="pairs", expression="l.exists(a, l.exists(b, a == b + 1000000))"),
+        ["doc:1#viewer@user:u[pairs]"],
+    )
+    assert check(engine, "doc:1#view@user:u", {"l": [1, 2]}).permissionship is (
+        Permissionship.NO_PERMISSION
+    )
+    with pytest.raises(CaveatError, match="budget"):
+        check(engine, "doc:1#view@user:u", {"l": list(range(5000))})
 
 
 # ---- every local backend -----------------------------------------------------------------------

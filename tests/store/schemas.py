@@ -47,7 +47,13 @@ def base_schema() -> Schema:
                 "document",
                 Relation("owner", (user,)),
                 viewer,
-                Relation("editor", (AllowedSubject("user", caveat="only_weekdays"),)),
+                Relation(
+                    "editor",
+                    (
+                        AllowedSubject("user", caveat="only_weekdays"),
+                        AllowedSubject("user", caveat="unexpired"),
+                    ),
+                ),
                 Relation("temp", (AllowedSubject("user", expiration=True),)),
                 permissions=(
                     Permission("view", Union((RelationRef("viewer"), RelationRef("owner")))),
@@ -61,6 +67,15 @@ def base_schema() -> Schema:
                 'day != "sat"',
             ),
             "other_caveat": Caveat("other_caveat", (), "true"),
+            "unexpired": Caveat(
+                "unexpired",
+                (
+                    CaveatParameter("now", CaveatType("timestamp")),
+                    CaveatParameter("expires", CaveatType("timestamp")),
+                    CaveatParameter("tags", CaveatType("map", (CaveatType("any"),))),
+                ),
+                "now < expires",
+            ),
         },
     )
 
@@ -87,3 +102,20 @@ def with_allowed(schema: Schema, type_name: str, relation: str, *allowed: Allowe
 def without_type(schema: Schema, type_name: str) -> Schema:
     """``schema`` with one definition removed."""
     return Schema({k: v for k, v in schema.definitions.items() if k != type_name}, schema.caveats)
+
+
+def with_caveat_parameters(
+    schema: Schema, caveat: str, *parameters: tuple[str, str | CaveatType]
+) -> Schema:
+    """``schema`` with one caveat's parameters replaced by ``(name, type)`` pairs."""
+    old = schema.caveats[caveat]
+    declared = tuple(
+        CaveatParameter(name, CaveatType(t) if isinstance(t, str) else t) for name, t in parameters
+    )
+    caveats = {**schema.caveats, caveat: Caveat(old.name, declared, old.expression)}
+    return Schema(schema.definitions, caveats)
+
+
+def without_caveat(schema: Schema, caveat: str) -> Schema:
+    """``schema`` with one caveat removed (relations still name it)."""
+    return Schema(schema.definitions, {k: v for k, v in schema.caveats.items() if k != caveat})

@@ -23,7 +23,7 @@ from policyd.relationship import (
     SubjectRef,
     parse_relationship,
 )
-from policyd.schema.ir import AllowedSubject
+from policyd.schema.ir import AllowedSubject, CaveatType
 from policyd.store.base import (
     ChangeKind,
     Cursor,
@@ -37,6 +37,8 @@ from tests.store.schemas import (
     POLICY_TEXT,
     base_schema,
     with_allowed,
+    with_caveat_parameters,
+    without_caveat,
     without_relation,
     without_type,
 )
@@ -272,10 +274,46 @@ INVALID = [
     ),
     ("document:1#owner@user:alice[expiration:2099-01-01T00:00:00Z]", "expiration", "does not"),
     ("document:1#temp@user:alice", "expiration", "requires an expiration"),
+    # Context values are checked against the caveat's parameter types, as SpiceDB does.
+    (
+        'document:1#viewer@user:alice[only_weekdays:{"day":1}]',
+        "caveat.context",
+        "parameter 'day': expected string, got int 1",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"expires":1}]',
+        "caveat.context",
+        "parameter 'expires': expected RFC 3339 timestamp string, got int 1",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"expires":"next tuesday"}]',
+        "caveat.context",
+        "parameter 'expires': invalid timestamp 'next tuesday'",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":{"score":NaN}}]',
+        "caveat.context",
+        r"parameter 'tags'\['score'\]: NaN is not a JSON number",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":{"a":Infinity}}]',
+        "caveat.context",
+        r"parameter 'tags'\['a'\]: Infinity is not a JSON number",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":' + '{"a":' * 33 + "1" + "}" * 34 + "]",
+        "caveat.context",
+        "parameter 'tags' nests deeper than 32 levels",
+    ),
+    (
+        'document:1#editor@user:alice[unexpired:{"tags":{"a":"' + "x" * 25_000 + '"}}]',
+        "caveat.context",
+        "the context takes 25017 bytes as JSON; the limit is 25000",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "field", "message"), INVALID, ids=[t for t, _, _ in INVALID])
+@pytest.mark.parametrize(("text", "field", "message"), INVALID, ids=[t[:80] for t, _, _ in INVALID])
 def test_invalid_relationships_refuse_the_whole_batch(
     store: Store, text: str, field: str, message: str
 ) -> None:
@@ -733,6 +771,64 @@ def test_policy_change_that_orphans_relationships_is_refused(store: Store) -> No
     store.write_policy("changed", without_relation(schema, "document", "temp"))
     with pytest.raises(InvalidRelationshipError):
         store.write(touch("document:1#temp@user:a[expiration:2999-01-01T00:00:00Z]"))
+
+
+def test_policy_change_that_drops_or_retypes_a_stored_context_parameter_is_refused(
+    store: Store,
+) -> None:
+    # A stored ``expires`` must keep meaning ``expires``: renaming it would drop the stored
+    # value, and a request could then supply its own (``until=2099``) and be granted.
+    store.write(
+        touch(
+            'document:1#editor@user:a[unexpired:{"expires":"2020-01-01T00:00:00Z"}]',
+            'document:2#editor@user:b[unexpired:{"expires":"2021-01-01T00:00:00Z","tags":{}}]',
+            'document:3#editor@user:c[only_weekdays:{"day":"mon"}]',
+        )
+    )
+    schema = base_schema()
+    head = store.head_revision()
+    refused = [
+        (
+            with_caveat_parameters(
+                schema, "unexpired", ("now", "timestamp"), ("until", "timestamp")
+            ),
+            [
+                "2 relationships with caveat unexpired set parameter 'expires' in their context, "
+                "which the new policy's unexpired does not declare",
+                "1 relationship with caveat unexpired sets parameter 'tags' in its context",
+            ],
+        ),
+        (
+            with_caveat_parameters(
+                schema, "unexpired", ("now", "timestamp"), ("expires", "int"), ("tags", "any")
+            ),
+            [
+                "2 relationships with caveat unexpired set parameter 'expires' in their context, "
+                "which the new policy retypes from timestamp to int",
+                "1 relationship with caveat unexpired sets parameter 'tags' in its context, "
+                "which the new policy retypes from map<any> to any",
+            ],
+        ),
+        (without_caveat(schema, "unexpired"), ["the policy defines no caveat 'unexpired'"]),
+    ]
+    for new_schema, blockers in refused:
+        with pytest.raises(PolicyChangeRefusedError) as info:
+            store.write_policy("changed", new_schema)
+        for blocker in blockers:
+            assert any(blocker in b for b in info.value.blockers), info.value.blockers
+    assert store.head_revision() == head
+    # Parameters no stored context carries may change, and new ones may be added.
+    store.write_policy(
+        "changed",
+        with_caveat_parameters(
+            schema,
+            "unexpired",
+            ("now", "int"),
+            ("expires", "timestamp"),
+            ("tags", CaveatType("map", (CaveatType("any"),))),
+            ("grace", "duration"),
+        ),
+    )
 
 
 # ---- import and export --------------------------------------------------------------------------

@@ -63,6 +63,7 @@ def test_store_modules_import_only_lower_layers() -> None:
         "policyd.errors",
         "policyd.relationship",
         "policyd.tokens",
+        "policyd.caveats",  # row 1 of STYLE.md's layers: contexts are checked on write
         "policyd.schema",
         "policyd.store",
     )

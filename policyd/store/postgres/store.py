@@ -109,6 +109,12 @@ class PostgresStore(SqlStore):
     def _in_ids(self, column: str, ids: Collection[str]) -> tuple[str, Any]:
         return f"{column} = ANY(?)", list(ids)
 
+    def _context_keys_from(self) -> str:
+        return (
+            "relationships CROSS JOIN LATERAL "
+            "json_object_keys(relationships.caveat_context::json) AS k(key)"
+        )
+
     def _lock_state_sql(self) -> str:
         return "SELECT head, oldest FROM store_state FOR UPDATE"
 

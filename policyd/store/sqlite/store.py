@@ -134,6 +134,9 @@ class SqliteStore(SqlStore):
         # One parameter whatever the number of ids: the statement stays cached.
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(ids))
 
+    def _context_keys_from(self) -> str:
+        return "relationships, json_each(relationships.caveat_context) AS k"
+
     def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
         conn = self._connection()
         if empty:

@@ -1,4 +1,4 @@
-"""Tests for policyd.caveats: compile once, evaluate contexts with SpiceDB semantics."""
+"""Tests for policyd.caveats.evaluate: SpiceDB semantics, each type, partial contexts, errors."""
 
 from __future__ import annotations
 
@@ -9,42 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policyd.caveats import (
-    CaveatCompileError,
-    CaveatOutcome,
-    CaveatResult,
-    compile_caveat,
-    merge_contexts,
-    parse_duration,
-    parse_timestamp,
-)
+from policyd.caveats import CaveatResult, merge_contexts
 from policyd.errors import CaveatError
-from policyd.schema.ir import CaveatType
-
-TRUE = CaveatResult(CaveatOutcome.TRUE)
-FALSE = CaveatResult(CaveatOutcome.FALSE)
-
-
-def missing(*names: str) -> CaveatResult:
-    return CaveatResult(CaveatOutcome.MISSING, names)
-
-
-def parse_type(text: str) -> CaveatType:
-    """``list<int>`` → CaveatType('list', (CaveatType('int'),)); enough for these tests."""
-    if text.endswith(">"):
-        outer, inner = text[:-1].split("<", 1)
-        return CaveatType(outer, (parse_type(inner),))
-    return CaveatType(text)
-
-
-def caveat(params: str, expression: str) -> Any:
-    """Compile ``expression`` over ``params`` written as ``"a int, b list<string>"``."""
-    types = {}
-    for declaration in filter(None, (p.strip() for p in params.split(","))):
-        name, type_text = declaration.split(" ", 1)
-        types[name] = parse_type(type_text.strip())
-    return compile_caveat("test", types, expression)
-
+from tests.caveats.helpers import FALSE, TRUE, caveat, missing
 
 # --- SpiceDB conformance cases (shared/conformance/spicedb/integration) ---------------------
 
@@ -442,124 +409,7 @@ def test_merge_contexts_relationship_wins() -> None:
     assert merge_contexts(None, None) == {}
 
 
-# --- Compile errors --------------------------------------------------------------------------
-
-COMPILE_ERRORS = [
-    pytest.param(
-        "somecondition int",
-        "somecondition == 42 && unknownvar",
-        "unknown identifier 'unknownvar'",
-        (1, 24),
-        id="unknown-identifier",
-    ),
-    pytest.param(
-        "a int", "a == 1 &&\n  b == 2", "unknown identifier 'b'", (2, 3), id="unknown-on-line-2"
-    ),
-    pytest.param("a int", "a <", "invalid CEL", (1, 4), id="syntax-error"),
-    pytest.param("a int", "a == 1 &&\n (a ||", "invalid CEL", (2, 7), id="syntax-error-line-2"),
-    pytest.param("a int", "a == 42 `", "invalid CEL", (1, 9), id="stray-backtick"),
-    pytest.param("a int", "   ", "the expression is empty", (1, 1), id="empty"),
-    pytest.param("a int", "a + 1", "cannot yield a bool", (1, 1), id="arithmetic"),
-    pytest.param(
-        "a bool, b int", "a && b - 1", "cannot yield a bool", (1, 6), id="arithmetic-leaf"
-    ),
-    pytest.param("a int", "a", "yields int, not a bool", (1, 1), id="int-parameter"),
-    pytest.param("l list<int>", "l", "yields list, not a bool", (1, 1), id="list-parameter"),
-    pytest.param("a int", "42", "yields int, not a bool", (1, 1), id="literal"),
-    pytest.param("s string", "size(s)", "yields int, not a bool", (1, 1), id="size"),
-    pytest.param(
-        "a int", "a < 'x'", "does not fit the parameter types", (1, 1), id="type-mismatch"
-    ),
-    pytest.param(
-        "a int", "frobnicate(a)", "unknown function 'frobnicate'", (1, 1), id="unknown-function"
-    ),
-    pytest.param("a int", "a.?b", "invalid CEL", (1, 2), id="optional-syntax-unsupported"),
-]
-
-
-@pytest.mark.parametrize(("params", "expression", "message", "line_column"), COMPILE_ERRORS)
-def test_compile_errors(
-    params: str, expression: str, message: str, line_column: tuple[int, int]
-) -> None:
-    with pytest.raises(CaveatCompileError, match=message) as raised:
-        caveat(params, expression)
-    error = raised.value
-    assert error.code == "caveat-invalid"
-    assert error.caveat == "test"
-    assert isinstance(error, CaveatError)
-    assert error.position is not None
-    assert (error.position.line, error.position.column) == line_column
-    lines = expression.split("\n")
-    line, column = line_column
-    assert error.position.offset == sum(len(x) + 1 for x in lines[: line - 1]) + column - 1
-
-
-@pytest.mark.parametrize(
-    ("type_", "message"),
-    [
-        pytest.param(CaveatType("integer"), "unknown type 'integer'", id="unknown-type"),
-        pytest.param(
-            CaveatType("list"), "list takes one type argument", id="list-without-argument"
-        ),
-        pytest.param(
-            CaveatType("int", (CaveatType("int"),)), "int takes no type", id="scalar-argument"
-        ),
-        pytest.param(
-            CaveatType("map", (CaveatType("nope"),)), "unknown type 'nope'", id="bad-element"
-        ),
-    ],
-)
-def test_bad_parameter_types(type_: CaveatType, message: str) -> None:
-    with pytest.raises(CaveatCompileError, match=message):
-        compile_caveat("test", {"x": type_}, "true")
-
-
-def test_comprehension_variables_are_not_unknown_identifiers() -> None:
-    compiled = caveat("l list<string>, me string", "l.exists(t, t == me) && l.all(u, size(u) > 0)")
-    assert compiled.evaluate({"l": ["a"], "me": "a"}) == TRUE
-
-
-# --- Bad context values and evaluation errors ------------------------------------------------
-
-BAD_CONTEXT = [
-    pytest.param("x int", {"x": "42"}, "parameter x: expected int, got string", id="int-string"),
-    pytest.param("x int", {"x": True}, "expected int, got bool", id="int-bool"),
-    pytest.param("x int", {"x": 1.5}, "expected int, got number", id="int-fraction"),
-    pytest.param("x int", {"x": 2**63}, "out of range for int", id="int-overflow"),
-    pytest.param("x uint", {"x": -1}, "out of range for uint", id="uint-negative"),
-    pytest.param("x bool", {"x": 1}, "expected bool", id="bool-int"),
-    pytest.param("x string", {"x": 1}, "expected string", id="string-int"),
-    pytest.param("x double", {"x": "1.0"}, "expected double", id="double-string"),
-    pytest.param("x timestamp", {"x": "yesterday"}, "invalid timestamp", id="timestamp-text"),
-    pytest.param(
-        "x timestamp", {"x": "2024-01-01T00:00:00"}, "invalid timestamp", id="timestamp-no-zone"
-    ),
-    pytest.param(
-        "x timestamp", {"x": "2024-13-01T00:00:00Z"}, "invalid timestamp", id="timestamp-month"
-    ),
-    pytest.param("x duration", {"x": "1 hour"}, "invalid duration", id="duration-text"),
-    pytest.param("x duration", {"x": 60}, "expected duration string", id="duration-number"),
-    pytest.param("x ipaddress", {"x": "10.1.2.300"}, "invalid IP address", id="ip-bad"),
-    pytest.param(
-        "x list<int>", {"x": [1, "2"]}, r"parameter x\[1\]: expected int", id="list-element"
-    ),
-    pytest.param("x list<int>", {"x": {"a": 1}}, "expected list", id="list-map"),
-    pytest.param(
-        "x map<int>", {"x": {"k": "v"}}, r"parameter x\['k'\]: expected int", id="map-value"
-    ),
-    pytest.param("x map<int>", {"x": [1]}, "expected map", id="map-list"),
-    pytest.param("x any", {"x": object()}, "expected JSON value", id="any-object"),
-    pytest.param("x int", {"x": None}, "expected int, got null", id="null"),
-]
-
-
-@pytest.mark.parametrize(("params", "context", "message"), BAD_CONTEXT)
-def test_bad_context_values(params: str, context: dict[str, Any], message: str) -> None:
-    compiled = caveat(params, "x == x")
-    with pytest.raises(CaveatError, match=message) as raised:
-        compiled.evaluate(context)
-    assert raised.value.field == "x"
-
+# --- Evaluation errors -----------------------------------------------------------------------
 
 EVALUATION_ERRORS = [
     pytest.param("m map<int>", "m.k == 1", {"m": {}}, "no such key: 'k'", id="missing-map-key"),
@@ -582,38 +432,6 @@ def test_evaluation_errors(
     with pytest.raises(CaveatError, match=message) as raised:
         compiled.evaluate(context)
     assert raised.value.code == "caveat-error"
-
-
-# --- Durations and timestamps ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("10s", dt.timedelta(seconds=10), id="seconds"),
-        pytest.param("1h30m", dt.timedelta(minutes=90), id="hours-minutes"),
-        pytest.param("1.5h", dt.timedelta(minutes=90), id="fraction"),
-        pytest.param("-2m", dt.timedelta(minutes=-2), id="negative"),
-        pytest.param("300ms", dt.timedelta(milliseconds=300), id="milliseconds"),
-        pytest.param("7us", dt.timedelta(microseconds=7), id="microseconds"),
-        pytest.param("1500ns", dt.timedelta(microseconds=1), id="nanoseconds-truncated"),
-        pytest.param("0", dt.timedelta(0), id="zero"),
-    ],
-)
-def test_parse_duration(text: str, expected: dt.timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "h", "1", "1d", "1h 2m", "--1s"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration(text)
-
-
-def test_parse_timestamp_keeps_the_instant() -> None:
-    assert parse_timestamp("2024-10-03T07:16:28.068632123-07:00") == dt.datetime(
-        2024, 10, 3, 14, 16, 28, 68632, tzinfo=dt.UTC
-    )
 
 
 # --- Property: three-valued evaluation agrees with Python's -----------------------------------
