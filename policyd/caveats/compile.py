@@ -30,13 +30,13 @@ from policyd.caveats.evaluate import (
 )
 from policyd.caveats.structure import (
     AndNode,
+    BooleanTree,
     LeafSpan,
     NotNode,
     OrNode,
-    Shape,
     TernaryNode,
     Token,
-    shape,
+    boolean_tree,
     tokens,
 )
 from policyd.caveats.values import (
@@ -168,7 +168,7 @@ class _Compiler:
         self.check_functions(whole)
         self.check_cost()
         found = tokens(self.expression)
-        tree = self.build(shape(found), found)
+        tree = self.build(boolean_tree(found), found)
         return CompiledCaveat(self.name, self.expression, converters, whole, tree)
 
     def converters(self) -> dict[str, tuple[str, Converter]]:
@@ -222,7 +222,7 @@ class _Compiler:
                 offset if offset >= 0 else None,
             )
 
-    def build(self, part: Shape, found: Sequence[Token]) -> Node:
+    def build(self, part: BooleanTree, found: Sequence[Token]) -> Node:
         match part:
             case LeafSpan():
                 return self.leaf(part, found)

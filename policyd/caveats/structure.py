@@ -18,13 +18,13 @@ from typing import TypeAlias
 
 __all__ = [
     "AndNode",
+    "BooleanTree",
     "LeafSpan",
     "NotNode",
     "OrNode",
-    "Shape",
     "TernaryNode",
     "Token",
-    "shape",
+    "boolean_tree",
     "tokens",
 ]
 
@@ -81,33 +81,33 @@ class LeafSpan:
 class NotNode:
     """``!operand``."""
 
-    operand: Shape
+    operand: BooleanTree
 
 
 @dataclass(frozen=True, slots=True)
 class AndNode:
     """``a && b && …``."""
 
-    children: tuple[Shape, ...]
+    children: tuple[BooleanTree, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class OrNode:
     """``a || b || …``."""
 
-    children: tuple[Shape, ...]
+    children: tuple[BooleanTree, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class TernaryNode:
     """``condition ? then : otherwise``."""
 
-    condition: Shape
-    then: Shape
-    otherwise: Shape
+    condition: BooleanTree
+    then: BooleanTree
+    otherwise: BooleanTree
 
 
-Shape: TypeAlias = LeafSpan | NotNode | AndNode | OrNode | TernaryNode
+BooleanTree: TypeAlias = LeafSpan | NotNode | AndNode | OrNode | TernaryNode
 
 
 class _NotStructuralError(Exception):
@@ -121,7 +121,7 @@ _RELATIONAL = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
 _ARITHMETIC = frozenset({"+", "-", "*", "/", "%"})
 
 
-class _ShapeParser:
+class _BooleanParser:
     """Parses the top-level ``?:``, ``||``, ``&&``, ``!`` and parentheses; the rest are leaves.
 
     CEL precedence from low to high is ``?:``, ``||``, ``&&``, relations, arithmetic,
@@ -133,7 +133,7 @@ class _ShapeParser:
         self.tokens = found
         self.i = 0
 
-    def parse(self) -> Shape:
+    def parse(self) -> BooleanTree:
         parsed = self.ternary()
         if self.i != len(self.tokens):
             raise _NotStructuralError
@@ -146,7 +146,7 @@ class _ShapeParser:
         token = self.peek()
         return token is None or token in _BOUNDARY
 
-    def ternary(self) -> Shape:
+    def ternary(self) -> BooleanTree:
         condition = self.disjunction()
         if self.peek() != "?":
             return condition
@@ -157,25 +157,25 @@ class _ShapeParser:
         self.i += 1
         return TernaryNode(condition, then, self.ternary())
 
-    def disjunction(self) -> Shape:
+    def disjunction(self) -> BooleanTree:
         return self.chain("||", self.conjunction, OrNode)
 
-    def conjunction(self) -> Shape:
+    def conjunction(self) -> BooleanTree:
         return self.chain("&&", self.unary, AndNode)
 
     def chain(
         self,
         operator: str,
-        operand: Callable[[], Shape],
-        node: Callable[[tuple[Shape, ...]], Shape],
-    ) -> Shape:
+        operand: Callable[[], BooleanTree],
+        node: Callable[[tuple[BooleanTree, ...]], BooleanTree],
+    ) -> BooleanTree:
         children = [operand()]
         while self.peek() == operator:
             self.i += 1
             children.append(operand())
         return children[0] if len(children) == 1 else node(tuple(children))
 
-    def unary(self) -> Shape:
+    def unary(self) -> BooleanTree:
         start = self.i
         token = self.peek()
         if token == "!":
@@ -218,10 +218,10 @@ class _ShapeParser:
         return LeafSpan(start, self.i - 1, relational, arithmetic)
 
 
-def shape(found: Sequence[Token]) -> Shape:
+def boolean_tree(found: Sequence[Token]) -> BooleanTree:
     """The boolean structure of the expression, or a single leaf when it is not modelled."""
     whole = LeafSpan(0, len(found) - 1, relational=True, arithmetic=False)
     try:
-        return _ShapeParser(found).parse()
+        return _BooleanParser(found).parse()
     except _NotStructuralError:
         return whole

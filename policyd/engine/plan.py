@@ -32,7 +32,7 @@ from policyd.schema.ir import (
 
 
 @dataclass(frozen=True, slots=True)
-class RelationShape:
+class AllowedSubjects:
     """What a stored relation may hold, split the way evaluation needs it."""
 
     direct: frozenset[tuple[str, str]]
@@ -49,7 +49,6 @@ class Plan:
 
     schema: Schema
     members: dict[tuple[str, str], PlanFn]
-    shapes: dict[tuple[str, str], RelationShape]
     caveats: dict[str, CompiledCaveat]
     closable: frozenset[tuple[str, str]]
     """Self-recursive relations (``group#member: … | group#member``) answered by a closure."""
@@ -62,17 +61,15 @@ class Plan:
 def compile_plan(schema: Schema) -> Plan:
     """Compile every relation and permission of a schema."""
     members: dict[tuple[str, str], PlanFn] = {}
-    shapes: dict[tuple[str, str], RelationShape] = {}
     closable: set[tuple[str, str]] = set()
     for definition in schema.definitions.values():
         for relation in definition.relations.values():
             key = (definition.name, relation.name)
-            shape = relation_shape(relation)
-            shapes[key] = shape
-            evaluate = _relation_fn(definition.name, relation.name, shape)
-            if _is_closable(relation, definition.name, shape):
+            allowed = _allowed_subjects(relation)
+            evaluate = _relation_fn(definition.name, relation.name, allowed)
+            if _is_closable(relation, definition.name, allowed):
                 closable.add(key)
-                evaluate = _closure_relation_fn(definition.name, relation.name, shape, evaluate)
+                evaluate = _closure_relation_fn(definition.name, relation.name, allowed, evaluate)
             members[key] = evaluate
         for permission in definition.permissions.values():
             members[(definition.name, permission.name)] = _rewrite_fn(
@@ -82,17 +79,17 @@ def compile_plan(schema: Schema) -> Plan:
         c.name: compile_caveat(c.name, c.parameter_types, c.expression)
         for c in schema.caveats.values()
     }
-    return Plan(schema, members, shapes, caveats, frozenset(closable))
+    return Plan(schema, members, caveats, frozenset(closable))
 
 
-def _is_closable(relation: Relation, type_name: str, shape: RelationShape) -> bool:
+def _is_closable(relation: Relation, type_name: str, allowed: AllowedSubjects) -> bool:
     """True when the relation nests only itself and its nesting edges are unconditional.
 
     Then membership at any depth is "the subject's direct memberships, or
     their ancestors" (see engine/group_closure.py); caveated or expiring nesting
     edges, or nesting through other types, take the general walk.
     """
-    if shape.usersets != ((type_name, (relation.name,)),):
+    if allowed.usersets != ((type_name, (relation.name,)),):
         return False
     return all(
         a.caveat is None and not a.expiration
@@ -102,9 +99,9 @@ def _is_closable(relation: Relation, type_name: str, shape: RelationShape) -> bo
 
 
 def _closure_relation_fn(
-    type_name: str, relation: str, shape: RelationShape, walk: PlanFn
+    type_name: str, relation: str, allowed: AllowedSubjects, walk: PlanFn
 ) -> PlanFn:
-    direct, wildcard_types = shape.direct, shape.wildcard_types
+    direct, wildcard_types = allowed.direct, allowed.wildcard_types
 
     def evaluate(run: Run, rid: str, depth: int) -> Partial:
         closures = run.closures
@@ -133,7 +130,7 @@ def _closure_relation_fn(
     return evaluate
 
 
-def relation_shape(relation: Relation) -> RelationShape:
+def _allowed_subjects(relation: Relation) -> AllowedSubjects:
     """Split a relation's allowed subjects into direct, wildcard and userset parts."""
     direct: set[tuple[str, str]] = set()
     wildcards: set[str] = set()
@@ -147,15 +144,15 @@ def relation_shape(relation: Relation) -> RelationShape:
             names = usersets.setdefault(allowed.type, [])
             if allowed.relation not in names:
                 names.append(allowed.relation)
-    return RelationShape(
+    return AllowedSubjects(
         frozenset(direct),
         frozenset(wildcards),
         tuple((t, tuple(names)) for t, names in usersets.items()),
     )
 
 
-def _relation_fn(type_name: str, relation: str, shape: RelationShape) -> PlanFn:
-    direct, wildcard_types, usersets = shape.direct, shape.wildcard_types, shape.usersets
+def _relation_fn(type_name: str, relation: str, allowed: AllowedSubjects) -> PlanFn:
+    direct, wildcard_types, usersets = allowed.direct, allowed.wildcard_types, allowed.usersets
 
     def evaluate(run: Run, rid: str, depth: int) -> Partial:
         subject_type, subject_id, subject_rel = run.subject_key
