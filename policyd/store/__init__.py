@@ -74,7 +74,12 @@ def open_store(url: str) -> Store:
             parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
         )
         return PostgresStore(dsn, schema_name=schema_name)
+    if url and ":" not in url.split("/", 1)[0]:
+        from policyd.store.sqlite import SqliteStore
+
+        return SqliteStore(url)  # a bare path: a SQLite file
     raise InvalidRequestError(
-        f"unknown store URL {url!r}: expected memory://, sqlite://PATH or postgresql://…",
+        f"unknown store URL {url!r}: expected memory://, sqlite://PATH, a file path "
+        "or postgresql://…",
         field="store",
     )

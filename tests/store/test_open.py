@@ -34,12 +34,25 @@ def test_open_store_by_url(url: str, kind: type) -> None:
         store.close()
 
 
-def test_open_sqlite_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelling", ["sqlite://{path}", "{path}"], ids=["url", "bare-path"])
+def test_open_sqlite_file(tmp_path: Path, spelling: str) -> None:
     path = tmp_path / "db" / "policyd.db"
     path.parent.mkdir()
-    store = open_store(f"sqlite://{path}")
+    store = open_store(spelling.format(path=path))
     store.close()
     assert path.exists()
+
+
+def test_a_relative_bare_path_is_a_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("authz.db")
+    try:
+        assert isinstance(store, SqliteStore)
+    finally:
+        store.close()
+    assert (tmp_path / "authz.db").exists()
 
 
 def test_unknown_url_is_refused() -> None:
