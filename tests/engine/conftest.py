@@ -2,68 +2,25 @@
 
 Relationships are written in a shuffled order (seeded by the test's id, so a
 failure replays) because nothing the engine answers may depend on write order.
-Queries are written as SpiceDB text: ``doc:1#view@user:alice``.
+The helpers that write queries as SpiceDB text live in tests/engine/queries.py.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-from policyd.consistency import Consistency
-from policyd.decisions import CheckRequest, CheckResult
 from policyd.engine import Engine
 from policyd.relationship import (
-    ObjectRef,
     Operation,
-    Relationship,
     RelationshipUpdate,
-    SubjectRef,
-    parse_relationship,
-    parse_subject,
 )
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
+from tests.engine.queries import MakeEngine, rel
 from tests.store.conftest import FakeClock
-
-FRESH = Consistency.fully_consistent()
-
-
-def rel(text: str) -> Relationship:
-    """A relationship from SpiceDB text, caveat and expiration included."""
-    return parse_relationship(text)
-
-
-def query(text: str) -> tuple[ObjectRef, str, SubjectRef]:
-    """``resource#permission@subject`` split into what Check takes."""
-    parsed = parse_relationship(text)
-    return parsed.resource, parsed.relation, parsed.subject
-
-
-def subject(text: str) -> SubjectRef:
-    """``type:id`` or ``type:id#relation``."""
-    return parse_subject(text)
-
-
-def request(text: str, context: Mapping[str, Any] | None = None) -> CheckRequest:
-    """A BatchCheck item from ``resource#permission@subject``."""
-    resource, permission, subject_ref = query(text)
-    return CheckRequest(resource, permission, subject_ref, dict(context or {}))
-
-
-def check(engine: Engine, text: str, context: Mapping[str, Any] | None = None) -> CheckResult:
-    """Check ``resource#permission@subject`` at the newest revision."""
-    resource, permission, subject = query(text)
-    return engine.check(resource, permission, subject, context=context, consistency=FRESH)
-
-
-class MakeEngine(Protocol):
-    def __call__(
-        self, policy: str, relationships: list[str] | tuple[str, ...] = (), **kwargs: Any
-    ) -> Engine: ...
 
 
 @pytest.fixture

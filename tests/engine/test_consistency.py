@@ -13,7 +13,7 @@ from policyd.engine import Engine
 from policyd.errors import InvalidRequestError, RevisionUnavailableError
 from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, SubjectRef
 from policyd.store.memory import MemoryStore
-from tests.engine.conftest import rel
+from tests.engine.queries import rel
 
 POLICY = """
 definition user {}

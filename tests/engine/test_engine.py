@@ -22,7 +22,7 @@ from policyd.relationship import ObjectRef, SubjectRef
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
-from tests.engine.conftest import FRESH, MakeEngine, check, request
+from tests.engine.queries import FRESH, MakeEngine, check, request
 
 POLICY = """
 caveat gate(open bool) {

@@ -8,7 +8,7 @@ from policyd.decisions import ExpandNode
 from policyd.engine import Engine
 from policyd.errors import MaxDepthExceededError
 from policyd.relationship import ObjectRef
-from tests.engine.conftest import FRESH, MakeEngine
+from tests.engine.queries import FRESH, MakeEngine
 
 POLICY = """
 use self

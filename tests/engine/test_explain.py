@@ -6,7 +6,7 @@ import pytest
 
 from policyd.decisions import Explanation, Permissionship
 from policyd.engine import Engine, format_explanation
-from tests.engine.conftest import MakeEngine, query
+from tests.engine.queries import MakeEngine, query
 
 POLICY = """
 caveat gate(open bool) {

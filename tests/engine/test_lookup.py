@@ -9,7 +9,7 @@ from policyd.decisions import FoundObject, Permissionship
 from policyd.engine import Engine
 from policyd.errors import InvalidRequestError, ResourceExhaustedError
 from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, SubjectRef
-from tests.engine.conftest import FRESH, MakeEngine, rel, subject
+from tests.engine.queries import FRESH, MakeEngine, rel, subject
 
 POLICY = """
 caveat gate(open bool) {
