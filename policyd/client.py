@@ -345,18 +345,22 @@ _MAX_ATTEMPTS = 5
 """gRPC caps a retry policy's attempts at five (gRFC A6); more are silently cut to five."""
 
 
-def _service_config(retries: int, backoff: float, max_backoff: float) -> str:
-    """A service config retrying every method on UNAVAILABLE, ``retries`` times at most."""
-    if retries < 1:
-        return json.dumps({})
-    policy = {
-        "maxAttempts": min(_MAX_ATTEMPTS, retries + 1),
-        "initialBackoff": f"{backoff}s",
-        "maxBackoff": f"{max_backoff}s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    return json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": policy}]})
+def _service_config(retries: int, backoff: float, max_backoff: float, wait_for_ready: bool) -> str:
+    """A service config for every method: how calls retry and whether they wait for a server.
+
+    UNAVAILABLE is retried ``retries`` times at most; with ``wait_for_ready`` a call
+    waits (within its deadline) for a server still starting.
+    """
+    config: dict[str, object] = {"name": [{}], "waitForReady": wait_for_ready}
+    if retries >= 1:
+        config["retryPolicy"] = {
+            "maxAttempts": min(_MAX_ATTEMPTS, retries + 1),
+            "initialBackoff": f"{backoff}s",
+            "maxBackoff": f"{max_backoff}s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"methodConfig": [config]})
 
 
 class PolicydClient:
@@ -372,6 +376,8 @@ class PolicydClient:
             4: gRPC allows five attempts in all).
         backoff: the first retry's delay bound in seconds; each later one doubles, up to
             ``max_backoff`` (gRPC picks a random delay below the bound).
+        wait_for_ready: wait for a server that cannot be reached yet (one starting up)
+            until the call's deadline, instead of failing UNAVAILABLE at once.
     """
 
     def __init__(
@@ -385,10 +391,14 @@ class PolicydClient:
         backoff: float = 0.05,
         max_backoff: float = 2.0,
         tls_server_name: str | None = None,
+        wait_for_ready: bool = False,
     ) -> None:
         options = [
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", _service_config(retries, backoff, max_backoff)),
+            (
+                "grpc.service_config",
+                _service_config(retries, backoff, max_backoff, wait_for_ready),
+            ),
         ]
         if tls_server_name is not None:
             options.append(("grpc.ssl_target_name_override", tls_server_name))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 
@@ -44,10 +46,9 @@ class _Flaky:
         return policy_service_pb2.ReadPolicyResponse(policy="definition user {}")
 
 
-@pytest.fixture
-def flaky() -> Iterator[tuple[str, Callable[[int], _Flaky]]]:
-    """A real gRPC server on loopback whose ReadPolicy fails as often as the test says."""
-    current: list[_Flaky] = []
+def _serve_flaky(port: int, flaky: _Flaky | list[_Flaky]) -> grpc.Server:
+    """A real gRPC server on loopback answering ReadPolicy with ``flaky`` (the newest, if many)."""
+    current = flaky if isinstance(flaky, list) else [flaky]
     handler = grpc.method_handlers_generic_handler(
         "policyd.v1.PolicyService",
         {
@@ -59,8 +60,17 @@ def flaky() -> Iterator[tuple[str, Callable[[int], _Flaky]]]:
         },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
-    port = server.add_insecure_port("127.0.0.1:0")
+    server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
+    return server
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[str, Callable[[int], _Flaky]]]:
+    """A server whose ReadPolicy fails as often as the test says."""
+    current: list[_Flaky] = []
+    port = _free_loopback_port()
+    server = _serve_flaky(port, current)
 
     def failing(times: int) -> _Flaky:
         current.append(_Flaky(times))
@@ -93,6 +103,21 @@ def test_unavailable_past_the_retries_is_raised(
     ):
         client.read_policy()
     assert servicer.attempts == retries + 1
+
+
+def test_wait_for_ready_waits_for_a_server_still_starting() -> None:
+    port = _free_loopback_port()
+    answers: list[str] = []
+    with PolicydClient(f"127.0.0.1:{port}", wait_for_ready=True, timeout=30) as client:
+        asking = threading.Thread(target=lambda: answers.append(client.read_policy()[0]))
+        asking.start()
+        time.sleep(0.3)  # the call is already waiting when the server comes up
+        server = _serve_flaky(port, _Flaky(0))
+        try:
+            asking.join(30)
+        finally:
+            server.stop(None)
+    assert answers == ["definition user {}"]
 
 
 def test_no_server_at_all_is_unavailable() -> None:

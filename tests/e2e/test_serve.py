@@ -287,10 +287,10 @@ def test_graceful_shutdown_under_load_loses_no_acknowledged_write(
 @pytest.mark.slow
 def test_workers_share_the_port_and_stop_on_sigterm(start_server: ServerFactory) -> None:
     server = start_server("--workers", "2", "--policy", str(POLICY_FILE))
-    with server.client(retries=8) as client:
+    with server.client(wait_for_ready=True) as client:
         token = _setup(client)
         for _ in range(20):  # connections land on either worker; all see the same database
-            with server.client(retries=8) as other:
+            with server.client(wait_for_ready=True) as other:
                 fresh = Consistency.at_least_as_fresh(token)
                 assert other.check(POST, "view", BOB, consistency=fresh).allowed
     assert server.terminate(timeout=30) == 0
