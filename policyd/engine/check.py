@@ -26,7 +26,7 @@ from typing import Any
 
 from policyd.caveats import CaveatOutcome, merge_contexts
 from policyd.decisions import Explanation
-from policyd.engine.group_closure import Closures
+from policyd.engine.group_closure import ClosureSource
 from policyd.engine.index import Edge
 from policyd.engine.plan import Plan
 from policyd.engine.reader import GraphReader, TracedEdge, TracingReader
@@ -54,7 +54,7 @@ class CheckRun:
         subject: SubjectRef,
         context: Mapping[str, Any],
         max_depth: int,
-        closures: Closures | None = None,
+        closures: ClosureSource | None = None,
     ) -> None:
         self.plan = plan
         self.reader = reader

@@ -27,15 +27,15 @@ from policyd.decisions import (
     Permissionship,
     answer_for,
 )
-from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, decision_key
+from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, Dependencies, decision_key
 from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.expand import expand
-from policyd.engine.group_closure import Closures
+from policyd.engine.group_closure import Closures, RecordingClosures
 from policyd.engine.index import RelationshipIndex
 from policyd.engine.lookup import candidate_subjects, holding_subjects, reachable_resources
 from policyd.engine.plan import Plan
 from policyd.engine.policies import CompiledPolicy, PolicyCache
-from policyd.engine.reader import GraphReader, IndexReader
+from policyd.engine.reader import GraphReader, IndexReader, RecordingReader
 from policyd.engine.results import Partial, missing_of, permissionship, settled
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
 from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError
@@ -101,6 +101,15 @@ class EngineStats:
     index_relationships: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _CachedRun:
+    """A run whose answers go into the decision cache, with what it read and when it began."""
+
+    run: CheckRun
+    dependencies: Dependencies
+    serial: int
+
+
 class Engine:
     """Decisions over a Store; thread-safe for concurrent requests.
 
@@ -136,20 +145,36 @@ class Engine:
             self._index = RelationshipIndex(clock=store.clock)
             self._index.load(store, head)
             self._closures = Closures(self._index)
+        self.cache = DecisionCache(cache_capacity if index else 0)
+        """Recent decisions, valid at the index revision until a relationship they read
+        changes; ``cache.hits``/``misses`` feed metrics."""
+        if self._index is not None:
+            self._index.on_change(self._changed)
         self._policies = PolicyCache(store, self._closures)
         self._revisions = Revisions(
             store,
             self.tokens,
             self._index,
             head,
-            self._policies.extend,
+            self._advanced,
             head_staleness=head_staleness,
             clock=clock,
         )
         if index and store.read_policy(head) is not None:
             self._policies.at(head)  # compile and warm up before the first request
-        self.cache = DecisionCache(cache_capacity if index else 0)
-        """Recent decisions at the index revision; ``cache.hits``/``misses`` feed metrics."""
+
+    def _changed(
+        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str, added: bool
+    ) -> None:
+        """The index added or removed a relationship: the decisions that read it go."""
+        self.cache.changed(rtype, rid, relation, stype, sid, srel)
+
+    def _advanced(self, known: Revision, upto: Revision, policy_changed: bool) -> None:
+        """The index moved from ``known`` to ``upto``; a policy change ends every decision."""
+        if policy_changed:
+            self.cache.clear()
+        else:
+            self._policies.extend(known, upto)
 
     def stats(self) -> EngineStats:
         """Current counters; cheap enough to call at every metrics scrape."""
@@ -178,6 +203,22 @@ class Engine:
         """A check run; group closures serve it when it reads the index."""
         closures = self._closures if isinstance(reader, IndexReader) else None
         return CheckRun(compiled.plan, reader, subject, context or {}, self.max_depth, closures)
+
+    def _cached_run(self, compiled: CompiledPolicy, subject: SubjectRef) -> _CachedRun:
+        """A run over the index that notes what it reads, so its answers can be cached."""
+        index, closures = self._index, self._closures
+        assert index is not None and closures is not None
+        dependencies = Dependencies()
+        serial = self.cache.serial
+        run = CheckRun(
+            compiled.plan,
+            RecordingReader(index, dependencies.add),
+            subject,
+            {},
+            self.max_depth,
+            RecordingClosures(closures, dependencies.add),
+        )
+        return _CachedRun(run, dependencies, serial)
 
     def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, CompiledPolicy]:
         """The reader and the compiled policy a request uses."""
@@ -325,31 +366,51 @@ class Engine:
         permission: str,
         subject: SubjectRef,
         context: Mapping[str, Any] | None,
-        runs: dict[tuple[SubjectRef, str], CheckRun] | None = None,
+        runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] | None = None,
     ) -> Partial:
         """One decision, from the cache when it can be (index reads, no caveat context).
 
         ``runs`` lets a batch share one CheckRun, and so its memo, per subject and context.
         """
-        indexed = reader if isinstance(reader, IndexReader) else None
-        cacheable = not context and indexed is not None
-        if cacheable:
-            key = decision_key(reader.revision, resource, permission, subject)
-            assert indexed is not None
-            cached = self.cache.get(key, indexed.now)
-            if cached is not None:
-                return cached
-        if runs is None:
-            run = self._run(compiled, reader, subject, context)
-        else:
-            context_key = json.dumps(context, sort_keys=True, default=str) if context else ""
-            run = runs.get((subject, context_key)) or runs.setdefault(
-                (subject, context_key), self._run(compiled, reader, subject, context)
-            )
-        value = run.check(resource.type, resource.id, permission, 0)
-        if cacheable:
-            self.cache.put(key, value, run.valid_until)
+        cacheable = not context and isinstance(reader, IndexReader) and self.cache.capacity > 0
+        if not cacheable:
+            run = self._shared_run(runs, subject, context, compiled, reader)
+            assert isinstance(run, CheckRun)
+            return run.check(resource.type, resource.id, permission, 0)
+        assert isinstance(reader, IndexReader)
+        key = decision_key(resource, permission, subject)
+        cached = self.cache.get(key, reader.now)
+        if cached is not None:
+            return cached
+        recorded = self._shared_run(runs, subject, None, compiled, reader)
+        assert isinstance(recorded, _CachedRun)
+        value = recorded.run.check(resource.type, resource.id, permission, 0)
+        self.cache.put(key, value, recorded.run.valid_until, recorded.dependencies, recorded.serial)
         return value
+
+    def _shared_run(
+        self,
+        runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] | None,
+        subject: SubjectRef,
+        context: Mapping[str, Any] | None,
+        compiled: CompiledPolicy,
+        reader: GraphReader,
+    ) -> CheckRun | _CachedRun:
+        """The batch's run for this subject and context (a new one outside a batch).
+
+        Without context, over the index and with the cache on, it is a run that
+        notes what it reads.
+        """
+        context_key = json.dumps(context, sort_keys=True, default=str) if context else ""
+        found = runs.get((subject, context_key)) if runs is not None else None
+        if found is None:
+            if not context and isinstance(reader, IndexReader) and self.cache.capacity > 0:
+                found = self._cached_run(compiled, subject)
+            else:
+                found = self._run(compiled, reader, subject, context)
+            if runs is not None:
+                runs[(subject, context_key)] = found
+        return found
 
     def _result(
         self,
@@ -376,7 +437,7 @@ class Engine:
         """Answer many checks at one revision, sharing work between checks of one subject."""
         reader, compiled = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
-        runs: dict[tuple[SubjectRef, str], CheckRun] = {}
+        runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] = {}
         results: list[CheckResult] = []
         for i, request in enumerate(requests):
             try:

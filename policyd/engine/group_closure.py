@@ -21,7 +21,8 @@ see one half-updated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from policyd.engine.index import RelationshipIndex
 
@@ -157,3 +158,24 @@ class Closures:
             closure.add(rid, sid)
         else:
             closure.remove(rid, sid)
+
+
+class ClosureSource(Protocol):
+    """Where plans get group closures from (``Closures``, or one that notes each use)."""
+
+    def get(self, type_name: str, relation: str) -> GroupClosure:
+        """The closure of ``type_name#relation``."""
+        ...
+
+
+class RecordingClosures:
+    """Closures that note each ``(type, relation)`` used, for the decision cache."""
+
+    def __init__(self, closures: Closures, note: Callable[[tuple[str, ...]], None]) -> None:
+        self._closures = closures
+        self._note = note
+
+    def get(self, type_name: str, relation: str) -> GroupClosure:
+        """The closure of ``type_name#relation``; noted."""
+        self._note((type_name, relation))
+        return self._closures.get(type_name, relation)

@@ -16,7 +16,7 @@ take the subject side by keyword, so swapped strings fail loudly.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -268,6 +268,47 @@ class IndexReader:
         return self.index.resource_ids(
             rtype, relation, subject_type, subject_ids, subject_relation, self.now
         )
+
+
+class RecordingReader(IndexReader):
+    """An IndexReader that notes the key of every read, for the decision cache (cache.py).
+
+    Forward reads note ``(resource type, id, relation)``, reverse reads
+    ``(subject type, id, relation, resource type, relation)``: the places a
+    changed relationship can alter what the read returns.
+    """
+
+    def __init__(self, index: RelationshipIndex, note: Callable[[tuple[str, ...]], None]) -> None:
+        super().__init__(index)
+        self.note = note
+
+    def edge(
+        self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
+    ) -> bool | Edge:
+        """The live relationship with exactly this key, or False; noted."""
+        self.note((rtype, rid, relation))
+        return self.index.edge(rtype, rid, relation, stype, sid, srel, self.now)
+
+    def subject_edges(
+        self, rtype: str, rid: str, relation: str, stype: str, srel: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(subject id, value) of each live relationship to subjects of one kind; noted."""
+        self.note((rtype, rid, relation))
+        return self.index.subject_edges(rtype, rid, relation, stype, srel, self.now)
+
+    def all_subject_edges(
+        self, rtype: str, rid: str, relation: str
+    ) -> list[tuple[str, str, str, bool | Edge]]:
+        """(subject type, id, relation, value) of each live relationship; noted."""
+        self.note((rtype, rid, relation))
+        return self.index.all_subject_edges(rtype, rid, relation, self.now)
+
+    def resource_edges(
+        self, rtype: str, relation: str, stype: str, sid: str, srel: str
+    ) -> list[tuple[str, bool | Edge]]:
+        """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``; noted."""
+        self.note((stype, sid, srel, rtype, relation))
+        return self.index.resource_edges(rtype, relation, stype, sid, srel, self.now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from policyd.tokens import TokenCodec
 
 DEFAULT_HEAD_STALENESS = 0.1
 
-PolicyUnchanged = Callable[[Revision, Revision], None]
-"""Told (known, upto) when the change log showed no policy write in (known, upto]."""
+Advanced = Callable[[Revision, Revision, bool], None]
+"""Told (known, upto, policy changed) when the index applied the change log (known, upto]."""
 
 
 class Revisions:
@@ -37,7 +37,7 @@ class Revisions:
         tokens: TokenCodec,
         index: RelationshipIndex | None,
         head: Revision,
-        policy_unchanged: PolicyUnchanged,
+        advanced: Advanced,
         *,
         head_staleness: float,
         clock: Callable[[], float],
@@ -46,7 +46,7 @@ class Revisions:
         self._tokens = tokens
         self._index = index
         self._head = head
-        self._policy_unchanged = policy_unchanged
+        self._advanced = advanced
         self._staleness = head_staleness
         self._clock = clock
         self._lock = threading.Lock()
@@ -62,8 +62,8 @@ class Revisions:
                 before = index.revision
                 policy_changed = index.catch_up(self._store)
                 self._head = max(self._head, index.revision)
-                if not policy_changed:
-                    self._policy_unchanged(before, index.revision)
+                if index.revision > before:
+                    self._advanced(before, index.revision, policy_changed)
             self._head_read_at = self._clock()
             return self._head
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, TypeAlias
 
-from policyd.engine.group_closure import Closures
+from policyd.engine.group_closure import ClosureSource
 from policyd.engine.index import Edge
 from policyd.engine.reader import GraphReader
 from policyd.engine.results import Partial
@@ -28,7 +28,7 @@ class Run(Protocol):
 
     reader: GraphReader
     """Relationship reads at the run's revision."""
-    closures: Closures | None
+    closures: ClosureSource | None
     """Group closures that answer nested membership in one lookup, when reading the index."""
     subject_key: tuple[str, str, str]
     """The subject as (type, id, relation or '')."""
