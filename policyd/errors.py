@@ -170,6 +170,18 @@ class CycleUnderExclusionError(PolicydError):
     code = "cycle-under-exclusion"
 
 
+class DeadlineExceededError(PolicydError):
+    """A request that ran out of the time its caller gave it; nothing partial is sent."""
+
+    code = "deadline-exceeded"
+
+
+class CancelledError(PolicydError):
+    """A request its caller gave up on; the work stopped."""
+
+    code = "cancelled"
+
+
 class ResourceExhaustedError(PolicydError):
     """A request that needs more work than a configured limit allows; nothing partial is sent."""
 

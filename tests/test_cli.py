@@ -101,7 +101,10 @@ def test_list_objects_and_subjects(remote: str, capsys: pytest.CaptureFixture[st
     assert main(["list-objects", "post#view@account:did:plc:bob", *fresh]) == 0
     assert capsys.readouterr().out == "post:1\npost:2\n"
     assert main(["list-subjects", "post:2#view", "account", *fresh]) == 0
-    assert capsys.readouterr().out.splitlines() == ["account:*", "account:did:plc:bob"]
+    assert capsys.readouterr().out.splitlines() == [
+        "account:did:plc:bob",
+        "account:*",
+    ]  # the wildcard comes last
     assert main(["list-objects", "post#view"]) == 1
     assert "invalid-request" in capsys.readouterr().err
 

@@ -36,6 +36,7 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "store-error": grpc.StatusCode.UNAVAILABLE,
     "deadline-exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "cancelled": grpc.StatusCode.CANCELLED,
 }
 """Every policyd error code the API sends as itself; anything else is INTERNAL."""
 

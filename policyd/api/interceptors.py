@@ -1,32 +1,38 @@
-"""Package interceptors wraps every RPC: bearer-token auth, error mapping, metrics and logs.
+"""Package interceptors wraps every RPC: bearer-token auth, admission, error mapping, metrics.
 
-Both interceptors handle unary and streaming calls alike. ``AuthInterceptor``
-turns a request without the right token into an UnauthenticatedError, and
-``ObservingInterceptor`` (installed outside it) turns every PolicydError into
-its status code with an ErrorDetail, hides anything else as INTERNAL (a request
-protobuf cannot parse is INVALID_ARGUMENT, not grpcio's INTERNAL), counts
-and times the request, and logs one line: at debug for success, at info for
-a caller's error (code and field, never the payload), at error with the
-traceback for a fault.
+Both interceptors (grpc.aio) handle unary and streaming calls alike.
+``AuthInterceptor`` turns a request without the right token into an
+UnauthenticatedError, and ``ObservingInterceptor`` (installed outside it)
+admits a call only while its method has fewer calls in flight than its limit
+(RESOURCE_EXHAUSTED otherwise), turns every PolicydError into its status code
+with an ErrorDetail, hides anything else as INTERNAL (a request protobuf
+cannot parse is INVALID_ARGUMENT, not grpcio's INTERNAL), counts and times the
+request, and logs one line: at debug for success and for calls the client
+cancelled (CANCELLED, not an error of ours), at info for a caller's error
+(code and field, never the payload), at error with the traceback for a fault.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from policyd.api.errors import is_internal, public_message, status_for, trailing_metadata
+from policyd.api.limits import Limits
 from policyd.api.metrics import Metrics
+from policyd.api.scheduling import Context
 from policyd.errors import (
     InternalError,
     InvalidRequestError,
     PolicydError,
+    ResourceExhaustedError,
     UnauthenticatedError,
 )
 
@@ -38,9 +44,9 @@ OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 Behavior = Callable[..., Any]
 
 if TYPE_CHECKING:
-    _ServerInterceptor = grpc.ServerInterceptor[Any, Any]
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:  # grpc's classes are not generic at run time; grpc-stubs' are
-    _ServerInterceptor = grpc.ServerInterceptor
+    _ServerInterceptor = grpc.aio.ServerInterceptor
 
 
 def _rewrap(
@@ -112,63 +118,88 @@ def _decoded(request: Any) -> Any:
     return request
 
 
-def _decoded_stream(requests: Iterator[Any]) -> Iterator[Any]:
-    for request in requests:
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
         yield _decoded(request)
 
 
+def _refusal(error: PolicydError) -> Callable[[Behavior, bool, bool], Behavior]:
+    """A wrap that replaces any behavior by one raising ``error``, in the handler's kind."""
+
+    def refuse(_behavior: Behavior, _req: bool, response_streaming: bool) -> Behavior:
+        if response_streaming:
+
+            async def refusing_stream(_request: Any, _context: Any) -> AsyncIterator[Any]:
+                raise error
+                yield  # an async generator, as a streaming handler must be
+
+            return refusing_stream
+
+        async def refusing(_request: Any, _context: Any) -> Any:
+            raise error
+
+        return refusing
+
+    return refuse
+
+
 class AuthInterceptor(_ServerInterceptor):
-    """Requires ``authorization: Bearer TOKEN`` on every method outside OPEN_SERVICES."""
+    """Requires ``authorization: Bearer TOKEN`` on every method outside OPEN_SERVICES.
+
+    The scheme is matched case-insensitively (RFC 9110 §11.1); the token exactly,
+    in constant time.
+    """
 
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("the bearer token must not be empty")
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def _authorized(self, metadata: Any) -> bool:
         given = b""
         for key, value in metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
+        scheme, _, token = given.partition(b" ")
         # Constant time, so timing does not reveal how much of a guess was right.
-        return hmac.compare_digest(given, self._expected)
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token, self._expected)
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         """Pass authorized calls on; replace the behavior of the rest with a refusal."""
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        # None for a method no service has: grpc answers UNIMPLEMENTED.
         if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
             return handler
         if self._authorized(handler_call_details.invocation_metadata):
             return handler
-
-        def refuse(_behavior: Behavior, _req: bool, _resp: bool) -> Behavior:
-            def behavior(_request: Any, _context: grpc.ServicerContext) -> Any:
-                raise UnauthenticatedError("missing or invalid bearer token")
-
-            return behavior
-
-        return _rewrap(handler, refuse)
+        return _rewrap(handler, _refusal(UnauthenticatedError("missing or invalid bearer token")))
 
 
 class ObservingInterceptor(_ServerInterceptor):
-    """Maps errors to status codes, records metrics and logs one line per request."""
+    """Admits calls within their method's limit, maps errors, records metrics, logs a line."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, limits: Limits | None = None) -> None:
         self._metrics = metrics
+        self._limits = limits or Limits()
+        self._in_flight: dict[str, int] = {}
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         """Wrap the handler's behavior."""
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+        handler = await continuation(handler_call_details)
+        if handler is None:  # a method no service has: grpc answers UNIMPLEMENTED
+            return handler
         method: str = handler_call_details.method
         return _rewrap(
             handler,
@@ -176,56 +207,89 @@ class ObservingInterceptor(_ServerInterceptor):
             _tolerant(handler.request_deserializer),
         )
 
+    async def _admit(self, method: str, start: float, context: Context) -> None:
+        """Count the call in, or refuse it (RESOURCE_EXHAUSTED) when its method is at its limit.
+
+        Raises:
+            grpc.aio.AbortError: the call was refused and its status sent.
+        """
+        limit = self._limits.in_flight(method)
+        count = self._in_flight.get(method, 0)
+        if count < limit:
+            self._in_flight[method] = count + 1
+            return
+        error = ResourceExhaustedError(
+            f"{method} already has {limit} calls in flight on this server (its limit); "
+            "retry shortly or spread the load"
+        )
+        self._finish(method, start, error)
+        await self._abort(context, error)
+
     def _wrap(
         self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
     ) -> Behavior:
+        """The behavior, admitted, observed and with its errors mapped.
+
+        The call is counted before its status is sent, so whoever sees the
+        status can already see the count.
+        """
         decoded = _decoded_stream if request_streaming else _decoded
         if response_streaming:
 
-            def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
                 start = time.perf_counter()
-                error: BaseException | None = None
+                await self._admit(method, start, context)
                 try:
-                    yield from behavior(decoded(request), context)
+                    async for response in behavior(decoded(request), context):
+                        yield response
+                except asyncio.CancelledError as e:
+                    self._finish(method, start, e)
+                    raise
                 except Exception as e:  # every error leaves as a status, never as a traceback
-                    error = e
-                    self._abort(context, e)
+                    self._finish(method, start, e)
+                    await self._abort(context, e)
+                else:
+                    self._finish(method, start, None)
                 finally:
-                    self._finish(method, context, start, error)
+                    self._in_flight[method] -= 1
 
             return streaming
 
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             start = time.perf_counter()
-            error: BaseException | None = None
+            await self._admit(method, start, context)
             try:
-                return behavior(decoded(request), context)
+                result = await behavior(decoded(request), context)
+            except asyncio.CancelledError as e:
+                self._finish(method, start, e)
+                raise
             except Exception as e:
-                error = e
-                self._abort(context, e)
+                self._finish(method, start, e)
+                await self._abort(context, e)
+            else:
+                self._finish(method, start, None)
+                return result
             finally:
-                self._finish(method, context, start, error)
+                self._in_flight[method] -= 1
 
         return unary
 
     @staticmethod
-    def _abort(context: grpc.ServicerContext, error: Exception) -> None:
+    async def _abort(context: Context, error: Exception) -> None:
         if not isinstance(error, PolicydError):
             error = InternalError(INTERNAL_TEXT)
         context.set_trailing_metadata(trailing_metadata(error))
-        context.abort(status_for(error), public_message(error))
+        await context.abort(status_for(error), public_message(error))
 
-    def _finish(
-        self,
-        method: str,
-        context: grpc.ServicerContext,
-        start: float,
-        error: BaseException | None,
-    ) -> None:
+    def _finish(self, method: str, start: float, error: BaseException | None) -> None:
         seconds = time.perf_counter() - start
         if error is None:
             code, error_code = "OK", ""
             LOG.debug("%s OK %.1fms", method, seconds * 1000)
+        elif isinstance(error, asyncio.CancelledError):
+            # The client cancelled or its deadline passed: no fault of ours, no alert.
+            code, error_code = "CANCELLED", "cancelled"
+            LOG.debug("%s CANCELLED %.1fms", method, seconds * 1000)
         elif is_internal(error):
             code, error_code = "INTERNAL", "internal"
             LOG.error("%s INTERNAL %.1fms", method, seconds * 1000, exc_info=error)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import grpc
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 from policyd.api.convert import (
     PERMISSIONSHIP_TO_PROTO,
@@ -22,24 +21,29 @@ from policyd.api.convert import (
 )
 from policyd.api.gen import permission_service_pb2 as pb
 from policyd.api.gen import permission_service_pb2_grpc
-from policyd.api.limits import Limits, check_deadline
+from policyd.api.limits import Limits
 from policyd.api.metrics import Metrics
+from policyd.api.scheduling import Context, deadline_of, sliced
 from policyd.decisions import CheckRequest
 from policyd.engine import Engine
+from policyd.engine.listing import Listing
 from policyd.errors import InvalidRequestError
 
 
 class PermissionServicer(permission_service_pb2_grpc.PermissionServiceServicer):
-    """Check, BatchCheck, ListObjects, ListSubjects and Expand over one Engine."""
+    """Check, BatchCheck, ListObjects, ListSubjects and Expand over one Engine.
+
+    Checks run inline on the event loop; lookups and Expand run a slice at a
+    time (api/scheduling.py) and stream their answers as they are found.
+    """
 
     def __init__(self, engine: Engine, limits: Limits, metrics: Metrics | None = None) -> None:
         self._engine = engine
         self._limits = limits
         self._metrics = metrics
 
-    def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
+    async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         """Decide one check."""
-        check_deadline(context)
         result = self._engine.check(
             object_from_proto(request.resource, "resource"),
             required(request.permission, "permission"),
@@ -52,11 +56,10 @@ class PermissionServicer(permission_service_pb2_grpc.PermissionServiceServicer):
             self._metrics.count_decisions([result.permissionship])
         return check_to_proto(result)
 
-    def BatchCheck(
-        self, request: pb.BatchCheckRequest, context: grpc.ServicerContext
+    async def BatchCheck(
+        self, request: pb.BatchCheckRequest, context: Context
     ) -> pb.BatchCheckResponse:
         """Decide many checks at one revision."""
-        check_deadline(context)
         if not request.items:
             raise InvalidRequestError("a batch needs at least one item", field="items")
         if len(request.items) > self._limits.max_batch_size:
@@ -90,67 +93,77 @@ class PermissionServicer(permission_service_pb2_grpc.PermissionServiceServicer):
             )
         return response
 
-    def ListObjects(
-        self, request: pb.ListObjectsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ListObjectsResponse]:
-        """Stream the resources found, page by page from one snapshot."""
-        check_deadline(context)
-        resource_type = required(request.resource_type, "resource_type")
-        permission = required(request.permission, "permission")
-        subject = subject_from_proto(request.subject, "subject")
-        caveat_context = context_from_proto(request.context)
-        consistency = consistency_from_proto(request.consistency)
-        remaining = limit_from_proto(request.limit)
-        cursor = request.cursor or None
-        while context.is_active():
-            page_size = self._limits.page_size
-            if remaining is not None:
-                page_size = min(page_size, remaining)
-            page = self._engine.list_objects(
-                resource_type,
-                permission,
-                subject,
-                context=caveat_context,
-                consistency=consistency,
-                cursor=cursor,
-                limit=page_size,
-            )
-            messages = [found_object_to_proto(found, page.token) for found in page.objects]
-            if remaining is not None:
-                remaining -= len(messages)
-            if messages and page.cursor and remaining == 0:
-                messages[-1].after_cursor = page.cursor
-            yield from messages
-            if page.cursor is None or remaining == 0:
-                return
-            cursor = page.cursor
+    async def ListObjects(
+        self, request: pb.ListObjectsRequest, context: Context
+    ) -> AsyncIterator[pb.ListObjectsResponse]:
+        """Stream the resources found, in id order, from one snapshot."""
+        listing = self._engine.stream_objects(
+            required(request.resource_type, "resource_type"),
+            required(request.permission, "permission"),
+            subject_from_proto(request.subject, "subject"),
+            context=context_from_proto(request.context),
+            consistency=consistency_from_proto(request.consistency),
+            cursor=request.cursor or None,
+            limit=limit_from_proto(request.limit),
+        )
+        responses = (
+            found_object_to_proto(found, listing.token)
+            async for found in sliced(listing.steps, deadline_of(context))
+        )
+        async for response in _with_cursor(responses, listing):
+            yield response
 
-    def ListSubjects(
-        self, request: pb.ListSubjectsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ListSubjectsResponse]:
-        """Stream the subjects found."""
-        check_deadline(context)
-        result = self._engine.list_subjects(
+    async def ListSubjects(
+        self, request: pb.ListSubjectsRequest, context: Context
+    ) -> AsyncIterator[pb.ListSubjectsResponse]:
+        """Stream the subjects found, in id order, then any wildcard, from one snapshot."""
+        listing = self._engine.stream_subjects(
             object_from_proto(request.resource, "resource"),
             required(request.permission, "permission"),
             required(request.subject_type, "subject_type"),
             request.optional_subject_relation or None,
             context=context_from_proto(request.context),
             consistency=consistency_from_proto(request.consistency),
+            cursor=request.cursor or None,
+            limit=limit_from_proto(request.limit),
         )
-        for found in result.subjects:
-            if not context.is_active():
-                return
-            yield found_subject_to_proto(found, result.token)
+        responses = (
+            found_subject_to_proto(found, listing.token)
+            async for found in sliced(listing.steps, deadline_of(context))
+        )
+        async for response in _with_cursor(responses, listing):
+            yield response
 
-    def Expand(self, request: pb.ExpandRequest, context: grpc.ServicerContext) -> pb.ExpandResponse:
-        """Build the userset tree."""
-        check_deadline(context)
-        result = self._engine.expand(
+    async def Expand(self, request: pb.ExpandRequest, context: Context) -> pb.ExpandResponse:
+        """Build the userset tree, a slice at a time."""
+        listing = self._engine.stream_expand(
             object_from_proto(request.resource, "resource"),
             required(request.permission, "permission"),
             consistency=consistency_from_proto(request.consistency),
         )
+        trees = [tree async for tree in sliced(listing.steps, deadline_of(context))]
         return pb.ExpandResponse(
-            consistency_token=token_to_proto(result.token), tree=expand_to_proto(result.tree)
+            consistency_token=token_to_proto(listing.token), tree=expand_to_proto(trees[0])
         )
+
+
+_Response = TypeVar("_Response", pb.ListObjectsResponse, pb.ListSubjectsResponse)
+
+
+async def _with_cursor(
+    responses: AsyncIterator[_Response], listing: Listing[Any]
+) -> AsyncIterator[_Response]:
+    """The responses, the last one carrying the listing's cursor when its limit cut it short.
+
+    One response is held back until the next arrives, since only the end of
+    the listing tells which one is last.
+    """
+    held: _Response | None = None
+    async for response in responses:
+        if held is not None:
+            yield held
+        held = response
+    if held is not None:
+        if listing.cursor is not None:
+            held.after_cursor = listing.cursor
+        yield held

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
-
 from policyd.api.convert import (
     consistency_from_proto,
     diagnostic_to_proto,
@@ -12,7 +10,7 @@ from policyd.api.convert import (
 )
 from policyd.api.gen import policy_service_pb2 as pb
 from policyd.api.gen import policy_service_pb2_grpc
-from policyd.api.limits import check_deadline
+from policyd.api.scheduling import Context, Threads
 from policyd.dsl.compiler import compile_policy
 from policyd.engine import Engine
 from policyd.errors import Diagnostic, PolicyErrors, PolicySyntaxError
@@ -21,50 +19,46 @@ DEFAULT_SOURCE_NAME = "<policy>"
 
 
 class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
-    """WritePolicy, ReadPolicy and ValidatePolicy over one Engine."""
+    """WritePolicy, ReadPolicy and ValidatePolicy over one Engine.
 
-    def __init__(self, engine: Engine) -> None:
+    Writing and compiling run in ``writes``' threads: a large policy's checks
+    against stored relationships take the store's time, not the loop's.
+    """
+
+    def __init__(self, engine: Engine, writes: Threads) -> None:
         self._engine = engine
+        self._writes = writes
 
-    def WritePolicy(
-        self, request: pb.WritePolicyRequest, context: grpc.ServicerContext
+    async def WritePolicy(
+        self, request: pb.WritePolicyRequest, context: Context
     ) -> pb.WritePolicyResponse:
         """Compile and store the policy; errors carry the diagnostics or the blockers."""
-        check_deadline(context)
-        written = self._engine.write_policy(
-            required(request.policy, "policy"), request.source_name or DEFAULT_SOURCE_NAME
+        written = await self._writes.run(
+            self._engine.write_policy,
+            required(request.policy, "policy"),
+            request.source_name or DEFAULT_SOURCE_NAME,
         )
         return pb.WritePolicyResponse(
             consistency_token=token_to_proto(written.token),
             warnings=[diagnostic_to_proto(w) for w in written.warnings],
         )
 
-    def ReadPolicy(
-        self, request: pb.ReadPolicyRequest, context: grpc.ServicerContext
+    async def ReadPolicy(
+        self, request: pb.ReadPolicyRequest, context: Context
     ) -> pb.ReadPolicyResponse:
         """The policy text in force."""
-        check_deadline(context)
         text, revision = self._engine.read_policy(consistency_from_proto(request.consistency))
         return pb.ReadPolicyResponse(
             consistency_token=token_to_proto(self._engine.tokens.token(revision)), policy=text
         )
 
-    def ValidatePolicy(
-        self, request: pb.ValidatePolicyRequest, context: grpc.ServicerContext
+    async def ValidatePolicy(
+        self, request: pb.ValidatePolicyRequest, context: Context
     ) -> pb.ValidatePolicyResponse:
         """Compile without storing and report every diagnostic."""
-        check_deadline(context)
         text = required(request.policy, "policy")
-        diagnostics: tuple[Diagnostic, ...]
-        try:
-            diagnostics = compile_policy(text, request.source_name or DEFAULT_SOURCE_NAME).warnings
-            valid = True
-        except PolicyErrors as e:
-            diagnostics, valid = e.diagnostics, False
-        except PolicySyntaxError as e:
-            if e.span is None:
-                raise
-            diagnostics, valid = (Diagnostic(e.span, e.code, e.message),), False
+        source = request.source_name or DEFAULT_SOURCE_NAME
+        valid, diagnostics = await self._writes.run(_diagnose, text, source)
         return pb.ValidatePolicyResponse(
             valid=valid,
             diagnostics=[diagnostic_to_proto(d) for d in diagnostics],
@@ -72,3 +66,15 @@ class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
                 self._engine.tokens.token(self._engine.revision_for(None))
             ),
         )
+
+
+def _diagnose(text: str, source_name: str) -> tuple[bool, tuple[Diagnostic, ...]]:
+    """Compile a policy: whether it is valid, and every error and warning found."""
+    try:
+        return True, compile_policy(text, source_name).warnings
+    except PolicyErrors as e:
+        return False, e.diagnostics
+    except PolicySyntaxError as e:
+        if e.span is None:
+            raise
+        return False, (Diagnostic(e.span, e.code, e.message),)

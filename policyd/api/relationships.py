@@ -6,11 +6,8 @@ Engine picks for the request's consistency; no decision logic lives here.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Iterator
-from itertools import groupby
-
-import grpc
+from collections.abc import AsyncIterator
+from itertools import groupby, islice
 
 from policyd.api.convert import (
     consistency_from_proto,
@@ -25,7 +22,9 @@ from policyd.api.convert import (
 )
 from policyd.api.gen import relationship_service_pb2 as pb
 from policyd.api.gen import relationship_service_pb2_grpc
-from policyd.api.limits import Limits, check_deadline
+from policyd.api.limits import Limits
+from policyd.api.scheduling import Context, Threads
+from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
 from policyd.errors import InvalidRequestError
 from policyd.relationship import Relationship
@@ -35,24 +34,31 @@ from policyd.store.base import Cursor, Store
 class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServicer):
     """Write, Delete, Read, Watch, Import and Export over one Engine and its Store.
 
-    ``stopping`` is set when the server shuts down, so open Watch streams end
-    instead of holding up the shutdown.
+    Writes and store reads run in threads (``writes`` and ``reads``), never on
+    the event loop; Watch streams share one ``ChangeFeed``.
     """
 
     def __init__(
-        self, engine: Engine, store: Store, limits: Limits, stopping: threading.Event
+        self,
+        engine: Engine,
+        store: Store,
+        limits: Limits,
+        feed: ChangeFeed,
+        writes: Threads,
+        reads: Threads,
     ) -> None:
         self._engine = engine
         self._store = store
         self._tokens = engine.tokens
         self._limits = limits
-        self._stopping = stopping
+        self._feed = feed
+        self._writes = writes
+        self._reads = reads
 
-    def WriteRelationships(
-        self, request: pb.WriteRelationshipsRequest, context: grpc.ServicerContext
+    async def WriteRelationships(
+        self, request: pb.WriteRelationshipsRequest, context: Context
     ) -> pb.WriteRelationshipsResponse:
         """Apply one atomic batch."""
-        check_deadline(context)
         if not request.updates:
             raise InvalidRequestError("a write needs at least one update", field="updates")
         if len(request.updates) > self._limits.max_updates:
@@ -64,29 +70,31 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
             precondition_from_proto(p, f"preconditions[{i}]")
             for i, p in enumerate(request.preconditions)
         ]
-        token = self._engine.write(updates, preconditions)
+        token = await self._writes.run(self._engine.write, updates, preconditions)
+        self._feed.poke()
         return pb.WriteRelationshipsResponse(consistency_token=token_to_proto(token))
 
-    def DeleteRelationships(
-        self, request: pb.DeleteRelationshipsRequest, context: grpc.ServicerContext
+    async def DeleteRelationships(
+        self, request: pb.DeleteRelationshipsRequest, context: Context
     ) -> pb.DeleteRelationshipsResponse:
         """Delete by filter."""
-        check_deadline(context)
         relationship_filter = filter_from_proto(request.filter)
         if relationship_filter.is_empty():
             raise InvalidRequestError(
                 "a delete needs a filter with at least one field", field="filter"
             )
-        token, count = self._engine.delete(relationship_filter, limit_from_proto(request.limit))
+        token, count = await self._writes.run(
+            self._engine.delete, relationship_filter, limit_from_proto(request.limit)
+        )
+        self._feed.poke()
         return pb.DeleteRelationshipsResponse(
             consistency_token=token_to_proto(token), deleted_count=count
         )
 
-    def ReadRelationships(
-        self, request: pb.ReadRelationshipsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ReadRelationshipsResponse]:
-        """Stream the matching relationships from one snapshot."""
-        check_deadline(context)
+    async def ReadRelationships(
+        self, request: pb.ReadRelationshipsRequest, context: Context
+    ) -> AsyncIterator[pb.ReadRelationshipsResponse]:
+        """Stream the matching relationships from one snapshot, a page per store read."""
         relationship_filter = filter_from_proto(request.filter)
         remaining = limit_from_proto(request.limit)
         cursor = Cursor.decode(request.cursor, self._tokens) if request.cursor else None
@@ -96,11 +104,13 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
             else self._engine.revision_for(consistency_from_proto(request.consistency))
         )
         token = token_to_proto(self._tokens.token(revision))
-        while context.is_active():
+        while True:
             page_size = self._limits.page_size
             if remaining is not None:
                 page_size = min(page_size, remaining)
-            page = self._store.read(relationship_filter, revision, cursor, page_size)
+            page = await self._reads.run(
+                self._store.read, relationship_filter, revision, cursor, page_size
+            )
             for relationship in page.relationships:
                 yield pb.ReadRelationshipsResponse(
                     consistency_token=token,
@@ -113,70 +123,59 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
                 return
             cursor = page.cursor
 
-    def Watch(
-        self, request: pb.WatchRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchResponse]:
+    async def Watch(
+        self, request: pb.WatchRequest, context: Context
+    ) -> AsyncIterator[pb.WatchResponse]:
         """Stream each revision's changes after the start token until cancelled or shut down."""
         if request.HasField("optional_start_token"):
             after = self._tokens.revision(
                 request.optional_start_token.token, field="optional_start_token.token"
             )
         else:
-            after = self._store.head_revision()
-        while context.is_active() and not self._stopping.is_set():
-            events = self._store.changes(after, self._limits.page_size)
-            if not events:
-                self._stopping.wait(self._limits.watch_poll_seconds)
-                continue
+            after = self._feed.head
+        async for events in self._feed.changes(after):
             for revision, group in groupby(events, key=lambda e: e.revision):
                 yield watch_to_proto(group, self._tokens.token(revision))
-                after = revision
 
-    def ImportRelationships(
+    async def ImportRelationships(
         self,
-        request_iterator: Iterator[pb.ImportRelationshipsRequest],
-        context: grpc.ServicerContext,
+        request_iterator: AsyncIterator[pb.ImportRelationshipsRequest],
+        context: Context,
     ) -> pb.ImportRelationshipsResponse:
         """Load every streamed relationship in one transaction."""
-        check_deadline(context)
-        loaded = 0
-
-        def relationships() -> Iterable[Relationship]:
-            nonlocal loaded
-            for chunk in request_iterator:
-                for message in chunk.relationships:
-                    yield relationship_from_proto(message, f"relationships[{loaded}]")
-                    loaded += 1
-
-        token = self._engine.import_relationships(relationships())
+        relationships: list[Relationship] = []
+        async for chunk in request_iterator:
+            for message in chunk.relationships:
+                relationships.append(
+                    relationship_from_proto(message, f"relationships[{len(relationships)}]")
+                )
+        token = await self._writes.run(self._engine.import_relationships, relationships)
+        self._feed.poke()
         return pb.ImportRelationshipsResponse(
-            consistency_token=token_to_proto(token), loaded_count=loaded
+            consistency_token=token_to_proto(token), loaded_count=len(relationships)
         )
 
-    def ExportRelationships(
-        self, request: pb.ExportRelationshipsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.ExportRelationshipsResponse]:
-        """Stream every live relationship at one revision, in chunks."""
-        check_deadline(context)
+    async def ExportRelationships(
+        self, request: pb.ExportRelationshipsRequest, context: Context
+    ) -> AsyncIterator[pb.ExportRelationshipsResponse]:
+        """Stream every live relationship at one revision, in chunks read by a thread."""
         revision = self._engine.revision_for(consistency_from_proto(request.consistency))
         token = token_to_proto(self._tokens.token(revision))
-        chunk: list[Relationship] = []
         exported = self._store.export_relationships(revision)
+        size = self._limits.page_size
         try:
-            for relationship in exported:
-                chunk.append(relationship)
-                if len(chunk) >= self._limits.page_size:
-                    if not context.is_active():
-                        return
+            sent = False
+            while True:
+                chunk = await self._reads.run(lambda: list(islice(exported, size)))
+                if chunk or not sent:  # an empty store still answers once, with the token
+                    sent = True
                     yield pb.ExportRelationshipsResponse(
                         consistency_token=token,
                         relationships=[relationship_to_proto(r) for r in chunk],
                     )
-                    chunk = []
-            yield pb.ExportRelationshipsResponse(
-                consistency_token=token, relationships=[relationship_to_proto(r) for r in chunk]
-            )
+                if len(chunk) < size:
+                    return
         finally:
             close = getattr(exported, "close", None)
             if close is not None:
-                close()
+                await self._reads.run(close)

@@ -1,21 +1,26 @@
 """Package server builds and runs the policyd gRPC server: services, health, reflection, TLS.
 
-``PolicydServer`` owns a sync grpcio server over one Engine and Store. It
-turns SO_REUSEPORT off unless asked (so a second server cannot silently bind
-the same port), honours the configured message size, and shuts down
-gracefully: health goes NOT_SERVING, Watch streams end, in-flight calls get
-``grace`` seconds to finish, then the store is closed.
+``PolicydServer`` owns an asyncio grpc server (grpc.aio) over one Engine and
+Store, run by an event loop on a thread of its own, so the caller keeps a
+plain start/stop/wait API. One loop serves every call: idle streams cost a
+coroutine, not a thread, and api/scheduling.py says how cheap calls, heavy
+calls and blocking store work share it. The server turns SO_REUSEPORT off
+unless asked (so a second server cannot silently bind the same port),
+honours the configured message size, and shuts down gracefully: health goes
+NOT_SERVING, Watch streams end, in-flight calls get ``grace`` seconds to
+finish, then the store is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,9 +41,13 @@ from policyd.api.metrics import Metrics
 from policyd.api.permissions import PermissionServicer
 from policyd.api.policies import PolicyServicer
 from policyd.api.relationships import RelationshipServicer
+from policyd.api.scheduling import Threads
+from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
 from policyd.errors import InvalidRequestError
 from policyd.store.base import Store
+
+T = TypeVar("T")
 
 LOG = logging.getLogger("policyd.api")
 
@@ -51,23 +60,25 @@ SERVICE_NAMES = (
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """How to serve: address, auth, TLS, threads and limits.
+    """How to serve: address, auth, TLS, store threads and limits.
 
     ``token`` None means no auth (the caller must have been told explicitly);
-    ``tls_cert`` and ``tls_key`` are PEM bytes, both or neither.
+    ``tls_cert`` and ``tls_key`` are PEM bytes, both or neither. ``threads``
+    sizes the pools for blocking store work (writes, and store reads); calls
+    themselves run on the event loop.
     """
 
     listen: str = "127.0.0.1:50051"
     token: str | None = None
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
-    threads: int = 16
+    threads: int = 4
     reuse_port: bool = False
     limits: Limits = field(default_factory=Limits)
 
 
 class PolicydServer:
-    """A running (after ``start``) gRPC server over one Engine."""
+    """A running (after ``start``) gRPC server over one Engine, on its own event loop."""
 
     def __init__(
         self,
@@ -80,6 +91,7 @@ class PolicydServer:
             raise InvalidRequestError("TLS needs both a certificate and a key", field="tls")
         self.config = config
         self.store = store
+        self.engine = engine
         self.metrics = (
             Metrics(registry, revision=store.head_revision, engine_stats=engine.stats)
             if registry is not None
@@ -87,12 +99,32 @@ class PolicydServer:
         )
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        interceptors: list[grpc.ServerInterceptor[Any, Any]] = [ObservingInterceptor(self.metrics)]
+        self._writes = Threads(config.threads, "policyd-write")
+        self._reads = Threads(config.threads, "policyd-read")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="policyd-loop", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.port = self._on_loop(self._build())
+        except BaseException:
+            self._close_loop()
+            raise
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    async def _build(self) -> int:
+        """Make the grpc.aio server (it belongs to the loop it is made on) and bind it."""
+        config, limits = self.config, self.config.limits
+        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = [
+            ObservingInterceptor(self.metrics, limits)
+        ]
         if config.token is not None:
             interceptors.append(AuthInterceptor(config.token))
-        limits = config.limits
-        self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="policyd-grpc"),
+        self._server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
@@ -100,21 +132,28 @@ class PolicydServer:
                 ("grpc.max_send_message_length", limits.max_message_bytes),
             ],
         )
+        self._feed = ChangeFeed(
+            self.store, self._reads, limits.watch_poll_seconds, limits.page_size
+        )
         permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
-            PermissionServicer(engine, limits, self.metrics), self._server
+            PermissionServicer(self.engine, limits, self.metrics), self._server
         )
         relationship_service_pb2_grpc.add_RelationshipServiceServicer_to_server(
-            RelationshipServicer(engine, store, limits, self._stopping), self._server
+            RelationshipServicer(
+                self.engine, self.store, limits, self._feed, self._writes, self._reads
+            ),
+            self._server,
         )
         policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(
-            PolicyServicer(engine), self._server
+            PolicyServicer(self.engine, self._writes), self._server
         )
-        self._health = health.HealthServicer()
+        # grpc-stubs describe only the sync servicer; grpc_health ships the asyncio one too.
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        self.port = self._bind()
+        return self._bind()
 
     def _bind(self) -> int:
         host, _, _ = self.config.listen.rpartition(":")
@@ -146,10 +185,14 @@ class PolicydServer:
 
     def start(self) -> None:
         """Start serving and report SERVING to health checks."""
-        self._server.start()
-        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._on_loop(self._start())
+
+    async def _start(self) -> None:
+        await self._server.start()
+        self._feed.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in SERVICE_NAMES:
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, let in-flight calls finish within ``grace``, close the store."""
@@ -157,11 +200,25 @@ class PolicydServer:
             self._stopped.wait(grace + 5)
             return
         self._stopping.set()
-        self._health.enter_graceful_shutdown()
-        self._server.stop(grace).wait(grace + 5)
-        self.store.close()
-        self._stopped.set()
-        LOG.info("stopped")
+        try:
+            self._on_loop(self._stop(grace))
+        finally:
+            self._writes.close()
+            self._reads.close()
+            self._close_loop()
+            self.store.close()
+            self._stopped.set()
+            LOG.info("stopped")
+
+    async def _stop(self, grace: float) -> None:
+        await self._health.enter_graceful_shutdown()
+        await self._feed.close()
+        await self._server.stop(grace)
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops; True if it did within ``timeout``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +29,17 @@ from policyd.decisions import (
 )
 from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, Dependencies, decision_key
 from policyd.engine.check import CheckRun, TracingRun
+from policyd.engine.deadline import Deadline, items
 from policyd.engine.expand import expand
 from policyd.engine.group_closure import Closures, RecordingClosures
 from policyd.engine.index import RelationshipIndex
-from policyd.engine.lookup import candidate_subjects, holding_subjects, reachable_resources
+from policyd.engine.listing import Listing, listing, resume
+from policyd.engine.lookup_resources import found_objects, reachable_resources
+from policyd.engine.lookup_subjects import found_subjects, walk_subjects
 from policyd.engine.plan import Plan
 from policyd.engine.policies import CompiledPolicy, PolicyCache
 from policyd.engine.reader import GraphReader, IndexReader, RecordingReader
-from policyd.engine.results import Partial, missing_of, permissionship, settled
+from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
 from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
@@ -45,8 +48,8 @@ from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
-DEFAULT_LIST_LIMIT = 1000
 MAX_SUBJECT_VISITS = 1_000_000
+MAX_EXPAND_NODES = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +73,15 @@ class ObjectsPage:
 
 @dataclass(frozen=True, slots=True)
 class SubjectsResult:
-    """ListSubjects answers: concrete subjects, and wildcards with their exclusions."""
+    """ListSubjects answers: concrete subjects, then any wildcard with its exclusions.
+
+    ``cursor`` is set when ``limit`` ended the list; pass it back for the rest.
+    """
 
     subjects: tuple[FoundSubject, ...]
     revision: Revision
     token: str
+    cursor: str | None = None
 
     def answer_for(self, subject: SubjectRef) -> tuple[Permissionship, tuple[str, ...]]:
         """What the listing says of one subject (``decisions.answer_for``)."""
@@ -129,6 +136,7 @@ class Engine:
         index: bool = True,
         cache_capacity: int = DEFAULT_CAPACITY,
         max_subject_visits: int = MAX_SUBJECT_VISITS,
+        max_expand_nodes: int = MAX_EXPAND_NODES,
     ) -> None:
         if max_depth < 1:
             raise InvalidRequestError("max depth must be at least 1", field="max_depth")
@@ -138,6 +146,8 @@ class Engine:
         self.max_depth = max_depth
         self.max_subject_visits = max_subject_visits
         """How many usersets one ListSubjects may walk before it fails RESOURCE_EXHAUSTED."""
+        self.max_expand_nodes = max_expand_nodes
+        """How many nodes and relationships an Expand tree may hold (RESOURCE_EXHAUSTED past)."""
         self._index: RelationshipIndex | None = None
         self._closures: Closures | None = None
         head = store.head_revision()
@@ -460,6 +470,40 @@ class Engine:
             )
         return results
 
+    def stream_objects(
+        self,
+        resource_type: str,
+        permission: str,
+        subject: SubjectRef,
+        *,
+        context: Mapping[str, Any] | None = None,
+        consistency: Consistency | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Listing[FoundObject]:
+        """Resources of a type on which the subject holds the permission, in id order, as found.
+
+        The listing is lazy: its steps do the work (see engine/listing.py).
+        """
+        if context:
+            check_request_context(context)
+        request = ("objects", resource_type, permission, str(subject))
+        pinned, after = resume(self.tokens, cursor, request)
+        if pinned is not None:
+            consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
+        reader, compiled = self._snapshot(consistency)
+        self._validate(compiled.plan, resource_type, permission, subject)
+        walk = reachable_resources(reader, compiled.reverse, subject, resource_type, permission)
+        run = self._run(compiled, reader, subject, context)
+        stream = found_objects(walk, run, resource_type, permission, after)
+        return listing(
+            stream,
+            reader.revision,
+            self.tokens,
+            limit,
+            lambda found: (*request, found.resource_id),
+        )
+
     def list_objects(
         self,
         resource_type: str,
@@ -470,36 +514,82 @@ class Engine:
         consistency: Consistency | None = None,
         cursor: str | None = None,
         limit: int | None = None,
+        deadline: Deadline | None = None,
     ) -> ObjectsPage:
-        """Resources of a type on which the subject holds the permission, in id order, paged."""
-        if limit is not None and limit < 1:
-            raise InvalidRequestError("limit must be positive", field="limit")
+        """``stream_objects`` run to its end or limit; ``deadline`` stops it early."""
+        found = self.stream_objects(
+            resource_type,
+            permission,
+            subject,
+            context=context,
+            consistency=consistency,
+            cursor=cursor,
+            limit=limit,
+        )
+        objects = tuple(items(found.steps, deadline))
+        return ObjectsPage(objects, found.revision, found.token, found.cursor)
+
+    def stream_subjects(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject_type: str,
+        subject_relation: str | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+        consistency: Consistency | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+    ) -> Listing[FoundSubject]:
+        """Subjects of a type that hold the permission, ascending by id, then any wildcard.
+
+        The listing is lazy: the first subject of a million-member group comes
+        without reading the rest (see engine/lookup_subjects.py).
+        """
         if context:
             check_request_context(context)
-        after: str | None = None
-        if cursor:
-            pinned, after = _list_position(self.tokens, cursor, resource_type, permission, subject)
+        request = (
+            "subjects",
+            str(resource),
+            permission,
+            subject_type,
+            subject_relation or "",
+        )
+        pinned, after = resume(self.tokens, cursor, request)
+        if pinned is not None:
             consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
         reader, compiled = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
-        self._validate(plan, resource_type, permission, subject)
-        candidates = reachable_resources(
-            reader, compiled.reverse, subject, resource_type, permission
+        plan = compiled.plan
+        self._validate(
+            plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
         )
-        run = self._run(compiled, reader, subject, context)
-        found: list[FoundObject] = []
-        next_cursor: str | None = None
-        for resource_id in candidates.ascending(after):
-            value = settled(run.check(resource_type, resource_id, permission, 0))
-            if value is False:
-                continue
-            found.append(FoundObject(resource_id, permissionship(value), missing_of(value)))
-            if limit is not None and len(found) >= limit:
-                next_cursor = self.tokens.cursor(
-                    revision, (resource_type, permission, str(subject), resource_id)
-                )
-                break
-        return ObjectsPage(tuple(found), revision, self.tokens.token(revision), next_cursor)
+        walk = walk_subjects(
+            plan,
+            reader,
+            resource.type,
+            resource.id,
+            permission,
+            subject_type,
+            subject_relation,
+            self.max_subject_visits,
+        )
+        stream = found_subjects(
+            walk,
+            lambda subject: self._run(compiled, reader, subject, context),
+            resource.type,
+            resource.id,
+            permission,
+            subject_type,
+            subject_relation,
+            after,
+        )
+        return listing(
+            stream,
+            reader.revision,
+            self.tokens,
+            limit,
+            lambda found: None if found.subject.id == WILDCARD else (*request, found.subject.id),
+        )
 
     def list_subjects(
         self,
@@ -510,55 +600,57 @@ class Engine:
         *,
         context: Mapping[str, Any] | None = None,
         consistency: Consistency | None = None,
+        cursor: str | None = None,
+        limit: int | None = None,
+        deadline: Deadline | None = None,
     ) -> SubjectsResult:
-        """Subjects of a type that hold the permission on the resource; wildcards as such."""
-        if context:
-            check_request_context(context)
+        """``stream_subjects`` run to its end or limit; ``deadline`` stops it early."""
+        found = self.stream_subjects(
+            resource,
+            permission,
+            subject_type,
+            subject_relation,
+            context=context,
+            consistency=consistency,
+            cursor=cursor,
+            limit=limit,
+        )
+        subjects = tuple(items(found.steps, deadline))
+        return SubjectsResult(subjects, found.revision, found.token, found.cursor)
+
+    def stream_expand(
+        self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
+    ) -> Listing[ExpandNode]:
+        """The userset tree of ``resource#permission``, built lazily: one answer, the tree.
+
+        Raises (from its steps):
+            ResourceExhaustedError: the tree would hold more than ``max_expand_nodes``.
+        """
         reader, compiled = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
-        self._validate(
-            plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
-        )
-        candidates = candidate_subjects(
-            plan,
+        self._validate(compiled.plan, resource.type, permission, None)
+        steps = expand(
+            compiled.plan.schema,
             reader,
-            resource.type,
-            resource.id,
+            resource,
             permission,
-            subject_type,
-            subject_relation,
-            self.max_subject_visits,
+            self.max_depth,
+            self.max_expand_nodes,
         )
-        found = holding_subjects(
-            candidates,
-            lambda subject: self._run(compiled, reader, subject, context),
-            resource.type,
-            resource.id,
-            permission,
-            subject_type,
-            subject_relation,
-        )
-        return SubjectsResult(tuple(found), revision, self.tokens.token(revision))
+
+        def tree() -> Iterator[ExpandNode | None]:
+            yield (yield from steps)
+
+        return listing(tree(), reader.revision, self.tokens, None, lambda _: None)
 
     def expand(
-        self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
+        self,
+        resource: ObjectRef,
+        permission: str,
+        *,
+        consistency: Consistency | None = None,
+        deadline: Deadline | None = None,
     ) -> ExpandResult:
-        """The userset tree of ``resource#permission``."""
-        reader, compiled = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
-        self._validate(plan, resource.type, permission, None)
-        tree = expand(plan.schema, reader, resource, permission, self.max_depth)
-        return ExpandResult(tree, revision, self.tokens.token(revision))
-
-
-def _list_position(
-    tokens: TokenCodec, cursor: str, resource_type: str, permission: str, subject: SubjectRef
-) -> tuple[Revision, str]:
-    """The revision a ListObjects cursor pins and the resource id it stopped after."""
-    revision, position = tokens.cursor_state(cursor)
-    if len(position) != 4:
-        raise InvalidRequestError("malformed cursor", field="cursor")
-    *request, after = position
-    if tuple(request) != (resource_type, permission, str(subject)):
-        raise InvalidRequestError("the cursor belongs to another request", field="cursor")
-    return revision, after
+        """The userset tree of ``resource#permission``; ``deadline`` stops building it."""
+        found = self.stream_expand(resource, permission, consistency=consistency)
+        (tree,) = items(found.steps, deadline)
+        return ExpandResult(tree, found.revision, found.token)

@@ -119,6 +119,38 @@ def _pop(table: _Table, key: tuple[str, str, str, str, str], member: str) -> boo
     return value
 
 
+def _keep_sorted(
+    table: _Table,
+    ordered: dict[tuple[str, str, str, str, str], list[str]],
+    key: tuple[str, str, str, str, str],
+    member: str,
+) -> None:
+    """Keep the sorted copy of a large slot in step with a new id (making it when it grows)."""
+    run = ordered.get(key)
+    if run is not None:
+        bisect.insort(run, member)
+        return
+    slot = table.get(key)
+    if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
+        ordered[key] = sorted(slot)
+
+
+def _forget_sorted(
+    ordered: dict[tuple[str, str, str, str, str], list[str]],
+    key: tuple[str, str, str, str, str],
+    member: str,
+) -> None:
+    """Take a removed id out of a sorted copy; drop the copy once its slot is small again."""
+    run = ordered.get(key)
+    if run is None:
+        return
+    at = bisect.bisect_left(run, member)
+    if at < len(run) and run[at] == member:
+        del run[at]
+    if len(run) < SORTED_THRESHOLD // 2:
+        del ordered[key]
+
+
 def _items(slot: Slot | None, lock: threading.Lock) -> list[tuple[str, bool | Edge]]:
     """The (id, value) pairs of a slot, copied under the lock when it is a dict."""
     if slot is None:
@@ -152,6 +184,9 @@ class RelationshipIndex:
         self.sorted_reverse: dict[tuple[str, str, str, str, str], list[str]] = {}
         """Ascending copies of the reverse slots with SORTED_THRESHOLD ids or more, so
         ListObjects can page through large answers without sorting them."""
+        self.sorted_forward: dict[tuple[str, str, str, str, str], list[str]] = {}
+        """The same for forward slots, so ListSubjects streams a large group's members in
+        order from the first without sorting them all."""
         self._loading = False
         self.generation = 0
         """Incremented by every ``load``, so derived indexes know to rebuild."""
@@ -176,10 +211,13 @@ class RelationshipIndex:
         """Insert or replace one relationship."""
         rtype, rid, relation = _intern(rtype), _intern(rid), _intern(relation)
         stype, sid, srel = _intern(stype), _intern(sid), _intern(srel)
-        previous = _put(self.forward, (rtype, rid, relation, stype, srel), sid, value)
+        fkey = (rtype, rid, relation, stype, srel)
+        previous = _put(self.forward, fkey, sid, value)
+        if previous is None and not self._loading:
+            _keep_sorted(self.forward, self.sorted_forward, fkey, sid)
         rkey = (stype, sid, srel, rtype, relation)
         if _put(self.reverse, rkey, rid, value) is None and not self._loading:
-            self._keep_sorted(rkey, rid)
+            _keep_sorted(self.reverse, self.sorted_reverse, rkey, rid)
         if previous is None:
             self.size += 1
             kinds = self.kinds.get((rtype, relation))
@@ -196,33 +234,19 @@ class RelationshipIndex:
 
     def drop(self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str) -> None:
         """Delete one relationship if present."""
-        previous = _pop(self.forward, (rtype, rid, relation, stype, srel), sid)
+        fkey = (rtype, rid, relation, stype, srel)
+        previous = _pop(self.forward, fkey, sid)
         if previous is None:
             return
+        _forget_sorted(self.sorted_forward, fkey, sid)
         rkey = (stype, sid, srel, rtype, relation)
         _pop(self.reverse, rkey, rid)
-        ordered = self.sorted_reverse.get(rkey)
-        if ordered is not None:
-            at = bisect.bisect_left(ordered, rid)
-            if at < len(ordered) and ordered[at] == rid:
-                del ordered[at]
-            if len(ordered) < SORTED_THRESHOLD // 2:
-                del self.sorted_reverse[rkey]
+        _forget_sorted(self.sorted_reverse, rkey, rid)
         self.size -= 1
         if _expires(previous):
             self.expiring -= 1
         for listener in self._listeners:
             listener(rtype, rid, relation, stype, sid, srel, False)
-
-    def _keep_sorted(self, rkey: tuple[str, str, str, str, str], rid: str) -> None:
-        """Keep the sorted copy of a large reverse slot in step with a new id."""
-        ordered = self.sorted_reverse.get(rkey)
-        if ordered is not None:
-            bisect.insort(ordered, rid)
-            return
-        slot = self.reverse.get(rkey)
-        if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
-            self.sorted_reverse[rkey] = sorted(slot)
 
     def add(self, rel: Relationship) -> None:
         """Insert or replace one relationship value."""
@@ -244,6 +268,7 @@ class RelationshipIndex:
             self.expiring = 0
             self.generation += 1
             self.sorted_reverse = {}
+            self.sorted_forward = {}
             self._loading = True
             put = self.put
             for (
@@ -267,9 +292,13 @@ class RelationshipIndex:
                     )
                     put(rtype, rid, relation, stype, sid, srel, edge)
             self._loading = False
-            for rkey, slot in self.reverse.items():
-                if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
-                    self.sorted_reverse[rkey] = sorted(slot)
+            for table, ordered in (
+                (self.forward, self.sorted_forward),
+                (self.reverse, self.sorted_reverse),
+            ):
+                for key, slot in table.items():
+                    if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
+                        ordered[key] = sorted(slot)
             self.revision = revision
 
     def catch_up(self, store: Store) -> bool:
@@ -385,6 +414,26 @@ class RelationshipIndex:
         runs: list[list[str]] = []
         small = self._collect(rtype, relation, stype, subject_ids, subject_relation or "", runs)
         return small, runs
+
+    def subject_id_runs(
+        self, rtype: str, rid: str, relation: str, stype: str, srel: str
+    ) -> tuple[set[str], list[list[str]]]:
+        """Subject ids of ``rtype:rid#relation@stype:…[#srel]``: a large slot as a sorted run.
+
+        Only when nothing expires (expired ids must be filtered one by one).
+        """
+        assert not self.expiring, "expiring relationships must be filtered one by one"
+        key = (rtype, rid, relation, stype, srel)
+        with self.lock:
+            run = self.sorted_forward.get(key)
+            if run is not None:
+                return set(), [run.copy()]
+            slot = self.forward.get(key)
+            if slot is None:
+                return set(), []
+            if isinstance(slot, tuple):
+                return {slot[0]}, []
+            return set(slot), []
 
     def _collect(
         self,

@@ -84,6 +84,15 @@ class GraphReader(Protocol):
         """``resource_ids`` as a set plus ascending runs (large answers need not be sorted)."""
         ...
 
+    def subject_id_runs(
+        self, rtype: str, rid: str, relation: str, *, subject_type: str, subject_relation: str
+    ) -> tuple[set[str], list[list[str]]]:
+        """Ids of the live ``rtype:rid#relation@subject_type:…[#subject_relation]``.
+
+        A set, plus ascending runs: a large group's members need not be sorted to page them.
+        """
+        ...
+
     def subjects(
         self, rtype: str, rid: str, relation: str, *, subject_type: str | None = None
     ) -> list[Relationship]:
@@ -163,6 +172,13 @@ class StoreReader:
         )
         return ids, []
 
+    def subject_id_runs(
+        self, rtype: str, rid: str, relation: str, *, subject_type: str, subject_relation: str
+    ) -> tuple[set[str], list[list[str]]]:
+        """Every id in the set: the store has no sorted runs to offer."""
+        edges = self.subject_edges(rtype, rid, relation, subject_type, subject_relation)
+        return {sid for sid, _ in edges}, []
+
     def subjects(
         self, rtype: str, rid: str, relation: str, *, subject_type: str | None = None
     ) -> list[Relationship]:
@@ -218,6 +234,16 @@ class IndexReader:
     ) -> list[tuple[str, bool | Edge]]:
         """(resource id, value) of each live ``rtype:…#relation@stype:sid[#srel]``."""
         return self.index.resource_edges(rtype, relation, stype, sid, srel, self.now)
+
+    def subject_id_runs(
+        self, rtype: str, rid: str, relation: str, *, subject_type: str, subject_relation: str
+    ) -> tuple[set[str], list[list[str]]]:
+        """A large slot as its sorted copy, unless expiring relationships need filtering."""
+        index = self.index
+        if index.expiring:
+            edges = self.subject_edges(rtype, rid, relation, subject_type, subject_relation)
+            return {sid for sid, _ in edges}, []
+        return index.subject_id_runs(rtype, rid, relation, subject_type, subject_relation)
 
     def subjects(
         self, rtype: str, rid: str, relation: str, *, subject_type: str | None = None
@@ -343,6 +369,7 @@ class TracingReader:
         # Lookups and Expand are not traced: the wrapped reader answers them as it is.
         self.resource_ids = reader.resource_ids
         self.resource_id_runs = reader.resource_id_runs
+        self.subject_id_runs = reader.subject_id_runs
         self.subjects = reader.subjects
 
     def edge(

@@ -6,7 +6,7 @@ import pytest
 
 from policyd.decisions import ExpandNode
 from policyd.engine import Engine
-from policyd.errors import MaxDepthExceededError
+from policyd.errors import MaxDepthExceededError, ResourceExhaustedError
 from policyd.relationship import ObjectRef
 from tests.engine.queries import FRESH, MakeEngine
 
@@ -136,3 +136,13 @@ def test_expand_of_an_arrow_cycle_is_a_clear_error(make_engine: MakeEngine) -> N
     )
     with pytest.raises(MaxDepthExceededError, match="more than 20 levels"):
         expand(engine, "folder:a", "view")
+
+
+def test_a_tree_past_the_node_limit_fails_before_it_is_built(make_engine: MakeEngine) -> None:
+    viewers = [f"doc:1#viewer@user:u{i}" for i in range(50)]
+    engine = make_engine(POLICY, viewers, max_expand_nodes=20)
+    with pytest.raises(ResourceExhaustedError, match="more than 20 nodes") as raised:
+        engine.expand(ObjectRef("doc", "1"), "view")
+    assert raised.value.code == "resource-exhausted"
+    roomy = make_engine(POLICY, viewers, max_expand_nodes=1000)
+    assert roomy.expand(ObjectRef("doc", "1"), "view").tree.kind is not None

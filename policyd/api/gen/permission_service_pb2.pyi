@@ -424,15 +424,23 @@ class ListSubjectsRequest(_message.Message):
     SUBJECT_TYPE_FIELD_NUMBER: _builtins.int
     OPTIONAL_SUBJECT_RELATION_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     permission: _builtins.str
     """A permission or relation of the resource's type."""
     subject_type: _builtins.str
     """The type of the subjects to list."""
     optional_subject_relation: _builtins.str
     """For usersets: the subjects' relation, e.g. `member` for `space:x#member`."""
+    limit: _builtins.int
+    """At most this many results; 0 means all of them. Subjects come in ascending id
+    order, then a wildcard (which lists the subjects it excludes) last.
+    """
+    cursor: _builtins.str
+    """Continue after the `after_cursor` of an earlier response."""
     @_builtins.property
     def consistency(self) -> _core_pb2.Consistency:
-        """How fresh the data must be; unset means minimize_latency."""
+        """How fresh the data must be; ignored when `cursor` is set (the cursor pins the revision)."""
 
     @_builtins.property
     def resource(self) -> _core_pb2.ObjectReference:
@@ -451,10 +459,12 @@ class ListSubjectsRequest(_message.Message):
         subject_type: _builtins.str = ...,
         optional_subject_relation: _builtins.str = ...,
         context: _struct_pb2.Struct | None = ...,
+        limit: _builtins.int = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "context", b"context", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "context", b"context", "optional_subject_relation", b"optional_subject_relation", "permission", b"permission", "resource", b"resource", "subject_type", b"subject_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "context", b"context", "cursor", b"cursor", "limit", b"limit", "optional_subject_relation", b"optional_subject_relation", "permission", b"permission", "resource", b"resource", "subject_type", b"subject_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,8 +481,13 @@ class ListSubjectsResponse(_message.Message):
     PERMISSIONSHIP_FIELD_NUMBER: _builtins.int
     MISSING_CONTEXT_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     permissionship: Global___Permissionship.ValueType
     """HAS_PERMISSION or CONDITIONAL_PERMISSION."""
+    after_cursor: _builtins.str
+    """Set on the last response when `limit` ended the listing while more
+    results may follow; pass it as `cursor` to continue.
+    """
     @_builtins.property
     def consistency_token(self) -> _core_pb2.ConsistencyToken:
         """The revision the listing was evaluated at (the same for every response)."""
@@ -497,10 +512,11 @@ class ListSubjectsResponse(_message.Message):
         permissionship: Global___Permissionship.ValueType = ...,
         missing_context: _abc.Iterable[_builtins.str] | None = ...,
         excluded: _abc.Iterable[Global___ExcludedSubject] | None = ...,
+        after_cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "excluded", b"excluded", "missing_context", b"missing_context", "permissionship", b"permissionship", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "consistency_token", b"consistency_token", "excluded", b"excluded", "missing_context", b"missing_context", "permissionship", b"permissionship", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,149 +1,16 @@
-"""ListObjects (paged, resumable, conditional marked) and ListSubjects (wildcards, exclusions)."""
+"""ListSubjects: wildcards and their exclusions, usersets, paging in id order, limits."""
 
 from __future__ import annotations
 
 import pytest
 
 from policyd.consistency import Consistency
-from policyd.decisions import FoundObject, Permissionship
+from policyd.decisions import Permissionship
 from policyd.engine import Engine
 from policyd.errors import InvalidRequestError, ResourceExhaustedError
-from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, SubjectRef
+from policyd.relationship import ObjectRef, Operation, RelationshipUpdate
+from tests.engine.lookups import ALICE, POLICY
 from tests.engine.queries import FRESH, MakeEngine, rel, subject
-
-POLICY = """
-caveat gate(open bool) {
-    open
-}
-
-definition user {}
-
-definition group {
-    relation member: user | group#member
-}
-
-definition doc {
-    relation viewer: user | user:* | user with gate | group#member
-    relation banned: user | user with gate
-    permission view = viewer - banned
-}
-"""
-
-ALICE = subject("user:alice")
-
-
-def library(count: int) -> list[str]:
-    """``count`` docs alice can view: directly, through a group, or on a caveat (every 5th)."""
-    relationships = ["group:eng#member@user:alice"]
-    for i in range(count):
-        if i % 5 == 0:
-            relationships.append(f"doc:d{i:03}#viewer@user:alice[gate]")
-        elif i % 2:
-            relationships.append(f"doc:d{i:03}#viewer@group:eng#member")
-        else:
-            relationships.append(f"doc:d{i:03}#viewer@user:alice")
-    # Docs alice cannot view: someone else's, and one she is banned from.
-    relationships += ["doc:other#viewer@user:bob", "doc:d001#banned@user:alice"]
-    return relationships
-
-
-def all_pages(engine: Engine, limit: int) -> list[tuple[FoundObject, ...]]:
-    pages = []
-    cursor = None
-    while True:
-        page = engine.list_objects(
-            "doc", "view", ALICE, cursor=cursor, limit=limit, consistency=FRESH
-        )
-        pages.append(page.objects)
-        cursor = page.cursor
-        if cursor is None:
-            return pages
-
-
-@pytest.mark.parametrize("limit", [1, 7, 23, 24, 1000], ids=lambda n: f"limit-{n}")
-def test_pages_cover_everything_once(make_engine: MakeEngine, limit: int) -> None:
-    engine = make_engine(POLICY, library(25))
-    everything = engine.list_objects("doc", "view", ALICE, consistency=FRESH).objects
-    pages = all_pages(engine, limit)
-    paged = [found for page in pages for found in page]
-    assert paged == list(everything)
-    ids = [found.resource_id for found in paged]
-    assert len(ids) == len(set(ids)) == 24
-    assert ids == sorted(ids)
-    assert all(0 < len(page) <= limit for page in pages[:-1])
-
-
-def test_conditional_results_are_marked(make_engine: MakeEngine) -> None:
-    engine = make_engine(POLICY, library(25))
-    found = {f.resource_id: f for f in engine.list_objects("doc", "view", ALICE).objects}
-    assert found["d005"] == FoundObject("d005", Permissionship.CONDITIONAL, ("open",))
-    assert found["d005"].conditional
-    assert found["d003"] == FoundObject("d003", Permissionship.HAS_PERMISSION)
-    assert "d001" not in found
-    assert "other" not in found
-    decided = engine.list_objects("doc", "view", ALICE, context={"open": False}).objects
-    assert "d005" not in {f.resource_id for f in decided}
-
-
-def test_cursor_resumes_at_its_revision(make_engine: MakeEngine) -> None:
-    engine = make_engine(POLICY, library(10))
-    first = engine.list_objects("doc", "view", ALICE, limit=3, consistency=FRESH)
-    assert first.cursor is not None
-    # A write after the first page does not change what the cursor's pages hold.
-    engine.write([RelationshipUpdate(Operation.CREATE, rel("doc:d004z#viewer@user:alice"))])
-    engine.write([RelationshipUpdate(Operation.DELETE, rel("doc:d009#viewer@group:eng#member"))])
-    rest = engine.list_objects("doc", "view", ALICE, cursor=first.cursor, limit=100)
-    assert rest.revision == first.revision
-    ids = [f.resource_id for f in (*first.objects, *rest.objects)]
-    assert ids == ["d000", "d002", "d003", "d004", "d005", "d006", "d007", "d008", "d009"]
-    # The same cursor can be used again: paging is resumable.
-    again = engine.list_objects("doc", "view", ALICE, cursor=first.cursor, limit=100)
-    assert again.objects == rest.objects
-
-
-@pytest.mark.parametrize(
-    ("cursor", "kwargs"),
-    [
-        pytest.param("not base64 json!", {}, id="malformed"),
-        pytest.param("WzEsMl0=", {}, id="wrong-shape"),
-        pytest.param(None, {"permission": "viewer"}, id="other-permission"),
-        pytest.param(None, {"subject": SubjectRef("user", "bob")}, id="other-subject"),
-    ],
-)
-def test_bad_cursor(make_engine: MakeEngine, cursor: str | None, kwargs: dict[str, object]) -> None:
-    engine = make_engine(POLICY, library(5))
-    if cursor is None:
-        cursor = engine.list_objects("doc", "view", ALICE, limit=1).cursor
-    permission = str(kwargs.get("permission", "view"))
-    who = kwargs.get("subject", ALICE)
-    assert isinstance(who, SubjectRef)
-    with pytest.raises(InvalidRequestError) as raised:
-        engine.list_objects("doc", permission, who, cursor=cursor)
-    assert raised.value.field == "cursor"
-
-
-def test_limit_must_be_positive(make_engine: MakeEngine) -> None:
-    engine = make_engine(POLICY)
-    with pytest.raises(InvalidRequestError) as raised:
-        engine.list_objects("doc", "view", ALICE, limit=0)
-    assert raised.value.field == "limit"
-
-
-def test_list_objects_for_a_userset_subject(make_engine: MakeEngine) -> None:
-    engine = make_engine(
-        POLICY,
-        [
-            "doc:1#viewer@group:eng#member",
-            "group:all#member@group:eng#member",
-            "doc:2#viewer@group:all#member",
-            "doc:3#viewer@user:*",
-            "doc:4#viewer@group:ops#member",
-        ],
-    )
-    found = engine.list_objects("doc", "view", subject("group:eng#member")).objects
-    # The wildcard is for users, not for usersets of groups.
-    assert [f.resource_id for f in found] == ["1", "2"]
-
 
 # ---- ListSubjects ------------------------------------------------------------------------------
 
@@ -365,3 +232,95 @@ def test_wildcard_exclusions_say_what_a_subject_gets(
     listed = engine.list_subjects(ObjectRef("doc", "1"), "view", "user", consistency=FRESH)
     assert listed.answer_for(subject("user:b")) == (Permissionship.CONDITIONAL, ("open",))
     assert listed.answer_for(subject("user:someone")) == (Permissionship.HAS_PERMISSION, ())
+
+
+# ---- paging in id order ------------------------------------------------------------------------
+
+PAGED = [
+    "doc:1#viewer@group:eng#member",
+    "group:eng#member@group:core#member",
+    *(f"group:core#member@user:u{i:03}" for i in range(40)),
+    *(f"doc:1#viewer@user:v{i:03}" for i in range(10)),
+    "doc:1#viewer@user:g1[gate]",
+    "doc:1#banned@user:u007",
+    "doc:1#banned@user:u013[gate]",
+    "doc:1#viewer@user:*",
+]
+
+
+def every_page(engine: Engine, limit: int) -> list[tuple[str, ...]]:
+    pages: list[tuple[str, ...]] = []
+    cursor = None
+    while True:
+        page = engine.list_subjects(
+            ObjectRef("doc", "1"), "view", "user", cursor=cursor, limit=limit, consistency=FRESH
+        )
+        pages.append(tuple(str(f) for f in page.subjects))
+        cursor = page.cursor
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("limit", [1, 2, 7, 50, 1000])
+def test_pages_of_subjects_add_up_to_the_whole_list_in_order(
+    make_engine: MakeEngine, limit: int
+) -> None:
+    engine = make_engine(POLICY, PAGED)
+    whole = [str(f) for f in engine.list_subjects(ObjectRef("doc", "1"), "view", "user").subjects]
+    pages = every_page(engine, limit)
+    assert [entry for page in pages for entry in page] == whole
+    assert all(len(page) <= limit for page in pages)
+    concrete = [entry for entry in whole if not entry.startswith("user:*")]
+    assert concrete == sorted(concrete)
+    assert whole[-1] == "user:* - {user:u007, user:u013[...]}"  # the wildcard comes last
+
+
+def test_a_subjects_cursor_pins_its_revision(make_engine: MakeEngine) -> None:
+    engine = make_engine(POLICY, [f"doc:1#viewer@user:u{i}" for i in range(6)])
+    first = engine.list_subjects(ObjectRef("doc", "1"), "view", "user", limit=3)
+    engine.write([RelationshipUpdate(Operation.CREATE, rel("doc:1#viewer@user:u9"))])
+    rest = engine.list_subjects(ObjectRef("doc", "1"), "view", "user", cursor=first.cursor)
+    assert rest.revision == first.revision
+    assert [str(f.subject) for f in rest.subjects] == ["user:u3", "user:u4", "user:u5"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"permission": "viewer"}, "another request"),
+        ({"resource": ObjectRef("doc", "2")}, "another request"),
+        ({"subject_relation": "member", "subject_type": "group"}, "another request"),
+    ],
+    ids=["other-permission", "other-resource", "other-subject-kind"],
+)
+def test_a_subjects_cursor_belongs_to_its_request(
+    make_engine: MakeEngine, change: dict[str, object], expected: str
+) -> None:
+    engine = make_engine(POLICY, PAGED)
+    cursor = engine.list_subjects(ObjectRef("doc", "1"), "view", "user", limit=1).cursor
+    request: dict[str, object] = {
+        "resource": ObjectRef("doc", "1"),
+        "permission": "view",
+        "subject_type": "user",
+        "subject_relation": None,
+    } | change
+    with pytest.raises(InvalidRequestError, match=expected) as raised:
+        engine.list_subjects(**request, cursor=cursor)  # type: ignore[arg-type]
+    assert raised.value.field == "cursor"
+
+
+def test_a_cursor_of_objects_is_not_one_of_subjects(make_engine: MakeEngine) -> None:
+    engine = make_engine(POLICY, PAGED)
+    cursor = engine.list_objects("doc", "view", subject("user:v001"), limit=1).cursor
+    with pytest.raises(InvalidRequestError) as raised:
+        engine.list_subjects(ObjectRef("doc", "1"), "view", "user", cursor=cursor)
+    assert raised.value.field == "cursor"
+
+
+def test_a_large_group_streams_from_its_sorted_copy(make_engine: MakeEngine) -> None:
+    members = [f"group:big#member@user:m{i:05}" for i in range(600)]  # past SORTED_THRESHOLD
+    engine = make_engine(POLICY, ["doc:1#viewer@group:big#member", *members])
+    listing = engine.stream_subjects(ObjectRef("doc", "1"), "view", "user", limit=3)
+    firsts = [step for step in listing.steps if step is not None]
+    assert [str(f.subject) for f in firsts] == ["user:m00000", "user:m00001", "user:m00002"]
+    assert listing.cursor is not None
