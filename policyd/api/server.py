@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
@@ -87,6 +88,7 @@ class PolicydServer:
         )
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._stop_hooks: list[Callable[[], None]] = []
         interceptors: list[grpc.ServerInterceptor[Any, Any]] = [ObservingInterceptor(self.metrics)]
         if config.token is not None:
             interceptors.append(AuthInterceptor(config.token))
@@ -159,9 +161,15 @@ class PolicydServer:
         self._stopping.set()
         self._health.enter_graceful_shutdown()
         self._server.stop(grace).wait(grace + 5)
+        for hook in self._stop_hooks:
+            hook()
         self.store.close()
         self._stopped.set()
         LOG.info("stopped")
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` while stopping, after gRPC calls drained and before the store closes."""
+        self._stop_hooks.append(hook)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops; True if it did within ``timeout``."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from policyd.atproto.did import DidResolver, ResolverConfig
 from policyd.atproto.metrics import XrpcMetrics
@@ -53,7 +54,7 @@ from policyd.atproto.spaces import (
 )
 from policyd.atproto.syntax import parse_service_ref
 from policyd.engine import Engine, Permissionship
-from policyd.errors import InvalidRequestError, PolicydError, ServiceAuthError
+from policyd.errors import InvalidRequestError, NotFoundError, PolicydError, ServiceAuthError
 
 LOG = logging.getLogger("policyd.atproto")
 AUDIT = logging.getLogger("policyd.atproto.audit")
@@ -93,6 +94,18 @@ class XrpcSettings:
             )
         self.spaces.validate()
         self.resolver_config().validate()
+
+    def check_policy(self, engine: Engine) -> None:
+        """Raise InvalidRequestError unless the policy in force answers every mapped check."""
+        try:
+            schema = engine.schema()
+        except NotFoundError as e:
+            raise InvalidRequestError(
+                "checkUserAccess needs a policy in force: serve with --policy "
+                "(for example policies/spaces.policy)",
+                field="policy",
+            ) from e
+        self.spaces.check_policy(schema)
 
 
 class CheckUserAccess:
@@ -180,17 +193,17 @@ class XrpcServer:
         self,
         engine: Engine,
         settings: XrpcSettings,
-        metrics: XrpcMetrics | None = None,
+        registry: CollectorRegistry | None = None,
         *,
         grace: float = 10.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         settings.validate()
-        settings.spaces.check_policy(engine.schema())
+        settings.check_policy(engine)
         self.settings = settings
         self.port = 0
         self._engine = engine
-        self._metrics = metrics
+        self.metrics = XrpcMetrics(registry, self.sizes) if registry is not None else None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="policyd-xrpc", daemon=True
@@ -223,7 +236,7 @@ class XrpcServer:
 
     async def _start(self) -> None:
         settings = self.settings
-        on_fetch = self._metrics.fetched if self._metrics is not None else None
+        on_fetch = self.metrics.fetched if self.metrics is not None else None
         extra = {"clock": self._clock} if self._clock is not None else {}
         self._resolver = DidResolver(settings.resolver_config(), on_fetch=on_fetch, **extra)
         verifier = ServiceAuthVerifier(
@@ -234,8 +247,8 @@ class XrpcServer:
             max_lifetime=settings.spaces.max_token_lifetime_seconds,
             replay=self._replay,
         )
-        endpoint = CheckUserAccess(self._engine, settings.spaces, verifier, self._metrics)
-        metrics = self._metrics
+        endpoint = CheckUserAccess(self._engine, settings.spaces, verifier, self.metrics)
+        metrics = self.metrics
 
         async def check_user_access(request: web.Request) -> web.Response:
             started = time.perf_counter()
