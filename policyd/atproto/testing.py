@@ -102,7 +102,7 @@ class DirectoryServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.web_did = f"did:web:127.0.0.1%3A{self.port}"
         """The did:web this server hosts."""
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
 
     def publish(self, identity: Identity, document: Any = None) -> None:
         """Serve ``document`` (by default the identity's own) for the identity's DID."""
