@@ -24,8 +24,9 @@ p99 of 3.8-6 ms at 2-4 connections (threads handing the GIL over), while
 aiohttp served 3,400-3,800/s with a p99 of 1-2 ms at the same load; aiohttp
 also brings the asynchronous client that DID resolution needs, so that a slow
 DID host holds no thread. ``policyd bench --sections xrpc`` prints the current
-numbers. The engine is called on the loop itself: a cached decision takes
-microseconds, less than handing it to a thread pool would cost.
+numbers. The engine is called on the loop itself: a Check on spaces.policy
+took 6-10 µs inline against 74-90 µs through ``run_in_executor`` (measured
+here), and the index answers without I/O.
 """
 
 from __future__ import annotations
