@@ -598,6 +598,8 @@ def _xrpc_settings(args: argparse.Namespace) -> XrpcSettings | None:
         load_config(args.spaces_config),
         args.plc_url or DEFAULT_PLC_URL,
         args.insecure_loopback_http,
+        args.tls_cert,
+        args.tls_key,
     )
     settings.validate()
     return settings
@@ -640,7 +642,7 @@ def _serve_one(
     if xrpc_server is not None:
         xrpc_server.start()
         server.on_stop(xrpc_server.stop)
-        print(f"policyd xrpc on http://{xrpc_server.address}", flush=True)
+        print(f"policyd xrpc on {xrpc_server.url}", flush=True)
     server.start()
     server.stop_on_signals(grace=args.grace)
     print(f"policyd listening on {server.address}", flush=True)
@@ -877,7 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without a token; anyone who can connect may read and write everything",
     )
-    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain")
+    serve.add_argument(
+        "--tls-cert", metavar="PEM", help="TLS certificate chain (gRPC, and XRPC if served)"
+    )
     serve.add_argument("--tls-key", metavar="PEM", help="TLS private key")
     serve.add_argument(
         "--workers",

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -72,6 +73,9 @@ class XrpcSettings:
     spaces: SpacesConfig
     plc_url: str
     allow_loopback_http: bool = False
+    tls_cert: str | None = None
+    """PEM certificate chain file: serve HTTPS (with ``tls_key``), as ``--tls-cert`` does gRPC."""
+    tls_key: str | None = None
 
     def resolver_config(self) -> ResolverConfig:
         """The DID resolver's settings."""
@@ -93,6 +97,8 @@ class XrpcSettings:
             raise InvalidRequestError(
                 f"expected HOST:PORT, got {self.listen!r}", field="xrpc_listen"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidRequestError("TLS needs both a certificate and a key", field="tls")
         self.spaces.validate()
         self.resolver_config().validate()
 
@@ -220,6 +226,12 @@ class XrpcServer:
         """``host:port`` with the port actually bound."""
         return f"{self.settings.listen.rpartition(':')[0]}:{self.port}"
 
+    @property
+    def url(self) -> str:
+        """The base URL, ``http://`` or ``https://`` and the address."""
+        scheme = "https" if self.settings.tls_cert is not None else "http"
+        return f"{scheme}://{self.address}"
+
     def sizes(self) -> tuple[int, int]:
         """DID cache entries and remembered tokens (for metrics)."""
         return (len(self._resolver) if self._resolver is not None else 0, len(self._replay))
@@ -281,7 +293,11 @@ class XrpcServer:
         )
         await self._runner.setup()
         host, _, port = settings.listen.rpartition(":")
-        site = web.TCPSite(self._runner, host.strip("[]"), int(port))
+        tls = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(settings.tls_cert, settings.tls_key)
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=tls)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 

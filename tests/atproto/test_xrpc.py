@@ -347,3 +347,64 @@ def test_a_taken_port_is_refused_at_start(world: World) -> None:
     taken = XrpcSettings(world.server.address, APP, SpacesConfig(), world.directory.url, True)
     with pytest.raises(InvalidRequestError, match="cannot listen"):
         XrpcServer(world.engine, taken).start()
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert), str(key_file)
+
+
+def test_xrpc_over_tls(world: World, tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    settings = replace(world.server.settings, tls_cert=cert, tls_key=key)
+    server = XrpcServer(world.engine, settings)
+    server.start()
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        query = urllib.parse.urlencode({"space": CLUB, "user": BOB})
+        request = urllib.request.Request(
+            f"{server.url}/xrpc/{METHOD}?{query}", headers={"Authorization": world.token()}
+        )
+        trusting = ssl.create_default_context(cafile=cert)
+        with urllib.request.urlopen(request, timeout=15, context=trusting) as response:
+            assert json.load(response) == {"authorized": True}
+    finally:
+        server.stop()
+    with pytest.raises(InvalidRequestError, match="both a certificate and a key"):
+        XrpcServer(world.engine, replace(settings, tls_key=None))
