@@ -35,7 +35,7 @@ import re
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -47,6 +47,9 @@ from policyd.atproto.keys import VerifyingKey, parse_verification_method
 from policyd.errors import DidResolutionError, InvalidRequestError
 
 DEFAULT_PLC_URL = "https://plc.directory"
+KEY_FRAGMENTS = ("atproto_space", "atproto")
+"""Where a space authority's signing key is, first match wins: the space key of proposal
+0016 ("Space authority"), else the account's atproto key. Other methods are not parsed."""
 _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\Z"
 )
@@ -99,7 +102,7 @@ class ResolverConfig:
 
 @dataclass(frozen=True, slots=True)
 class DidDocument:
-    """What policyd keeps of a DID document: its verification keys by fragment.
+    """What policyd keeps of a DID document: its atproto verification keys by fragment.
 
     A fragment maps to None when the document names it with a key policyd
     cannot use (an unknown type, a malformed key), so that a broken
@@ -109,16 +112,16 @@ class DidDocument:
     did: str
     keys: Mapping[str, VerifyingKey | None]
 
-    def signing_key(self, fragments: Sequence[str]) -> VerifyingKey | None:
-        """The key of the first of ``fragments`` the document names (None if unusable or none)."""
-        for fragment in fragments:
+    def signing_key(self) -> VerifyingKey | None:
+        """``#atproto_space`` if the document names it, else ``#atproto``; None if unusable."""
+        for fragment in KEY_FRAGMENTS:
             if fragment in self.keys:
                 return self.keys[fragment]
         return None
 
 
 def parse_document(did: str, document: object) -> DidDocument:
-    """Keep the verification keys of a DID document whose ``id`` is ``did``."""
+    """Keep the atproto verification keys (``KEY_FRAGMENTS``) of the document of ``did``."""
     if not isinstance(document, dict):
         raise DidResolutionError("bad-document", f"the DID document of {did} is not an object")
     if document.get("id") != did:
@@ -133,7 +136,7 @@ def parse_document(did: str, document: object) -> DidDocument:
         if not isinstance(method, dict) or not isinstance(method.get("id"), str):
             continue
         owner, _, fragment = str(method["id"]).partition("#")
-        if not fragment or owner not in ("", did) or fragment in keys:
+        if fragment not in KEY_FRAGMENTS or owner not in ("", did) or fragment in keys:
             continue
         try:
             keys[fragment] = parse_verification_method(method)
@@ -275,8 +278,14 @@ class DidResolver:
         if pending is None:
             pending = asyncio.ensure_future(self._fetch_and_cache(did))
             self._inflight[did] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(did, None))
+            pending.add_done_callback(lambda done: self._forget(did, done))
         return await asyncio.shield(pending)
+
+    def _forget(self, did: str, done: asyncio.Future[DidDocument]) -> None:
+        """Drop a finished fetch; its error is read here too, in case every asker went away."""
+        self._inflight.pop(did, None)
+        if not done.cancelled():
+            done.exception()
 
     async def _fetch_and_cache(self, did: str) -> DidDocument:
         try:
@@ -310,8 +319,11 @@ class DidResolver:
         url = self.url_of(did)
         session = self._open()
         assert self._fetch_slots is not None
+        limit = self.config.max_document_bytes
         try:
+            # The timeout covers waiting for a fetch slot too, so a flood cannot queue forever.
             async with (
+                asyncio.timeout(self.config.timeout),
                 self._fetch_slots,
                 session.get(url, allow_redirects=False) as response,
             ):
@@ -321,15 +333,19 @@ class DidResolver:
                     raise DidResolutionError(
                         "bad-status", f"{url} answered HTTP {response.status} for {did}"
                     )
-                body = await response.content.read(self.config.max_document_bytes + 1)
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(16 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise DidResolutionError(
+                            "bad-document", f"the DID document of {did} is over {limit} bytes"
+                        )
         except TimeoutError as e:
             raise DidResolutionError(
                 "timeout", f"no DID document for {did} within {self.config.timeout}s"
             ) from e
         except aiohttp.ClientError as e:
             raise DidResolutionError("unreachable", f"cannot fetch {url}: {e}") from e
-        if len(body) > self.config.max_document_bytes:
-            raise DidResolutionError("bad-document", f"the DID document of {did} is too large")
         try:
             document: Any = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:

@@ -60,11 +60,14 @@ _LEGACY_TYPES = {
     "EcdsaSecp256k1VerificationKey2019": ES256K,
     "EcdsaSecp256r1VerificationKey2019": ES256,
 }
+MAX_KEY_TEXT = 128
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _BASE58_INDEX = {c: i for i, c in enumerate(_BASE58)}
 
 
 def _base58_decode(text: str) -> bytes:
+    if len(text) > MAX_KEY_TEXT:  # a key is at most 90 digits; longer text only costs time
+        raise DidResolutionError("unusable-key", "a key's multibase text is too long")
     number = 0
     for char in text:
         digit = _BASE58_INDEX.get(char)

@@ -10,7 +10,7 @@ authority DID, ``aud`` = the space's ``managingApp`` verbatim
 random ``jti``; signed with the authority's repo signing key, which its DID
 document lists as ``#atproto``. Proposal 0016 ("Space authority") names
 ``#atproto_space`` as the space's own key, falling back to ``#atproto``, and
-this verifier looks them up in that order.
+this verifier looks them up in that order (``did.KEY_FRAGMENTS``).
 
 The checks follow the reference ``verifyJwt`` and go further where the brief
 asks: ``alg`` must be ES256K or ES256 and match the key's curve; ``typ`` may
@@ -43,9 +43,6 @@ from policyd.atproto.did import DidDocument, DidResolver
 from policyd.atproto.keys import ALGORITHMS, Keypair
 from policyd.atproto.syntax import is_did
 from policyd.errors import DidResolutionError, ServiceAuthError
-
-SPACE_KEY_FRAGMENTS = ("atproto_space", "atproto")
-"""Where a space authority's signing key is: its space key, else its account key."""
 
 # Token types that are not service auth: OAuth access and refresh tokens and DPoP
 # proofs (refused by the reference verifier), and the space tokens of proposal 0016.
@@ -241,7 +238,7 @@ class ServiceAuthVerifier:
     @staticmethod
     def _verifies(document: DidDocument, token: ServiceToken, parsed: _Parsed) -> str | None:
         """None when the signature verifies, else the reason it does not."""
-        key = document.signing_key(SPACE_KEY_FRAGMENTS)
+        key = document.signing_key()
         if key is None:
             return "no-signing-key"
         if key.algorithm != token.algorithm or not key.verify(

@@ -37,7 +37,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +143,16 @@ class CheckUserAccess:
     async def answer(
         self, params: Iterable[tuple[str, str]], authorization: str | None
     ) -> tuple[int, dict[str, Any]]:
-        """The HTTP status and JSON body for one request."""
+        """The HTTP status and JSON body for one request; a bug is a logged 500, never leaked."""
+        try:
+            return await self._answer(params, authorization)
+        except Exception:
+            LOG.exception("checkUserAccess failed")
+            return self._refused(500, "internal", "InternalServerError", "internal error")
+
+    async def _answer(
+        self, params: Iterable[tuple[str, str]], authorization: str | None
+    ) -> tuple[int, dict[str, Any]]:
         try:
             request = parse_request(params, self.config.default_access)
             check = to_check(request, self.config)
@@ -203,7 +212,6 @@ class XrpcServer:
         registry: CollectorRegistry | None = None,
         *,
         grace: float = 10.0,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         settings.validate()
         settings.check_policy(engine)
@@ -218,7 +226,6 @@ class XrpcServer:
         self._runner: web.AppRunner | None = None
         self._resolver: DidResolver | None = None
         self._replay = ReplayGuard(settings.spaces.replay_cache_size)
-        self._clock = clock
         self._grace = grace
 
     @property
@@ -241,17 +248,16 @@ class XrpcServer:
         self._thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-        except OSError as e:
+        except OSError as e:  # the address is taken, or the TLS files cannot be read
             self._halt()
             raise InvalidRequestError(
-                f"cannot listen on {self.settings.listen}: {e.strerror}", field="xrpc_listen"
+                f"cannot serve XRPC on {self.settings.listen}: {e}", field="xrpc_listen"
             ) from e
 
     async def _start(self) -> None:
         settings = self.settings
         on_fetch = self.metrics.fetched if self.metrics is not None else None
-        extra = {"clock": self._clock} if self._clock is not None else {}
-        self._resolver = DidResolver(settings.resolver_config(), on_fetch=on_fetch, **extra)
+        self._resolver = DidResolver(settings.resolver_config(), on_fetch=on_fetch)
         verifier = ServiceAuthVerifier(
             self._resolver,
             settings.service_did,

@@ -70,20 +70,26 @@ def test_plc_urls_must_be_https(plc_url: str, loopback: bool) -> None:
     assert caught.value.field == "plc_url"
 
 
-def test_documents_keep_keys_by_fragment() -> None:
+def test_documents_keep_the_atproto_keys() -> None:
     did = random_plc_did()
     space, account = Identity(did, fragment="atproto_space"), Identity(did, Keypair(ES256))
     document = account.document()
-    document["verificationMethod"] += space.document()["verificationMethod"]
     document["verificationMethod"].append({"id": "#label", "type": "Multikey"})
-    document["verificationMethod"].append({"id": "did:plc:other#atproto_x", "type": "Multikey"})
+    document["verificationMethod"].append({"id": "did:plc:other#atproto_space"})
     kept = parse_document(did, document)
-    assert set(kept.keys) == {"atproto", "atproto_space", "label"}
-    assert kept.keys["label"] is None
-    assert kept.signing_key(("atproto_space", "atproto")) == space.keypair.public
-    assert kept.signing_key(("atproto",)) == account.keypair.public
-    assert kept.signing_key(("label", "atproto")) is None  # broken, not skipped
-    assert kept.signing_key(("atproto_x",)) is None
+    assert kept.keys == {"atproto": account.keypair.public}
+    assert kept.signing_key() == account.keypair.public
+    document["verificationMethod"] += space.document()["verificationMethod"]
+    assert parse_document(did, document).signing_key() == space.keypair.public
+
+
+def test_a_broken_space_key_is_not_skipped_for_the_account_key() -> None:
+    did = random_plc_did()
+    document = Identity(did).document()
+    document["verificationMethod"].append({"id": "#atproto_space", "type": "Ed25519"})
+    kept = parse_document(did, document)
+    assert kept.keys["atproto_space"] is None
+    assert kept.signing_key() is None
 
 
 @pytest.mark.parametrize(
@@ -125,7 +131,7 @@ def test_plc_and_web_documents_resolve_once(directory: DirectoryServer, clock: C
     directory.publish(web)
     dids = resolver(directory, clock)
     found = run(dids, plc.did, plc.did, web.did, plc.did)
-    assert [d.signing_key(("atproto",)) for d in found] == [
+    assert [d.signing_key() for d in found] == [
         plc.keypair.public,
         plc.keypair.public,
         web.keypair.public,

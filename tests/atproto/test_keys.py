@@ -90,8 +90,9 @@ def test_a_key_of_the_other_curve_does_not_verify() -> None:
         {"type": "Multikey", "publicKeyMultibase": "z" + "1" * 40},
         {"type": "Ed25519VerificationKey2020", "publicKeyMultibase": FIXTURES[ES256K][1]},
         {"type": "EcdsaSecp256k1VerificationKey2019", "publicKeyMultibase": "z1111"},
+        {"type": "Multikey", "publicKeyMultibase": "z" + "2" * 60_000},
     ],
-    ids=["no-key", "not-base58btc", "bad-digit", "unknown-codec", "ed25519", "bad-point"],
+    ids=["no-key", "not-base58btc", "bad-digit", "unknown-codec", "ed25519", "bad-point", "huge"],
 )
 def test_unusable_keys(method: dict[str, str]) -> None:
     with pytest.raises(DidResolutionError) as caught:

@@ -323,6 +323,19 @@ def test_other_methods_and_paths(world: World) -> None:
     assert world.ask({}, None, path="/")[0] == 404
 
 
+def test_a_bug_is_a_logged_500_that_says_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(world.engine, "check", broken)
+    status, body = world.ask({"space": CLUB, "user": BOB}, world.token())
+    assert (status, body) == (500, {"error": "InternalServerError", "message": "internal error"})
+    assert "secret detail" in caplog.text
+    assert world.metric("policyd_xrpc_refusals_total", reason="internal", status="500") == 1
+
+
 def test_a_policy_that_no_longer_answers_is_500(world: World) -> None:
     policy = (ROOT / "policies" / "spaces.policy").read_text()
     world.engine.write_policy(policy.replace("permission read =", "permission view ="))
@@ -345,7 +358,7 @@ def test_a_server_needs_a_policy_that_answers_the_mapping(directory: DirectorySe
 
 def test_a_taken_port_is_refused_at_start(world: World) -> None:
     taken = XrpcSettings(world.server.address, APP, SpacesConfig(), world.directory.url, True)
-    with pytest.raises(InvalidRequestError, match="cannot listen"):
+    with pytest.raises(InvalidRequestError, match="cannot serve XRPC on"):
         XrpcServer(world.engine, taken).start()
 
 
