@@ -13,8 +13,9 @@ Each request is parsed (400 ``InvalidRequest`` naming the parameter), its token
 verified (401 with the reference verifier's error name, the reason logged and
 counted; ``service_auth``), mapped to a Check (``spaces``) and decided by the
 engine; the answer is logged as one JSON line on ``policyd.atproto.audit``
-(space, user, clientId, permission, answer, result, revision, issuer, jti) and
-counted. A decision that fails is a 500, which the PDS takes as a refusal.
+(space, user, clientId, permission, answer, result, revision and its
+consistency token, so the decision can be asked again at that snapshot,
+issuer, jti) and counted. A decision that fails is a 500, which the PDS takes as a refusal.
 
 The server is aiohttp's, on an event loop in its own thread of the serving
 process. Measured on this 2-core machine with the load generator on the same
@@ -55,7 +56,7 @@ from policyd.atproto.spaces import (
     to_check,
 )
 from policyd.atproto.syntax import parse_service_ref
-from policyd.engine import Engine, Permissionship
+from policyd.engine import Engine
 from policyd.errors import InvalidRequestError, NotFoundError, PolicydError, ServiceAuthError
 
 LOG = logging.getLogger("policyd.atproto")
@@ -178,7 +179,7 @@ class CheckUserAccess:
             reason = "policy-mismatch" if isinstance(e, InvalidRequestError) else "decision-failed"
             LOG.error("checkUserAccess cannot decide %s: %s", check.resource, e)
             return self._refused(500, reason, "InternalServerError", "the decision failed", **facts)
-        authorized = result.permissionship is Permissionship.HAS_PERMISSION
+        authorized = result.allowed
         answer = "authorized" if authorized else "denied"
         if self.metrics is not None:
             self.metrics.answered(check.permission, answer)
@@ -193,7 +194,8 @@ class CheckUserAccess:
                     "answer": answer,
                     "result": result.permissionship.value,
                     **({"missing": list(result.missing)} if result.missing else {}),
-                    "revision": result.revision,
+                    "revision": self.engine.tokens.revision(result.token),
+                    "token": result.token,
                     "iss": token.issuer,
                     "jti": token.jti,
                 }

@@ -182,7 +182,7 @@ def test_decisions(world: World, case: Decision, caplog: pytest.LogCaptureFixtur
     assert audit["permission"] == permission
     assert audit["answer"] == ("authorized" if case.authorized else "denied")
     assert audit["iss"] == ALICE
-    assert isinstance(audit["revision"], int)
+    assert audit["revision"] == world.engine.tokens.revision(audit["token"])
     if case.id == "no-attested-client":
         assert (audit["result"], audit["missing"]) == ("conditional", ["client_id"])
     answer = "authorized" if case.authorized else "denied"
