@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +69,14 @@ class Identity:
         return mint_service_jwt(self.keypair, self.did, audience, method, **overrides)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Says nothing when a client hung up first (a resolver that timed out, say)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class DirectoryServer:
     """DID documents over HTTP on 127.0.0.1: a PLC directory and one did:web host in one."""
 
@@ -96,7 +105,7 @@ class DirectoryServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
