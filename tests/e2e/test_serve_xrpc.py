@@ -89,6 +89,7 @@ def test_membership_written_over_grpc_answers_over_xrpc(
         client.touch([parse_relationship(f"space:{space}#member@account:{USER}")])
     assert ask(server, authority, space, USER) == (200, {"authorized": True})
     assert ask(server, Identity(random_plc_did()), space, USER)[0] == 401
+    assert server.terminate(timeout=30) == 0  # SIGTERM stops XRPC too, then the store closes
 
 
 @pytest.mark.parametrize(
