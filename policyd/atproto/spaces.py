@@ -11,9 +11,9 @@ setting of ``--spaces-config``, a YAML file of ``SpacesConfig`` fields; a wrong
 setting, or a mapping the policy in force cannot answer, stops the server at
 start with a message that says which.
 
-Parameters policyd does not know are ignored, as XRPC servers ignore unknown
-parameters; a known one given twice is refused, so that policyd and the PDS
-cannot read the same request differently.
+Parameters policyd does not know are ignored, so that a newer caller's
+additions do not break it; a known one given twice is refused, so that
+policyd and the PDS cannot read the same request differently.
 """
 
 from __future__ import annotations
