@@ -15,7 +15,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyd import client
 from policyd.consistency import Consistency
@@ -43,6 +43,9 @@ from policyd.relationship import (
 )
 from policyd.store import open_store
 from policyd.validationfile import load_engine, load_validation_files, run_validation_file
+
+if TYPE_CHECKING:
+    from policyd.atproto import XrpcSettings
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -542,19 +545,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         url = _store_url(args)
         _split_address(args.listen)
+        xrpc = _xrpc_settings(args)
         if args.workers > 1:
             if args.store == "memory":
                 raise InvalidRequestError(
                     "--workers needs a shared store, not memory", field="store"
                 )
-            return _supervise(args, url, token)
-        return _serve_one(args, url, token)
+            return _supervise(args, url, token, xrpc)
+        return _serve_one(args, url, token, xrpc)
     except PolicydError as e:
         _print_error(e)
         return EXIT_USAGE
 
 
-def _serve_one(args: argparse.Namespace, url: str, token: str | None) -> int:
+def _xrpc_settings(args: argparse.Namespace) -> XrpcSettings | None:
+    """The checkUserAccess settings of ``--xrpc-listen`` and its flags, checked; None without it."""
+    if not args.xrpc_listen:
+        return None
+    from policyd.atproto import XrpcSettings, load_config
+    from policyd.atproto.did import DEFAULT_PLC_URL
+
+    if not args.service_did:
+        raise InvalidRequestError(
+            "--xrpc-listen needs --service-did: this app's did:…#fragment, the managingApp "
+            "its spaces name",
+            field="service_did",
+        )
+    settings = XrpcSettings(
+        args.xrpc_listen,
+        args.service_did,
+        load_config(args.spaces_config),
+        args.plc_url or DEFAULT_PLC_URL,
+        args.insecure_loopback_http,
+        args.tls_cert,
+        args.tls_key,
+    )
+    settings.validate()
+    return settings
+
+
+def _serve_one(
+    args: argparse.Namespace, url: str, token: str | None, xrpc: XrpcSettings | None = None
+) -> int:
     from prometheus_client import CollectorRegistry
 
     from policyd.api.limits import Limits
@@ -575,12 +607,21 @@ def _serve_one(args: argparse.Namespace, url: str, token: str | None) -> int:
         limits=Limits(max_message_bytes=args.max_message_bytes),
     )
     registry = CollectorRegistry()
+    xrpc_server = None
+    if xrpc is not None:
+        from policyd.atproto import XrpcServer
+
+        xrpc_server = XrpcServer(engine, xrpc, registry, grace=args.grace)
     server = PolicydServer(engine, store, config, registry)
     metrics_server = None
     if args.metrics_listen != "off":
         metrics_server, metrics_port = serve_metrics(registry, args.metrics_listen)
         host = args.metrics_listen.rpartition(":")[0]
         print(f"policyd metrics on http://{host}:{metrics_port}/metrics", flush=True)
+    if xrpc_server is not None:
+        xrpc_server.start()
+        server.on_stop(xrpc_server.stop)
+        print(f"policyd xrpc on {xrpc_server.url}", flush=True)
     server.start()
     server.stop_on_signals(grace=args.grace)
     print(f"policyd listening on {server.address}", flush=True)
@@ -591,8 +632,14 @@ def _serve_one(args: argparse.Namespace, url: str, token: str | None) -> int:
     return EXIT_OK
 
 
-def _supervise(args: argparse.Namespace, url: str, token: str | None) -> int:
-    """Run ``--workers`` processes sharing the port (SO_REUSEPORT); forward SIGTERM to them."""
+def _supervise(
+    args: argparse.Namespace, url: str, token: str | None, xrpc: XrpcSettings | None = None
+) -> int:
+    """Run ``--workers`` processes sharing the port (SO_REUSEPORT); forward SIGTERM to them.
+
+    Worker 0 alone serves ``--xrpc-listen``, so that one replay cache sees every
+    service-auth token (one process answers well past the target; README).
+    """
     import signal
     import socket
     import subprocess
@@ -607,6 +654,12 @@ def _supervise(args: argparse.Namespace, url: str, token: str | None) -> int:
         store = open_store(url)
         try:
             _ensure_policy(Engine(store), args.policy)
+        finally:
+            store.close()
+    if xrpc is not None:
+        store = open_store(url)
+        try:
+            xrpc.check_policy(Engine(store, index=False))
         finally:
             store.close()
     env = dict(os.environ)
@@ -636,6 +689,13 @@ def _supervise(args: argparse.Namespace, url: str, token: str | None) -> int:
             command.append("--insecure-no-auth")
         if args.tls_cert:
             command += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+        if xrpc is not None and index == 0:
+            command += ["--xrpc-listen", xrpc.listen, "--service-did", xrpc.service_did]
+            command += ["--plc-url", xrpc.plc_url]
+            if args.spaces_config:
+                command += ["--spaces-config", args.spaces_config]
+            if xrpc.allow_loopback_http:
+                command.append("--insecure-loopback-http")
         return subprocess.Popen(command, env=env)
 
     stopping = False
@@ -798,7 +858,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without a token; anyone who can connect may read and write everything",
     )
-    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain")
+    serve.add_argument(
+        "--tls-cert", metavar="PEM", help="TLS certificate chain (gRPC, and XRPC if served)"
+    )
     serve.add_argument("--tls-key", metavar="PEM", help="TLS private key")
     serve.add_argument(
         "--workers",
@@ -832,6 +894,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (debug logs one line per request)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    spaces = serve.add_argument_group(
+        "atproto spaces: policyd as a space's managing app (checkUserAccess)"
+    )
+    spaces.add_argument(
+        "--xrpc-listen",
+        metavar="HOST:PORT",
+        help="serve com.atproto.simplespace.checkUserAccess over HTTP here "
+        "(default: off; with --workers, worker 0 serves it)",
+    )
+    spaces.add_argument(
+        "--service-did",
+        metavar="DID#FRAGMENT",
+        help="this app's service identifier, the managingApp of its spaces and the aud of "
+        "the service-auth tokens it accepts",
+    )
+    spaces.add_argument(
+        "--plc-url",
+        metavar="URL",
+        help="PLC directory resolving did:plc (default: https://plc.directory)",
+    )
+    spaces.add_argument(
+        "--spaces-config",
+        metavar="YAML",
+        help="settings of the request-to-check mapping, token checks and DID cache (README)",
+    )
+    spaces.add_argument(
+        "--insecure-loopback-http",
+        action="store_true",
+        help="for tests: fetch DID documents over plain HTTP from loopback hosts "
+        "(did:web:127.0.0.1%%3APORT, an http:// PLC directory on 127.0.0.1)",
+    )
 
     write = command(
         "write", _client_command(run_write), "write relationships on a server, atomically"

@@ -216,3 +216,29 @@ class UnavailableError(PolicydError):
     """The server could not be reached or is shutting down; the call may be retried."""
 
     code = "unavailable"
+
+
+class ServiceAuthError(UnauthenticatedError):
+    """An atproto service-auth token that failed verification.
+
+    ``reason`` is a stable kebab-case word (``expired``, ``bad-signature``, …) that
+    is logged and counted; ``error`` is the XRPC error name the caller gets, after
+    the atproto reference verifier (``BadJwtSignature``, ``JwtExpired``, …).
+    """
+
+    code = "service-auth-failed"
+
+    def __init__(self, reason: str, error: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.error = error
+
+
+class DidResolutionError(PolicydError):
+    """A DID whose document could not be fetched or used; ``reason`` says why."""
+
+    code = "did-resolution-failed"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
@@ -99,6 +99,7 @@ class PolicydServer:
         )
         self._stopping = threading.Event()
         self._stopped = threading.Event()
+        self._stop_hooks: list[Callable[[], None]] = []
         self._writes = Threads(config.threads, "policyd-write")
         self._reads = Threads(config.threads, "policyd-read")
         self._loop = asyncio.new_event_loop()
@@ -203,6 +204,8 @@ class PolicydServer:
         try:
             self._on_loop(self._stop(grace))
         finally:
+            for hook in self._stop_hooks:
+                hook()
             self._writes.close()
             self._reads.close()
             self._close_loop()
@@ -219,6 +222,10 @@ class PolicydServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` while stopping, after gRPC calls drained and before the store closes."""
+        self._stop_hooks.append(hook)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops; True if it did within ``timeout``."""

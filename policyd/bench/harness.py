@@ -11,6 +11,9 @@ Sections (``--sections``, all by default):
   workload they can express, with the policyd ratio and answer agreement.
 - ``grpc``: ``policyd serve --workers N`` on loopback under 1 and N client
   processes (and h2load if installed).
+- ``xrpc``: ``com.atproto.simplespace.checkUserAccess`` on loopback, every
+  request with its own service-auth JWT verified (``policyd.bench.xrpc_load``),
+  and the cost of one signature verification per library.
 
 Every measurement is bounded by ``--seconds`` (and by counts), and each
 workload's process by ``--timeout``. Benchmarks print numbers; they never fail
@@ -273,6 +276,14 @@ def grpc_rows(
         )
 
 
+def xrpc_rows(seconds: float) -> dict[str, list[dict[str, object]]]:
+    """The checkUserAccess load table and signature costs (in an isolated process)."""
+    from policyd.bench.xrpc_load import measure_xrpc, verify_costs
+
+    with tempfile.TemporaryDirectory(prefix="policyd-bench-") as tmp:
+        return {"verify": verify_costs(min(seconds, 1.0)), "load": measure_xrpc(Path(tmp), seconds)}
+
+
 # ---- the program -----------------------------------------------------------------------------
 
 
@@ -300,8 +311,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sections",
-        default="inprocess,spicedb,python,grpc",
-        help="comma-separated: inprocess, spicedb, python, grpc",
+        default="inprocess,spicedb,python,grpc,xrpc",
+        help="comma-separated: inprocess, spicedb, python, grpc, xrpc",
     )
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument(
@@ -418,6 +429,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["grpc"] = rows
         print(f"\n== over gRPC: policyd serve --workers {args.workers} (scale {scale})")
         print(table(rows), flush=True)
+
+    if "xrpc" in sections:
+        measured = isolated(xrpc_rows, (args.seconds,), args.timeout, isolate)
+        results["xrpc"] = measured
+        print("\n== checkUserAccess over XRPC: policyd serve --xrpc-listen, one process")
+        if "skipped" in measured:
+            print(f"  skipped: {measured['skipped']}")
+        else:
+            print(table(measured["verify"]))
+            print(table(measured["load"]), flush=True)
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")

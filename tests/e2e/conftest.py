@@ -48,6 +48,7 @@ class ServerProcess:
         threading.Thread(target=self._pump_stderr, daemon=True).start()
         self.address = ""
         self.metrics_url = ""
+        self.xrpc_url = ""
         deadline = time.monotonic() + START_TIMEOUT
         while not self.address:
             remaining = deadline - time.monotonic()
@@ -60,6 +61,8 @@ class ServerProcess:
                 continue
             if line.startswith("policyd metrics on "):
                 self.metrics_url = line.split()[-1]
+            elif line.startswith("policyd xrpc on "):
+                self.xrpc_url = line.split()[-1]
             elif line.startswith("policyd listening on "):
                 self.address = line.split()[3]
 
