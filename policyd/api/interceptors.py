@@ -217,6 +217,8 @@ class ObservingInterceptor(_ServerInterceptor):
         count = self._in_flight.get(method, 0)
         if count < limit:
             self._in_flight[method] = count + 1
+            if self._metrics is not None:
+                self._metrics.in_flight.labels(method).inc()
             return
         error = ResourceExhaustedError(
             f"{method} already has {limit} calls in flight on this server (its limit); "
@@ -236,12 +238,17 @@ class ObservingInterceptor(_ServerInterceptor):
         decoded = _decoded_stream if request_streaming else _decoded
         if response_streaming:
 
-            async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+            async def streaming(request: Any, context: Context) -> None:
+                # A coroutine writing each response, not an async generator: when the call
+                # is cancelled, grpc cancels this coroutine, and the ``finally`` below closes
+                # the servicer's generator (and the engine work under it) at once; an
+                # abandoned generator would be closed only when garbage collected.
                 start = time.perf_counter()
                 await self._admit(method, start, context)
+                responses = behavior(decoded(request), context)
                 try:
-                    async for response in behavior(decoded(request), context):
-                        yield response
+                    async for response in responses:
+                        await context.write(response)
                 except asyncio.CancelledError as e:
                     self._finish(method, start, e)
                     raise
@@ -251,7 +258,8 @@ class ObservingInterceptor(_ServerInterceptor):
                 else:
                     self._finish(method, start, None)
                 finally:
-                    self._in_flight[method] -= 1
+                    await responses.aclose()
+                    self._leave(method)
 
             return streaming
 
@@ -270,9 +278,15 @@ class ObservingInterceptor(_ServerInterceptor):
                 self._finish(method, start, None)
                 return result
             finally:
-                self._in_flight[method] -= 1
+                self._leave(method)
 
         return unary
+
+    def _leave(self, method: str) -> None:
+        """Count an admitted call out."""
+        self._in_flight[method] -= 1
+        if self._metrics is not None:
+            self._metrics.in_flight.labels(method).dec()
 
     @staticmethod
     async def _abort(context: Context, error: Exception) -> None:

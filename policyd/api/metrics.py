@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,6 +48,12 @@ class Metrics:
             "Time to handle a gRPC request (streams: until the last response), by method.",
             ["method"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "policyd_grpc_in_flight",
+            "gRPC calls admitted and not yet finished (streams while open), by method.",
+            ["method"],
             registry=registry,
         )
         # Plain ints on the hot path; exported by _DecisionCollector at scrape time.

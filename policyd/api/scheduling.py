@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
@@ -48,21 +48,27 @@ def deadline_of(context: Context) -> Deadline:
     return Deadline(context.time_remaining())
 
 
-async def sliced(steps: Iterator[T | None], deadline: Deadline) -> AsyncIterator[T]:
+async def sliced(steps: Generator[T | None, None, object], deadline: Deadline) -> AsyncIterator[T]:
     """The answers of an engine generator, giving the loop back every ``SLICE_SECONDS``.
+
+    The generator is closed however this ends (its caller cancelled, the
+    deadline passed), so the engine work stops with it.
 
     Raises:
         DeadlineExceededError: the deadline passed between slices.
     """
     until = time.monotonic() + SLICE_SECONDS
-    for step in steps:
-        if step is not None:
-            yield step
-            continue
-        if time.monotonic() >= until:
-            deadline.check()
-            await asyncio.sleep(0)
-            until = time.monotonic() + SLICE_SECONDS
+    try:
+        for step in steps:
+            if step is not None:
+                yield step
+                continue
+            if time.monotonic() >= until:
+                deadline.check()
+                await asyncio.sleep(0)
+                until = time.monotonic() + SLICE_SECONDS
+    finally:
+        steps.close()
 
 
 class Threads:

@@ -9,7 +9,7 @@ the store's token codec, so the next page reads the same snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -26,7 +26,7 @@ class Listing(Generic[T]):
 
     revision: Revision
     token: str
-    steps: Iterator[T | None]
+    steps: Generator[T | None, None, None]
     cursor: str | None = None
 
 
@@ -44,9 +44,8 @@ def listing(
     """
     if limit is not None and limit < 1:
         raise InvalidRequestError("limit must be positive", field="limit")
-    result: Listing[T] = Listing(revision, tokens.token(revision), iter(()))
 
-    def limited() -> Iterator[T | None]:
+    def limited() -> Generator[T | None, None, None]:
         count = 0
         for step in stream:
             yield step
@@ -59,7 +58,7 @@ def listing(
                     result.cursor = tokens.cursor(revision, state)
                 return
 
-    result.steps = limited()
+    result: Listing[T] = Listing(revision, tokens.token(revision), limited())
     return result
 
 
