@@ -10,18 +10,22 @@ Cycles. A member met again while it is still being evaluated is cut: on a
 path of unions, intersections and arrows (all monotone) the cut counts as
 "not granted", which yields the least fixpoint, the one answer every
 evaluation order agrees on (nested groups that contain each other). A cycle
-that passes through the subtracted side of an exclusion has no such answer
-(``viewer = direct - restricted`` with ``restricted`` holding ``viewer``
-would grant exactly when it does not), so the cut is a ``Failure`` that
-fails the decision closed unless another operand settles it without the
-cycle. SpiceDB ends every such cycle in its max-depth error; we keep the
-fixpoint answer for monotone cycles and name the cycle otherwise.
+with a negative step, one member depending on the next through the
+subtracted side of an exclusion, has no such answer (``viewer = direct -
+restricted`` with ``restricted`` holding ``viewer`` would grant exactly when
+it does not), so the cut is a ``Failure`` that fails the decision closed
+unless another operand settles it without the cycle. These are the answers
+of the well-founded model (tests/engine/test_fail_closed.py checks them
+against one): true and false where it decides, an error where it leaves a
+member undefined. SpiceDB ends every such cycle in its max-depth error; we
+keep the fixpoint answer for monotone cycles and name the cycle otherwise.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 from policyd.caveats import CaveatOutcome, merge_contexts
@@ -90,7 +94,7 @@ class CheckRun:
         if opened is not None:
             position, negations = opened
             self._lowest_cut = min(self._lowest_cut, position)
-            if self.negations > negations:
+            if self.negations != negations and self._negative_cycle(position):
                 return Failure(self._cycle_error(position, key))
             return False
         if depth > self.max_depth:
@@ -127,6 +131,21 @@ class CheckRun:
         else:
             self._lowest_cut = min(saved, cut)
         return result
+
+    def _negative_cycle(self, position: int) -> bool:
+        """Whether the cycle back to the member opened at ``position`` has a negative step.
+
+        A step from one member to the next on the path is negative when an odd
+        number of subtracted sides lie between them (each member's count of
+        subtracted sides when it was opened, then the count now, tells). A
+        cycle of positive steps, even one under two subtractions at once
+        (``a - (a - b)``), is monotone: the cut's "not granted" is its least
+        fixpoint, as for nested groups.
+        """
+        parity = self.negations % 2
+        return any(
+            negations % 2 != parity for _, negations in islice(self._open.values(), position, None)
+        )
 
     def _cycle_error(self, position: int, key: tuple[str, str, str]) -> CycleUnderExclusionError:
         """The error for a cycle back to the member opened at ``position``, naming the path."""
