@@ -29,9 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from policyd.relationship import ObjectRef, Relationship, SubjectRef
+from policyd.relationship import Relationship, RelationshipKey
 from policyd.store.base import ChangeKind, Revision, Store
 
 _intern = sys.intern
@@ -416,16 +417,9 @@ class RelationshipIndex:
         return found
 
 
-def relationship_from(
-    rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str, value: bool | Edge
-) -> Relationship:
-    """Rebuild the Relationship value a (key, value) pair of the index stands for."""
-    subject = SubjectRef(stype, sid, srel or None)
-    if value is True or value is False:
-        return Relationship(ObjectRef(rtype, rid), relation, subject)
-    from datetime import UTC, datetime
-
-    expires = datetime.fromtimestamp(value.expires_at, UTC) if value.expires_at else None
-    return Relationship(
-        ObjectRef(rtype, rid), relation, subject, value.caveat_name, value.context, expires
-    )
+def relationship_of(key: RelationshipKey, value: bool | Edge) -> Relationship:
+    """The Relationship a (key, value) pair of the index stands for; the inverse of ``edge_of``."""
+    if not isinstance(value, Edge):
+        return Relationship.from_key(key)
+    expires = None if value.expires_at is None else datetime.fromtimestamp(value.expires_at, UTC)
+    return Relationship.from_key(key, value.caveat_name, value.context, expires)

@@ -20,8 +20,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from policyd.engine.index import Edge, RelationshipIndex, edge_of, relationship_from
-from policyd.relationship import Relationship
+from policyd.engine.index import Edge, RelationshipIndex, edge_of, relationship_of
+from policyd.relationship import Relationship, RelationshipKey
 from policyd.store.base import Revision, Store
 
 
@@ -224,7 +224,7 @@ class IndexReader:
     ) -> list[Relationship]:
         """Every live ``rtype:rid#relation@…``, optionally of one subject type."""
         return [
-            relationship_from(rtype, rid, relation, stype, sid, srel, v)
+            relationship_of((rtype, rid, relation, stype, sid, srel), v)
             for stype, sid, srel, v in self.all_subject_edges(rtype, rid, relation)
             if subject_type is None or stype == subject_type
         ]
@@ -278,15 +278,15 @@ class TracedEdge(Edge):
     no expiry, which every evaluator grants as it grants ``True``.
     """
 
-    key: tuple[str, str, str, str, str, str] = ("", "", "", "", "", "")
+    key: RelationshipKey = ("", "", "", "", "", "")
     value: bool | Edge = True
 
     def relationship(self) -> Relationship:
         """The relationship this value was read as."""
-        return relationship_from(*self.key, self.value)
+        return relationship_of(self.key, self.value)
 
 
-def traced(key: tuple[str, str, str, str, str, str], value: bool | Edge) -> TracedEdge:
+def traced(key: RelationshipKey, value: bool | Edge) -> TracedEdge:
     """``value`` found under ``key``, carrying both."""
     if isinstance(value, Edge):
         return TracedEdge(value.caveat_name, value.context, value.expires_at, key, value)

@@ -7,6 +7,7 @@ sqlite-utils' backend nor psycopg.
 from __future__ import annotations
 
 from policyd.errors import InvalidRequestError
+from policyd.relationship import RelationshipKey
 from policyd.store.base import (
     ChangeEvent,
     ChangeKind,
@@ -16,7 +17,6 @@ from policyd.store.base import (
     PreconditionKind,
     ReadPage,
     RelationshipFilter,
-    RelationshipKey,
     Revision,
     RevisionHold,
     Store,

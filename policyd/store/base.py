@@ -59,20 +59,15 @@ from policyd.relationship import (
     RELATION_NAME,
     TYPE_NAME,
     WILDCARD,
-    ObjectRef,
     Relationship,
+    RelationshipKey,
     RelationshipUpdate,
-    SubjectRef,
 )
 from policyd.schema.ir import Schema
 from policyd.tokens import TokenCodec
 
 Revision: TypeAlias = int
 """A store revision: 0 for an empty store, then +1 per committed write, in commit order."""
-
-RelationshipKey: TypeAlias = tuple[str, str, str, str, str, str]
-"""``Relationship.key``: resource type, resource id, relation, subject type, subject id,
-subject relation ('' for none)."""
 
 ExportRow: TypeAlias = tuple[str, str, str, str, str, str, str | None, str | None, int | None]
 """A live relationship as raw columns: the six key parts (subject relation '' for none),
@@ -489,28 +484,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def dump_context(context: dict[str, Any]) -> str | None:
     """Caveat context as stored: canonical JSON, or ``None`` when empty."""
     return json.dumps(context, sort_keys=True, separators=(",", ":")) if context else None
-
-
-def build_relationship(
-    resource_type: str,
-    resource_id: str,
-    relation: str,
-    subject_type: str,
-    subject_id: str,
-    subject_relation: str,
-    caveat_name: str | None,
-    caveat_context: str | None,
-    expires_at: int | None,
-) -> Relationship:
-    """A Relationship from the stored columns (subject relation '' for none)."""
-    return Relationship(
-        ObjectRef(resource_type, resource_id),
-        relation,
-        SubjectRef(subject_type, subject_id, subject_relation or None),
-        caveat_name,
-        json.loads(caveat_context) if caveat_context else {},
-        from_micros(expires_at),
-    )
 
 
 def check_limit(limit: int | None, field: str = "limit") -> None:

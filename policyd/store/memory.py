@@ -21,7 +21,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
-from policyd.relationship import Operation, Relationship, RelationshipUpdate
+from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
 from policyd.store.base import (
     DEFAULT_CHANGES_LIMIT,
@@ -39,7 +39,6 @@ from policyd.store.base import (
     PreconditionKind,
     ReadPage,
     RelationshipFilter,
-    RelationshipKey,
     Revision,
     RevisionHold,
     StoredPolicy,

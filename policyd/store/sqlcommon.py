@@ -33,6 +33,7 @@ SQL here is written with ``?`` placeholders; a backend's ``_sql`` rewrites them.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -48,7 +49,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
-from policyd.relationship import Operation, Relationship, RelationshipUpdate
+from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
 from policyd.schema.serialize import schema_from_json, schema_to_json
 from policyd.store.base import (
@@ -67,15 +68,14 @@ from policyd.store.base import (
     PreconditionKind,
     ReadPage,
     RelationshipFilter,
-    RelationshipKey,
     Revision,
     RevisionHold,
     StoredPolicy,
-    build_relationship,
     check_cursor_revision,
     check_limit,
     check_preconditions,
     dump_context,
+    from_micros,
     to_micros,
 )
 from policyd.store.validation import Shape, Validator, orphan_blockers
@@ -135,11 +135,10 @@ def filter_sql(relationship_filter: RelationshipFilter) -> tuple[str, list[Any]]
     return (" AND ".join(parts) or "1 = 1"), params
 
 
-def relationship_from(row: Sequence[Any]) -> Relationship:
+def relationship_from_row(row: Row) -> Relationship:
     """A Relationship from ``COLUMNS`` at the start of ``row``."""
-    return build_relationship(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
-    )
+    context = json.loads(row[7]) if row[7] else {}
+    return Relationship.from_key(row[:6], row[6], context, from_micros(row[8]))
 
 
 def row_values(rel: Relationship, revision: Revision) -> tuple[Any, ...]:
@@ -382,7 +381,7 @@ class SqlStore(ABC):
             (revision, now),
         ).fetchone()
         if clash is not None:
-            rel = relationship_from((*clash, None, None, None))
+            rel = Relationship.from_key(clash)
             raise AlreadyExistsError(f"{rel} already exists", field="relationships")
         self._exec(
             cur,
@@ -417,7 +416,7 @@ class SqlStore(ABC):
         )
         with self._read() as cur:
             rows = self._select_at(cur, data, (at, at, self._now(), *params, limit + 1), at)
-        page = tuple(relationship_from(r) for r in rows[:limit])
+        page = tuple(relationship_from_row(r) for r in rows[:limit])
         next_cursor = Cursor(at, page[-1].key) if len(rows) > limit else None
         return ReadPage(page, at, next_cursor)
 
@@ -427,7 +426,7 @@ class SqlStore(ABC):
         data = f"SELECT {COLUMNS} FROM relationships WHERE {KEY_MATCH} AND {VISIBLE}"
         with self._read() as cur:
             rows = self._select_at(cur, data, (*key, at, at, self._now()), at)
-        return relationship_from(rows[0]) if rows else None
+        return relationship_from_row(rows[0]) if rows else None
 
     def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
         """Whether the relationship with this key is live at ``revision`` (the point read)."""
@@ -457,7 +456,7 @@ class SqlStore(ABC):
         data = f"SELECT {COLUMNS} FROM relationships WHERE {where} AND {VISIBLE}"
         with self._read() as cur:
             rows = self._select_at(cur, data, (*params, at, at, self._now()), at)
-        return [relationship_from(r) for r in rows]
+        return [relationship_from_row(r) for r in rows]
 
     def resources_of(
         self,
@@ -478,7 +477,7 @@ class SqlStore(ABC):
         params = (subject_type, ids_param, subject_relation or "", resource_type, relation)
         with self._read() as cur:
             rows = self._select_at(cur, data, (*params, at, at, self._now()), at)
-        found = [relationship_from(r) for r in rows]
+        found = [relationship_from_row(r) for r in rows]
         found.sort(key=lambda r: (r.subject.id, r.resource.id))
         return found
 
@@ -611,7 +610,7 @@ class SqlStore(ABC):
                 events.append(ChangeEvent(revision, ChangeKind.POLICY))
             else:
                 change = ChangeKind.DELETE if kind == 1 else ChangeKind.TOUCH
-                events.append(ChangeEvent(revision, change, relationship_from(r[4:])))
+                events.append(ChangeEvent(revision, change, relationship_from_row(r[4:])))
         return events
 
     # ---- garbage collection --------------------------------------------------------------------

@@ -23,10 +23,11 @@ from policyd.relationship import (
     ObjectRef,
     Operation,
     Relationship,
+    RelationshipKey,
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.store.base import ChangeKind, RelationshipFilter, RelationshipKey, Store
+from policyd.store.base import ChangeKind, RelationshipFilter, Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
 from tests.store.schemas import POLICY_TEXT, base_schema

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
-from policyd.store.base import Clock, RelationshipKey, Revision
+from policyd.relationship import RelationshipKey
+from policyd.store.base import Clock, Revision
 from policyd.store.sqlcommon import EXISTS, INSERT, SqlCursor, SqlStore
 from policyd.store.sqlite.migrations import SECONDARY_INDEXES, migrate
 
