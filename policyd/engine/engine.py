@@ -179,9 +179,9 @@ class Engine:
         self._head = store.head_revision()
         if index:
             self._index = RelationshipIndex(clock=store.clock)
-            self._index.load(store, self._head)
+            self._index.load(store.snapshot(self._head))
             self._closures = Closures(self._index)
-            if store.read_policy(self._head) is not None:
+            if store.snapshot(self._head).read_policy() is not None:
                 self._policy(self._head)  # compile and warm up before the first request
         self._head_read_at = clock()
         self.cache = DecisionCache(cache_capacity if index else 0)
@@ -272,7 +272,7 @@ class Engine:
             if index.revision == revision or (index.revision > revision and not exact):
                 graph = IndexReader(index)
                 return graph, self._policy(graph.revision)
-        return StoreReader(self.store, revision), self._policy(revision)
+        return StoreReader(self.store.snapshot(revision)), self._policy(revision)
 
     def _policy(self, revision: Revision) -> _CompiledPolicy:
         last = self._last_policy
@@ -286,7 +286,7 @@ class Engine:
         for policy_revision, compiled in self._policies.items():
             if policy_revision <= revision <= compiled.verified_to:
                 return compiled
-        stored = self.store.read_policy(revision)
+        stored = self.store.snapshot(revision).read_policy()
         if stored is None:
             raise NotFoundError("no policy has been written yet; write one first", field="policy")
         known = self._policies.get(stored.revision)
@@ -318,7 +318,7 @@ class Engine:
     def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
         """The policy text in force at the consistency's revision, and that revision."""
         revision = self.revision_for(consistency)
-        stored = self.store.read_policy(revision)
+        stored = self.store.snapshot(revision).read_policy()
         if stored is None:
             raise NotFoundError("no policy has been written yet", field="policy")
         return stored.text, revision

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from policyd.relationship import Relationship, RelationshipKey
-from policyd.store.base import ChangeKind, Revision, Store
+from policyd.store.base import ChangeKind, ChangeLog, Revision, SnapshotReader
 
 _intern = sys.intern
 
@@ -235,8 +235,8 @@ class RelationshipIndex:
         r, s = rel.resource, rel.subject
         self.drop(r.type, r.id, rel.relation, s.type, s.id, s.relation or "")
 
-    def load(self, store: Store, revision: Revision) -> None:
-        """Replace the contents with every live relationship at ``revision``."""
+    def load(self, snapshot: SnapshotReader) -> None:
+        """Replace the contents with every live relationship of the snapshot, at its revision."""
         with self.lock:
             self.forward = {}
             self.reverse = {}
@@ -257,7 +257,7 @@ class RelationshipIndex:
                 caveat,
                 context,
                 expires,
-            ) in store.export_rows(revision):
+            ) in snapshot.export_rows():
                 if caveat is None and expires is None:
                     put(rtype, rid, relation, stype, sid, srel, True)
                 else:
@@ -271,9 +271,9 @@ class RelationshipIndex:
             for rkey, slot in self.reverse.items():
                 if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
                     self.sorted_reverse[rkey] = sorted(slot)
-            self.revision = revision
+            self.revision = snapshot.revision
 
-    def catch_up(self, store: Store) -> bool:
+    def catch_up(self, store: ChangeLog) -> bool:
         """Apply the change log up to the store's head; True if a policy changed on the way.
 
         Revisions without events (a TOUCH that changed nothing) still advance

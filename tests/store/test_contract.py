@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,13 +64,13 @@ def delete(*texts: str) -> list[RelationshipUpdate]:
 
 
 def everything(store: Store, revision: int | None = None) -> list[str]:
-    page = store.read(RelationshipFilter(), revision, limit=10_000)
+    page = store.snapshot(revision).read(RelationshipFilter(), limit=10_000)
     assert page.cursor is None
     return [str(r) for r in page.relationships]
 
 
 def exists(store: Store, text: str, revision: int | None = None) -> bool:
-    return store.exists(rel(text).key, revision)
+    return store.snapshot(revision).get(rel(text).key) is not None
 
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -80,7 +81,7 @@ AT_URI = f"at://{DID}/app.bsky.feed.post/3k44dxzlmd52a"
 
 def test_empty_store(bare_store: Store) -> None:
     assert bare_store.head_revision() == 0
-    assert bare_store.read_policy() is None
+    assert bare_store.snapshot().read_policy() is None
     assert bare_store.changes(0) == []
     assert everything(bare_store) == []
 
@@ -97,7 +98,7 @@ def test_identity_is_made_with_the_store_and_kept(open_backend: StoreFactory) ->
 
 def test_cursor_of_another_store_is_refused(store: Store) -> None:
     store.write(touch("document:1#viewer@user:a", "document:2#viewer@user:b"))
-    page = store.read(RelationshipFilter(), limit=1)
+    page = store.snapshot().read(RelationshipFilter(), limit=1)
     assert page.cursor is not None
     ours, theirs = TokenCodec(store.identity), TokenCodec(bytes(STORE_IDENTITY_BYTES))
     assert Cursor.decode(page.cursor.encode(ours), ours) == page.cursor
@@ -119,11 +120,11 @@ def test_policy_round_trip_and_versions(bare_store: Store) -> None:
     r1 = bare_store.write_policy("first", base_schema())
     r2 = bare_store.write_policy("second", without_relation(base_schema(), "document", "temp"))
     assert r2 > r1
-    first = bare_store.read_policy(r1)
+    first = bare_store.snapshot(r1).read_policy()
     assert first is not None
     text, schema, revision = first
     assert (text, schema, revision) == ("first", base_schema(), r1)
-    latest = bare_store.read_policy()
+    latest = bare_store.snapshot().read_policy()
     assert latest is not None
     assert latest.text == "second"
     assert "temp" not in latest.schema.definitions["document"].relations
@@ -145,7 +146,7 @@ def test_create_touch_delete_each_yield_a_new_revision(store: Store) -> None:
 
 def test_ids_are_stored_as_given(store: Store) -> None:
     store.write(touch(f"document:{AT_URI}#viewer@group:{DID}#member"))
-    (found,) = store.subjects_of("document", [AT_URI], "viewer")
+    (found,) = store.snapshot().subjects_of("document", [AT_URI], "viewer")
     assert found.resource.id == AT_URI
     assert found.subject.id == DID
     assert found.subject.relation == "member"
@@ -167,10 +168,10 @@ def test_caveat_and_expiry_round_trip(store: Store, clock: FakeClock) -> None:
         expires_at=expires,
     )
     store.write([RelationshipUpdate(Operation.TOUCH, r) for r in (caveated, expiring)])
-    got = store.get(caveated.key)
+    got = store.snapshot().get(caveated.key)
     assert got is not None
     assert (got.caveat_name, got.caveat_context) == ("only_weekdays", {"day": "mon"})
-    got = store.get(expiring.key)
+    got = store.snapshot().get(expiring.key)
     assert got is not None
     assert got.expires_at == expires
 
@@ -203,10 +204,10 @@ def test_touch_of_identical_relationship_is_a_no_op(store: Store) -> None:
 def test_touch_with_new_caveat_replaces(store: Store) -> None:
     r1 = store.write(touch("document:1#viewer@user:alice"))
     r2 = store.write(touch('document:1#viewer@user:alice[only_weekdays:{"day":"sun"}]'))
-    got = store.get(rel("document:1#viewer@user:alice").key)
+    got = store.snapshot().get(rel("document:1#viewer@user:alice").key)
     assert got is not None
     assert got.caveat_name == "only_weekdays"
-    before = store.get(rel("document:1#viewer@user:alice").key, r1)
+    before = store.snapshot(r1).get(rel("document:1#viewer@user:alice").key)
     assert before is not None
     assert before.caveat_name is None
     (event,) = store.changes(r1)
@@ -374,7 +375,7 @@ def test_malformed_filters_are_refused_naming_the_field(
         store.delete(flt)
     assert raised.value.field == f"filter.{part}"
     with pytest.raises(InvalidRequestError) as raised:
-        store.read(flt)
+        store.snapshot().read(flt)
     assert raised.value.field == f"filter.{part}"
     with pytest.raises(InvalidRequestError) as raised:
         store.write(touch("document:2#viewer@user:u1"), [Precondition.must_not_match(flt)])
@@ -385,9 +386,13 @@ def test_malformed_filters_are_refused_naming_the_field(
 def test_filters_may_name_wildcards_and_subjects_without_relation(store: Store) -> None:
     store.write(touch("document:1#viewer@user:*", "document:1#viewer@user:u1"))
     wildcard = RelationshipFilter(subject_type="user", subject_id="*")
-    assert [str(r) for r in store.read(wildcard).relationships] == ["document:1#viewer@user:*"]
+    assert [str(r) for r in store.snapshot().read(wildcard).relationships] == [
+        "document:1#viewer@user:*"
+    ]
     plain = RelationshipFilter(subject_id="u1", subject_relation="")
-    assert [str(r) for r in store.read(plain).relationships] == ["document:1#viewer@user:u1"]
+    assert [str(r) for r in store.snapshot().read(plain).relationships] == [
+        "document:1#viewer@user:u1"
+    ]
 
 
 def test_delete_by_filter_with_limit(store: Store) -> None:
@@ -424,7 +429,7 @@ def test_filtered_reads_page_in_key_order_at_one_snapshot(store: Store) -> None:
     )
     seen: list[str] = []
     cursor: Cursor | None = None
-    page = store.read(RelationshipFilter(resource_type="document"), limit=3)
+    page = store.snapshot().read(RelationshipFilter(resource_type="document"), limit=3)
     snapshot = page.revision
     store.write(touch("document:0#viewer@user:zz"))  # after the first page: not in the listing
     while True:
@@ -434,7 +439,9 @@ def test_filtered_reads_page_in_key_order_at_one_snapshot(store: Store) -> None:
             break
         codec = TokenCodec(store.identity)
         cursor = Cursor.decode(page.cursor.encode(codec), codec)
-        page = store.read(RelationshipFilter(resource_type="document"), cursor=cursor, limit=3)
+        page = store.snapshot(cursor.revision).read(
+            RelationshipFilter(resource_type="document"), cursor, limit=3
+        )
         assert page.revision == snapshot
     assert seen == expected
 
@@ -467,17 +474,17 @@ def test_read_filters(store: Store, flt: RelationshipFilter, pred: object) -> No
     store.write(touch(*texts))
     assert callable(pred)
     expected = sorted((rel(t) for t in texts if pred(rel(t))), key=lambda r: r.key)
-    page = store.read(flt)
+    page = store.snapshot().read(flt)
     assert [str(r) for r in page.relationships] == [str(r) for r in expected]
 
 
 def test_cursor_for_another_revision_is_refused(store: Store) -> None:
     store.write(touch("document:1#viewer@user:a", "document:2#viewer@user:b"))
-    page = store.read(RelationshipFilter(), limit=1)
+    page = store.snapshot().read(RelationshipFilter(), limit=1)
     assert page.cursor is not None
     store.write(touch("document:3#viewer@user:c"))
     with pytest.raises(InvalidRequestError):
-        store.read(RelationshipFilter(), revision=store.head_revision(), cursor=page.cursor)
+        store.snapshot().read(RelationshipFilter(), page.cursor)
     with pytest.raises(InvalidRequestError):
         Cursor.decode("not a cursor", TokenCodec(store.identity))
 
@@ -494,25 +501,45 @@ def test_reads_at_old_revisions_see_old_data(store: Store) -> None:
     assert everything(store, r2) == ["document:1#viewer@user:bob"]
     assert everything(store, r3) == ["document:1#viewer@user:bob", "document:1#viewer@user:carol"]
     assert everything(store, r4)[0].startswith("document:1#viewer@user:bob[only_weekdays")
-    assert [str(r) for r in store.subjects_of("document", ["1"], "viewer", r1)] == everything(
-        store, r1
+    assert [str(r) for r in store.snapshot(r1).subjects_of("document", ["1"], "viewer")] == (
+        everything(store, r1)
     )
     assert exists(store, "document:1#viewer@user:alice", r1)
     assert not exists(store, "document:1#viewer@user:alice", r2)
-    assert list(map(str, store.export_relationships(r2))) == everything(store, r2)
+    assert list(map(str, store.snapshot(r2).export_relationships())) == everything(store, r2)
 
 
 def test_reads_in_the_future_are_refused(store: Store) -> None:
     head = store.head_revision()
+    future = store.snapshot(head + 1)  # making a snapshot checks nothing; every read does
+    assert future.revision == head + 1
     with pytest.raises(RevisionUnavailableError) as info:
-        store.read(RelationshipFilter(), head + 1)
+        future.read(RelationshipFilter())
     assert info.value.code == "revision-unavailable"
-    with pytest.raises(RevisionUnavailableError):
-        store.exists(rel("document:1#viewer@user:a").key, head + 1)
-    with pytest.raises(RevisionUnavailableError):
-        store.subjects_of("document", ["1"], "viewer", head + 5)
+    reads: list[Callable[[], object]] = [
+        lambda: future.get(rel("document:1#viewer@user:a").key),
+        lambda: future.subjects_of("document", ["1"], "viewer"),
+        lambda: future.resources_of("document", "viewer", subject_type="user", subject_ids=["a"]),
+        lambda: list(future.export_relationships()),
+        lambda: list(future.export_rows()),
+        future.read_policy,
+    ]
+    for read in reads:
+        with pytest.raises(RevisionUnavailableError):
+            read()
     with pytest.raises(RevisionUnavailableError):
         store.changes(head + 1)
+
+
+def test_a_snapshot_of_the_head_stays_at_that_revision(store: Store) -> None:
+    store.write(touch("document:1#viewer@user:a"))
+    snapshot = store.snapshot()
+    assert snapshot.revision == store.head_revision()
+    store.write(touch("document:2#viewer@user:b"))
+    assert [str(r) for r in snapshot.read(RelationshipFilter()).relationships] == [
+        "document:1#viewer@user:a"
+    ]
+    assert snapshot.get(rel("document:2#viewer@user:b").key) is None
 
 
 # ---- engine queries -----------------------------------------------------------------------------
@@ -528,15 +555,16 @@ def test_subjects_of_many_resources_in_one_call(store: Store) -> None:
             "document:3#viewer@user:c",
         )
     )
-    found = store.subjects_of("document", ["1", "2", "missing"], "viewer")
+    snapshot = store.snapshot()
+    found = snapshot.subjects_of("document", ["1", "2", "missing"], "viewer")
     assert [str(r) for r in found] == [
         "document:1#viewer@group:g#member",
         "document:1#viewer@user:a",
         "document:2#viewer@user:*",
     ]
-    users = store.subjects_of("document", {"1", "2"}, "viewer", subject_type="user")
+    users = snapshot.subjects_of("document", {"1", "2"}, "viewer", subject_type="user")
     assert [str(r) for r in users] == ["document:1#viewer@user:a", "document:2#viewer@user:*"]
-    assert store.subjects_of("document", [], "viewer") == []
+    assert snapshot.subjects_of("document", [], "viewer") == []
 
 
 def test_resources_of_many_subjects_in_one_call(store: Store) -> None:
@@ -550,24 +578,33 @@ def test_resources_of_many_subjects_in_one_call(store: Store) -> None:
             "document:5#owner@user:a",
         )
     )
-    found = store.resources_of("document", "viewer", "user", ["a", "b", "*"])
+    snapshot = store.snapshot()
+    found = snapshot.resources_of(
+        "document", "viewer", subject_type="user", subject_ids=["a", "b", "*"]
+    )
     assert [str(r) for r in found] == [
         "document:3#viewer@user:*",
         "document:1#viewer@user:a",
         "document:2#viewer@user:a",
         "document:2#viewer@user:b",
     ]
-    usersets = store.resources_of("document", "viewer", "group", ["g"], "member")
+    usersets = snapshot.resources_of(
+        "document", "viewer", subject_type="group", subject_ids=["g"], subject_relation="member"
+    )
     assert [str(r) for r in usersets] == ["document:4#viewer@group:g#member"]
-    assert store.resources_of("document", "viewer", "group", ["g"]) == []
+    assert (
+        snapshot.resources_of("document", "viewer", subject_type="group", subject_ids=["g"]) == []
+    )
 
 
 def test_thousands_of_ids_in_one_call(store: Store) -> None:
     store.import_relationships(rel(f"document:{i}#viewer@user:u{i}") for i in range(3000))
     ids = [str(i) for i in range(0, 3000, 2)] + [f"missing{i}" for i in range(2000)]
-    assert len(store.subjects_of("document", ids, "viewer")) == 1500
+    snapshot = store.snapshot()
+    assert len(snapshot.subjects_of("document", ids, "viewer")) == 1500
     subjects = [f"u{i}" for i in range(1, 3000, 2)]
-    assert len(store.resources_of("document", "viewer", "user", subjects)) == 1500
+    found = snapshot.resources_of("document", "viewer", subject_type="user", subject_ids=subjects)
+    assert len(found) == 1500
 
 
 # ---- expiry -------------------------------------------------------------------------------------
@@ -579,14 +616,15 @@ def test_expired_relationships_vanish_at_once_and_gc_removes_them(
     when = datetime.fromtimestamp(clock.now + 60, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = f"document:1#temp@user:alice[expiration:{when}]"
     r1 = store.write(touch(text, "document:1#viewer@user:bob"))
-    key = rel(text).key
-    assert store.exists(key)
+    assert exists(store, text)
     clock.now = rel(text).expires_at.timestamp()  # type: ignore[union-attr]
-    assert not store.exists(key)
-    assert not store.exists(key, r1)
-    assert store.get(key) is None
-    assert store.subjects_of("document", ["1"], "temp") == []
-    assert store.resources_of("document", "temp", "user", ["alice"]) == []
+    assert not exists(store, text)
+    assert not exists(store, text, r1)
+    snapshot = store.snapshot()
+    assert snapshot.subjects_of("document", ["1"], "temp") == []
+    assert (
+        snapshot.resources_of("document", "temp", subject_type="user", subject_ids=["alice"]) == []
+    )
     assert everything(store) == ["document:1#viewer@user:bob"]
     temp = RelationshipFilter("document", "1", "temp")
     with pytest.raises(PreconditionFailedError):
@@ -594,7 +632,7 @@ def test_expired_relationships_vanish_at_once_and_gc_removes_them(
     assert store.delete(temp)[1] == 0
     later = datetime.fromtimestamp(clock.now + 60, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     store.write(create(f"document:1#temp@user:alice[expiration:{later}]"))
-    assert store.exists(key)
+    assert exists(store, text)
     clock.advance(120)
     result = store.gc()
     assert result.removed >= 1
@@ -651,7 +689,7 @@ def test_gc_collects_old_deletions_and_old_revisions(store: Store, clock: FakeCl
     assert result.removed == 1
     assert result.oldest_revision == r2
     with pytest.raises(RevisionUnavailableError):
-        store.exists(rel("document:1#viewer@user:a").key, r1)
+        store.snapshot(r1).get(rel("document:1#viewer@user:a").key)
     with pytest.raises(RevisionUnavailableError):
         store.changes(r1)
     assert everything(store, r2) == ["document:1#viewer@user:b"]
@@ -726,7 +764,7 @@ def test_policy_change_that_orphans_relationships_is_refused(store: Store) -> No
         assert info.value.code == "policy-change-refused"
         assert any(blocker in b for b in info.value.blockers), info.value.blockers
     assert store.head_revision() == head
-    policy = store.read_policy()
+    policy = store.snapshot().read_policy()
     assert policy is not None
     assert policy.text == POLICY_TEXT
     store.delete(RelationshipFilter("document", relation="temp"))
@@ -742,9 +780,12 @@ def test_import_then_export_in_key_order(store: Store) -> None:
     texts = [f"document:{i}#viewer@user:u{i % 7}" for i in range(2500)]
     random.Random(3).shuffle(texts)
     revision = store.import_relationships(rel(t) for t in texts)
-    exported = [str(r) for r in store.export_relationships(revision)]
+    exported = [str(r) for r in store.snapshot(revision).export_relationships()]
     assert exported == [str(r) for r in sorted(map(rel, texts), key=lambda r: r.key)]
-    assert store.resources_of("document", "viewer", "user", ["u3"])[0].subject.id == "u3"
+    found = store.snapshot().resources_of(
+        "document", "viewer", subject_type="user", subject_ids=["u3"]
+    )
+    assert found[0].subject.id == "u3"
     assert [e.kind for e in store.changes(revision - 1)] == [ChangeKind.TOUCH] * 2500
 
 
@@ -796,7 +837,7 @@ def test_reopened_store_keeps_everything(open_backend: StoreFactory, backend: st
         first.close()
     second = open_backend()
     assert second.head_revision() == revision
-    policy = second.read_policy()
+    policy = second.snapshot().read_policy()
     assert policy is not None
     assert policy.schema == base_schema()
     assert everything(second) == ['document:1#viewer@user:a[only_weekdays:{"day": "mon"}]']
