@@ -25,7 +25,7 @@ from policyd.relationship import (
 )
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
-from tests.store.conftest import FakeClock
+from tests.store.clock import FakeClock
 
 FRESH = Consistency.fully_consistent()
 
