@@ -273,18 +273,18 @@ class RelationshipIndex:
                     self.sorted_reverse[rkey] = sorted(slot)
             self.revision = snapshot.revision
 
-    def catch_up(self, store: ChangeLog) -> bool:
+    def catch_up(self, log: ChangeLog) -> bool:
         """Apply the change log up to the store's head; True if a policy changed on the way.
 
         Revisions without events (a TOUCH that changed nothing) still advance
         the index, to the head read before the log.
         """
         policy_changed = False
-        head = store.head_revision()
+        head = log.head_revision()
         if head <= self.revision:
             return False
         while True:
-            events = store.changes(self.revision)
+            events = log.changes(self.revision)
             if not events:
                 with self.lock:
                     self.revision = max(self.revision, head)

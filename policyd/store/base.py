@@ -7,8 +7,8 @@ backends (``MemoryStore``, ``SqliteStore``, ``PostgresStore``), one test suite.
 names the part it uses and each role states its own guarantees:
 
 - ``SnapshotReader``: every read at one revision, from ``store.snapshot(revision)``
-  as in SpiceDB (the engine's store-backed graph reader, the index's initial
-  load, the API's Read and Export);
+  as in SpiceDB (the engine's ``StoreReader``, the index's initial load, the
+  API's Read and Export);
 - ``Writer``: atomic writes, each yielding a new revision (the engine);
 - ``ChangeLog``: the head revision and the events after a revision (the
   index following the store, the API's Watch, metrics);
@@ -281,8 +281,8 @@ class SnapshotReader(Protocol):
         nothing; each read raises RevisionUnavailableError when ``revision``
         is above the head or below the oldest kept revision at the moment it
         runs (see ``Retention``: a snapshot read for longer than the GC window
-        needs a hold). The revision check and the data come from one
-        statement, so a concurrent GC never yields a partial answer.
+        needs a hold). The revision check and the data come from one step
+        (one statement in SQL), so a concurrent GC never yields a partial answer.
 
     Ordering
         Relationships come in key order (resource type, resource id, relation,
@@ -294,8 +294,8 @@ class SnapshotReader(Protocol):
         ``read`` returns at most ``limit`` relationships and a cursor for the
         next page, or ``None`` on the last page. A cursor carries its
         revision, so every page of one listing comes from one snapshot. The
-        exports stream the whole snapshot in pages, holding the revision (see
-        ``Retention.hold``) for as long as they run. ``subjects_of`` and
+        exports stream the whole snapshot in pages and keep GC away from it
+        (``Retention.hold``) for as long as they run. ``subjects_of`` and
         ``resources_of`` answer for any number of ids in one query.
     """
 
@@ -379,10 +379,10 @@ class Writer(Protocol):
         DELETE and ``delete`` ignore it.
 
     Ordering
-        ``delete`` with a limit removes the first matches in key order.
-        Preconditions and the checks of CREATE and import run at the head,
-        inside the write's transaction. Relationships are validated against
-        the policy in force at the head.
+        Preconditions, the existence checks of CREATE and import, and the
+        validation of relationships against the policy all run at the head,
+        inside the write's transaction. ``delete`` with a limit removes the
+        first matches in key order.
     """
 
     def write(
