@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,5 @@ def test_from_key_is_the_inverse_of_key(text: str) -> None:
     )
     assert str(rebuilt) == str(relationship)
     assert Relationship.from_key(relationship.key).key == relationship.key
+    stored_row: tuple[Any, ...] = (*relationship.key, "caveat and expiry columns follow")
+    assert Relationship.from_key(stored_row).key == relationship.key

@@ -136,8 +136,13 @@ def filter_sql(relationship_filter: RelationshipFilter) -> tuple[str, list[Any]]
 
 def relationship_from_row(row: Row) -> Relationship:
     """A Relationship from ``COLUMNS`` at the start of ``row``."""
-    context = json.loads(row[7]) if row[7] else {}
-    return Relationship.from_key(row[:6], row[6], context, from_micros(row[8]))
+    context, expires = row[7], row[8]
+    return Relationship.from_key(
+        row,
+        row[6],
+        json.loads(context) if context else None,
+        None if expires is None else from_micros(expires),
+    )
 
 
 def row_values(rel: Relationship, revision: Revision) -> tuple[Any, ...]:
