@@ -1,9 +1,10 @@
-"""Relationship values: every id, type and relation pattern matches the whole string."""
+"""Relationship values: names and ids match whole strings only; keys round-trip."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,10 @@ from policyd.relationship import (
     RELATION_NAME,
     TYPE_NAME,
     ObjectRef,
+    Relationship,
     SubjectRef,
     parse_object,
+    parse_relationship,
     parse_subject,
 )
 
@@ -63,3 +66,27 @@ def test_parsers_refuse_trailing_whitespace(tail: str) -> None:
         parse_subject(f"group:eng#member{tail}")
     with pytest.raises(InvalidRelationshipError):
         parse_object(f"account:did:plc:mallory{tail}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "document:1#viewer@user:alice",
+        "document:1#viewer@group:eng#member",
+        "document:1#viewer@user:*",
+        'document:1#viewer@user:bob[only_weekdays:{"day":"mon"}]',
+        "document:1#viewer@user:carol[expiration:2030-01-01T00:00:00Z]",
+    ],
+)
+def test_from_key_is_the_inverse_of_key(text: str) -> None:
+    relationship = parse_relationship(text)
+    rebuilt = Relationship.from_key(
+        relationship.key,
+        relationship.caveat_name,
+        relationship.caveat_context,
+        relationship.expires_at,
+    )
+    assert str(rebuilt) == str(relationship)
+    assert Relationship.from_key(relationship.key).key == relationship.key
+    stored_row: tuple[Any, ...] = (*relationship.key, "caveat and expiry columns follow")
+    assert Relationship.from_key(stored_row).key == relationship.key

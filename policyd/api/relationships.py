@@ -1,7 +1,8 @@
 """Package relationships serves RelationshipService: writes via the Engine, reads from the Store.
 
-Reads, Watch and Export page through the Store protocol at the revision the
-Engine picks for the request's consistency; no decision logic lives here.
+Read and Export page through a store snapshot at the revision the Engine picks
+for the request's consistency, Watch through the change log; no decision logic
+lives here.
 """
 
 from __future__ import annotations
@@ -104,13 +105,12 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
             else self._engine.revision_for(consistency_from_proto(request.consistency))
         )
         token = token_to_proto(self._tokens.token(revision))
+        snapshot = self._store.snapshot(revision)
         while True:
             page_size = self._limits.page_size
             if remaining is not None:
                 page_size = min(page_size, remaining)
-            page = await self._reads.run(
-                self._store.read, relationship_filter, revision, cursor, page_size
-            )
+            page = await self._reads.run(snapshot.read, relationship_filter, cursor, page_size)
             for relationship in page.relationships:
                 yield pb.ReadRelationshipsResponse(
                     consistency_token=token,
@@ -161,7 +161,7 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
         """Stream every live relationship at one revision, in chunks read by a thread."""
         revision = self._engine.revision_for(consistency_from_proto(request.consistency))
         token = token_to_proto(self._tokens.token(revision))
-        exported = self._store.export_relationships(revision)
+        exported = self._store.snapshot(revision).export_relationships()
         size = self._limits.page_size
         try:
             sent = False

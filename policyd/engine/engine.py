@@ -153,7 +153,7 @@ class Engine:
         head = store.head_revision()
         if index:
             self._index = RelationshipIndex(clock=store.clock)
-            self._index.load(store, head)
+            self._index.load(store.snapshot(head))
             self._closures = Closures(self._index)
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions, valid at the index revision until a relationship they read
@@ -170,7 +170,7 @@ class Engine:
             head_staleness=head_staleness,
             clock=clock,
         )
-        if index and store.read_policy(head) is not None:
+        if index and store.snapshot(head).read_policy() is not None:
             self._policies.at(head)  # compile and warm up before the first request
 
     def _changed(
@@ -251,7 +251,7 @@ class Engine:
     def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
         """The policy text in force at the consistency's revision, and that revision."""
         revision = self.revision_for(consistency)
-        stored = self.store.read_policy(revision)
+        stored = self.store.snapshot(revision).read_policy()
         if stored is None:
             raise NotFoundError("no policy has been written yet", field="policy")
         return stored.text, revision

@@ -29,10 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from policyd.relationship import ObjectRef, Relationship, SubjectRef
-from policyd.store.base import ChangeKind, Revision, Store
+from policyd.relationship import Relationship, RelationshipKey
+from policyd.store.base import ChangeKind, ChangeLog, Revision, SnapshotReader
 
 _intern = sys.intern
 
@@ -258,8 +259,8 @@ class RelationshipIndex:
         r, s = rel.resource, rel.subject
         self.drop(r.type, r.id, rel.relation, s.type, s.id, s.relation or "")
 
-    def load(self, store: Store, revision: Revision) -> None:
-        """Replace the contents with every live relationship at ``revision``."""
+    def load(self, snapshot: SnapshotReader) -> None:
+        """Replace the contents with every live relationship of the snapshot, at its revision."""
         with self.lock:
             self.forward = {}
             self.reverse = {}
@@ -281,7 +282,7 @@ class RelationshipIndex:
                 caveat,
                 context,
                 expires,
-            ) in store.export_rows(revision):
+            ) in snapshot.export_rows():
                 if caveat is None and expires is None:
                     put(rtype, rid, relation, stype, sid, srel, True)
                 else:
@@ -299,20 +300,20 @@ class RelationshipIndex:
                 for key, slot in table.items():
                     if isinstance(slot, dict) and len(slot) >= SORTED_THRESHOLD:
                         ordered[key] = sorted(slot)
-            self.revision = revision
+            self.revision = snapshot.revision
 
-    def catch_up(self, store: Store) -> bool:
+    def catch_up(self, log: ChangeLog) -> bool:
         """Apply the change log up to the store's head; True if a policy changed on the way.
 
         Revisions without events (a TOUCH that changed nothing) still advance
         the index, to the head read before the log.
         """
         policy_changed = False
-        head = store.head_revision()
+        head = log.head_revision()
         if head <= self.revision:
             return False
         while True:
-            events = store.changes(self.revision)
+            events = log.changes(self.revision)
             if not events:
                 with self.lock:
                     self.revision = max(self.revision, head)
@@ -465,16 +466,9 @@ class RelationshipIndex:
         return found
 
 
-def relationship_from(
-    rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str, value: bool | Edge
-) -> Relationship:
-    """Rebuild the Relationship value a (key, value) pair of the index stands for."""
-    subject = SubjectRef(stype, sid, srel or None)
-    if value is True or value is False:
-        return Relationship(ObjectRef(rtype, rid), relation, subject)
-    from datetime import UTC, datetime
-
-    expires = datetime.fromtimestamp(value.expires_at, UTC) if value.expires_at else None
-    return Relationship(
-        ObjectRef(rtype, rid), relation, subject, value.caveat_name, value.context, expires
-    )
+def relationship_of(key: RelationshipKey, value: bool | Edge) -> Relationship:
+    """The Relationship a (key, value) pair of the index stands for; the inverse of ``edge_of``."""
+    if not isinstance(value, Edge):
+        return Relationship.from_key(key)
+    expires = None if value.expires_at is None else datetime.fromtimestamp(value.expires_at, UTC)
+    return Relationship.from_key(key, value.caveat_name, value.context, expires)

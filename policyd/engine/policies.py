@@ -62,7 +62,7 @@ class PolicyCache:
         for policy_revision, compiled in self._compiled.items():
             if policy_revision <= revision <= compiled.verified_to:
                 return compiled
-        stored = self._store.read_policy(revision)
+        stored = self._store.snapshot(revision).read_policy()
         if stored is None:
             raise NotFoundError("no policy has been written yet; write one first", field="policy")
         known = self._compiled.get(stored.revision)

@@ -4,7 +4,7 @@
 argument order: the resource side (type, id, relation), then the subject side
 (type, id, relation), as the store orders a relationship's key. Three
 readers serve it: ``IndexReader`` from the in-memory index (the hot path),
-``StoreReader`` from a ``Store`` at a fixed revision (snapshots the index
+``StoreReader`` from a store's ``SnapshotReader`` (snapshots the index
 cannot serve), and ``TracingReader``, which wraps either for Explain so that
 every relationship a decision relies on arrives carrying its own key, and
 tracing costs the plans nothing in their signatures.
@@ -20,9 +20,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from policyd.engine.index import Edge, RelationshipIndex, edge_of, relationship_from
-from policyd.relationship import Relationship
-from policyd.store.base import Revision, Store
+from policyd.engine.index import Edge, RelationshipIndex, edge_of, relationship_of
+from policyd.relationship import Relationship, RelationshipKey
+from policyd.store.base import Revision, SnapshotReader
 
 
 class GraphReader(Protocol):
@@ -101,17 +101,17 @@ class GraphReader(Protocol):
 
 
 class StoreReader:
-    """A GraphReader that asks the store for every read (snapshots the index cannot serve)."""
+    """A GraphReader over a store snapshot, for revisions the index cannot serve."""
 
-    def __init__(self, store: Store, revision: Revision) -> None:
-        self.store = store
-        self.revision = revision
+    def __init__(self, snapshot: SnapshotReader) -> None:
+        self.snapshot = snapshot
+        self.revision = snapshot.revision
 
     def edge(
         self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str
     ) -> bool | Edge:
         """The live relationship with exactly this key, or False."""
-        found = self.store.get((rtype, rid, relation, stype, sid, srel), self.revision)
+        found = self.snapshot.get((rtype, rid, relation, stype, sid, srel))
         return False if found is None else edge_of(found)
 
     def subject_edges(
@@ -183,9 +183,7 @@ class StoreReader:
         self, rtype: str, rid: str, relation: str, *, subject_type: str | None = None
     ) -> list[Relationship]:
         """Every live ``rtype:rid#relation@…`` of the subject type, if one is given."""
-        return self.store.subjects_of(
-            rtype, (rid,), relation, self.revision, subject_type=subject_type
-        )
+        return self.snapshot.subjects_of(rtype, (rid,), relation, subject_type=subject_type)
 
     def _resources(
         self,
@@ -198,8 +196,12 @@ class StoreReader:
         """Every live relationship from these subjects to resources of one type and relation."""
         if not subject_ids:
             return []
-        return self.store.resources_of(
-            rtype, relation, subject_type, subject_ids, subject_relation, self.revision
+        return self.snapshot.resources_of(
+            rtype,
+            relation,
+            subject_type=subject_type,
+            subject_ids=subject_ids,
+            subject_relation=subject_relation,
         )
 
 
@@ -250,7 +252,7 @@ class IndexReader:
     ) -> list[Relationship]:
         """Every live ``rtype:rid#relation@…``, optionally of one subject type."""
         return [
-            relationship_from(rtype, rid, relation, stype, sid, srel, v)
+            relationship_of((rtype, rid, relation, stype, sid, srel), v)
             for stype, sid, srel, v in self.all_subject_edges(rtype, rid, relation)
             if subject_type is None or stype == subject_type
         ]
@@ -345,15 +347,15 @@ class TracedEdge(Edge):
     no expiry, which every evaluator grants as it grants ``True``.
     """
 
-    key: tuple[str, str, str, str, str, str] = ("", "", "", "", "", "")
+    key: RelationshipKey = ("", "", "", "", "", "")
     value: bool | Edge = True
 
     def relationship(self) -> Relationship:
         """The relationship this value was read as."""
-        return relationship_from(*self.key, self.value)
+        return relationship_of(self.key, self.value)
 
 
-def traced(key: tuple[str, str, str, str, str, str], value: bool | Edge) -> TracedEdge:
+def traced(key: RelationshipKey, value: bool | Edge) -> TracedEdge:
     """``value`` found under ``key``, carrying both."""
     if isinstance(value, Edge):
         return TracedEdge(value.caveat_name, value.context, value.expires_at, key, value)

@@ -111,7 +111,7 @@ class Revisions:
             )
             if index.revision == revision or (index.revision > revision and not exact):
                 return IndexReader(index)
-        return StoreReader(self._store, revision)
+        return StoreReader(self._store.snapshot(revision))
 
     def wrote(self, revision: Revision) -> None:
         """After a write through this process, later requests here see it (read your writes)."""

@@ -1,4 +1,4 @@
-"""Package store holds the Store protocol, its backends and ``open_store``, which picks one by URL.
+"""Package store holds the Store protocol and its roles, the backends, and ``open_store`` (by URL).
 
 Backends are imported lazily, so ``import policyd.store`` loads neither
 sqlite-utils' backend nor psycopg.
@@ -7,25 +7,30 @@ sqlite-utils' backend nor psycopg.
 from __future__ import annotations
 
 from policyd.errors import InvalidRequestError
+from policyd.relationship import RelationshipKey
 from policyd.store.base import (
     ChangeEvent,
     ChangeKind,
+    ChangeLog,
     Cursor,
     GcResult,
     Precondition,
     PreconditionKind,
     ReadPage,
     RelationshipFilter,
-    RelationshipKey,
+    Retention,
     Revision,
     RevisionHold,
+    SnapshotReader,
     Store,
     StoredPolicy,
+    Writer,
 )
 
 __all__ = [
     "ChangeEvent",
     "ChangeKind",
+    "ChangeLog",
     "Cursor",
     "GcResult",
     "Precondition",
@@ -33,10 +38,13 @@ __all__ = [
     "ReadPage",
     "RelationshipFilter",
     "RelationshipKey",
+    "Retention",
     "Revision",
     "RevisionHold",
+    "SnapshotReader",
     "Store",
     "StoredPolicy",
+    "Writer",
     "open_store",
 ]
 

@@ -3,44 +3,25 @@
 The engine talks to storage only through ``Store``. One contract, three
 backends (``MemoryStore``, ``SqliteStore``, ``PostgresStore``), one test suite.
 
-Revisions
-    Every successful write (relationship batch, delete by filter, import,
-    policy) commits atomically and yields a new revision: an int, strictly
-    increasing, assigned in commit order. An empty store is at revision 0. A
-    reader who can see revision R sees every write at or below R and nothing
-    above it.
+``Store`` is small roles combined, as OpenFGA's datastore is, so each caller
+names the part it uses and each role states its own guarantees:
 
-Snapshots (MVCC)
-    Rows record the revision that created them and the one that deleted them.
-    A read "at revision R" sees exactly the relationships live at R. Reads take
-    ``revision=None`` to mean the head revision at the time of the call. A read
-    at a revision above the head, or below the oldest revision the store still
-    keeps (see ``gc``), raises RevisionUnavailableError.
+- ``SnapshotReader``: every read at one revision, from ``store.snapshot(revision)``
+  as in SpiceDB (the engine's ``StoreReader``, the index's initial load, the
+  API's Read and Export);
+- ``Writer``: atomic writes, each yielding a new revision (the engine);
+- ``ChangeLog``: the head revision and the events after a revision (the
+  index following the store, the API's Watch, metrics);
+- ``Retention``: garbage collection, and holds that keep old revisions readable.
 
-Expiry
-    A relationship whose ``expires_at`` is at or before the store clock's "now"
-    is invisible to every read, at every revision, from that moment on; writes
-    treat it as absent (CREATE succeeds over it, TOUCH replaces it, DELETE and
-    delete-by-filter ignore it); ``gc`` removes it physically.
+The data model under all of them is MVCC: rows record the revision that
+created them and the one that deleted them, so a snapshot at an old revision
+reads old data until GC collects it. A relationship whose ``expires_at`` has
+passed by the store clock is invisible to every read at every revision from
+that moment on, absent to writes, and removed physically by ``gc``.
 
-Ordering and paging
-    Relationship reads return relationships in key order: resource type,
-    resource id, relation, subject type, subject id, subject relation ('' for
-    none), compared as code points (SQLite's BINARY and PostgreSQL's "C"
-    collation). A page holds at most ``limit`` relationships and a cursor for
-    the next page, or ``None`` on the last page; the cursor pins the revision
-    so every page of one listing comes from the same snapshot.
-
-Garbage collection and holds
-    ``gc(window)`` removes rows deleted at a revision committed more than
-    ``window`` ago (default 24 h), and expired rows. It never removes a row a
-    held revision can see: a reader that needs revision R for a while calls
-    ``hold(R)`` and keeps the returned ``RevisionHold`` until it is done. Holds
-    live in the store itself (a table for SQL backends), so they protect
-    readers in every process sharing the database; each has a lease (``ttl``)
-    so a crashed reader cannot block collection for ever. After a collection
-    the store's oldest readable revision moves up to the collection point, and
-    reads or change-log reads below it raise RevisionUnavailableError.
+The module runs past 500 lines because each role writes its guarantees out in
+full; the roles and the values they pass are one contract, read together.
 """
 
 from __future__ import annotations
@@ -59,20 +40,15 @@ from policyd.relationship import (
     RELATION_NAME,
     TYPE_NAME,
     WILDCARD,
-    ObjectRef,
     Relationship,
+    RelationshipKey,
     RelationshipUpdate,
-    SubjectRef,
 )
 from policyd.schema.ir import Schema
 from policyd.tokens import TokenCodec
 
 Revision: TypeAlias = int
 """A store revision: 0 for an empty store, then +1 per committed write, in commit order."""
-
-RelationshipKey: TypeAlias = tuple[str, str, str, str, str, str]
-"""``Relationship.key``: resource type, resource id, relation, subject type, subject id,
-subject relation ('' for none)."""
 
 ExportRow: TypeAlias = tuple[str, str, str, str, str, str, str | None, str | None, int | None]
 """A live relationship as raw columns: the six key parts (subject relation '' for none),
@@ -295,24 +271,119 @@ class RevisionHold:
         self.release()
 
 
-class Store(Protocol):
-    """The relationship store: revisioned relationships, the policy, and the change log.
+class SnapshotReader(Protocol):
+    """Reads at one revision, made by ``Store.snapshot`` (SpiceDB's ``SnapshotReader``).
 
-    Guarantees are in this module's docstring. Methods are safe to call from
-    several threads; SQL backends may be shared by several processes.
+    Revision
+        Every read sees exactly the relationships live at ``revision``: created
+        at or below it, not deleted at or below it, and not expired by the
+        store clock's "now" when the read runs. Making a snapshot checks
+        nothing; each read raises RevisionUnavailableError when ``revision``
+        is above the head or below the oldest kept revision at the moment it
+        runs (see ``Retention``: a snapshot read for longer than the GC window
+        needs a hold). The revision check and the data come from one step
+        (one statement in SQL), so a concurrent GC never yields a partial answer.
+
+    Ordering
+        Relationships come in key order (resource type, resource id, relation,
+        subject type, subject id, subject relation '' for none), compared as
+        code points (SQLite's BINARY and PostgreSQL's "C" collation); only
+        ``resources_of`` orders otherwise, as it says.
+
+    Paging
+        ``read`` returns at most ``limit`` relationships and a cursor for the
+        next page, or ``None`` on the last page. A cursor carries its
+        revision, so every page of one listing comes from one snapshot. The
+        exports stream the whole snapshot in pages and keep GC away from it
+        (``Retention.hold``) for as long as they run. ``subjects_of`` and
+        ``resources_of`` answer for any number of ids in one query.
     """
 
-    clock: Clock
-    """The store's time source: what "now" means for expiry, holds and GC."""
+    revision: Revision
 
-    identity: bytes
-    """The store's identity: ``STORE_IDENTITY_BYTES`` random bytes made with the store and
-    never changed (kept in the database by SQL backends, per instance by MemoryStore).
-    Consistency tokens and cursors carry it, so one from another store is refused."""
-
-    def head_revision(self) -> Revision:
-        """The newest committed revision (0 for an empty store)."""
+    def get(self, key: RelationshipKey) -> Relationship | None:
+        """The live relationship with this key, with caveat and expiry (the point read)."""
         ...
+
+    def subjects_of(
+        self,
+        resource_type: str,
+        resource_ids: Collection[str],
+        relation: str,
+        *,
+        subject_type: str | None = None,
+    ) -> list[Relationship]:
+        """Every live ``resource_type:id#relation@…`` for the ids, in key order."""
+        ...
+
+    def resources_of(
+        self,
+        resource_type: str,
+        relation: str,
+        *,
+        subject_type: str,
+        subject_ids: Collection[str],
+        subject_relation: str | None = None,
+    ) -> list[Relationship]:
+        """Every live ``resource_type:…#relation@subject_type:id[#subject_relation]``.
+
+        ``subject_relation=None`` selects plain subjects (no relation). Wildcard
+        relationships are stored with subject id ``*``: include ``"*"`` in
+        ``subject_ids`` to find them. Ordered by subject id, then resource id.
+        """
+        ...
+
+    def read(
+        self,
+        relationship_filter: RelationshipFilter,
+        cursor: Cursor | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> ReadPage:
+        """One page of relationships matching the filter, in key order, after ``cursor``.
+
+        Raises:
+            InvalidRequestError: a malformed filter value (``RelationshipFilter.validate``),
+                a limit below 1, or a cursor of another revision (field ``cursor``).
+        """
+        ...
+
+    def export_relationships(self) -> Iterator[Relationship]:
+        """Every live relationship, in key order, streamed in pages."""
+        ...
+
+    def export_rows(self) -> Iterator[ExportRow]:
+        """Every live relationship as raw rows, in key order, streamed in pages.
+
+        The fast path for loading an in-memory index: no objects are built.
+        """
+        ...
+
+    def read_policy(self) -> StoredPolicy | None:
+        """The policy in force at this revision, or ``None`` before the first."""
+        ...
+
+
+class Writer(Protocol):
+    """Writes: each call commits atomically, all or nothing, and yields one new revision.
+
+    Revision
+        Revisions are ints, strictly increasing, assigned in commit order; an
+        empty store is at revision 0. A reader who can see revision R sees
+        every write at or below R and nothing above it. A write that changes
+        nothing (a TOUCH of an identical relationship, a DELETE of a missing
+        one) still commits a revision, with no change-log events.
+
+    Expiry
+        A relationship whose ``expires_at`` is at or before the store clock's
+        "now" is absent to writes: CREATE succeeds over it, TOUCH replaces it,
+        DELETE and ``delete`` ignore it.
+
+    Ordering
+        Preconditions, the existence checks of CREATE and import, and the
+        validation of relationships against the policy all run at the head,
+        inside the write's transaction. ``delete`` with a limit removes the
+        first matches in key order.
+    """
 
     def write(
         self,
@@ -323,13 +394,14 @@ class Store(Protocol):
 
         CREATE fails with AlreadyExistsError when the relationship is live;
         TOUCH creates or replaces (a no-op when caveat and expiry are unchanged);
-        DELETE removes it if live. Preconditions are checked at the head inside
-        the transaction. Every CREATE and TOUCH is validated against the current
-        policy; two updates of the same relationship in one batch are refused.
+        DELETE removes it if live. Two updates of the same relationship in one
+        batch are refused.
 
         Raises:
             InvalidRelationshipError: a relationship is malformed or the policy
                 does not allow it (or no policy was written yet).
+            InvalidRequestError: a precondition's filter is malformed
+                (``preconditions[i].filter.<part>``).
             AlreadyExistsError: a CREATE of a live relationship.
             PreconditionFailedError: a precondition does not hold.
         """
@@ -338,63 +410,19 @@ class Store(Protocol):
     def delete(
         self, relationship_filter: RelationshipFilter, limit: int | None = None
     ) -> tuple[Revision, int]:
-        """Delete live relationships matching a non-empty filter, at most ``limit`` in key order.
+        """Delete live relationships matching a non-empty filter, at most ``limit``.
 
         Returns the new revision and how many relationships were deleted; a
         caller deleting in chunks repeats until the count is below ``limit``.
+        A malformed filter value is InvalidRequestError naming ``filter.<part>``.
         """
         ...
 
-    def read(
-        self,
-        relationship_filter: RelationshipFilter,
-        revision: Revision | None = None,
-        cursor: Cursor | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> ReadPage:
-        """One page of relationships matching the filter, in key order.
+    def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
+        """Bulk-create relationships in one transaction; the fast path for large loads.
 
-        With a cursor, the listing continues at the cursor's revision;
-        ``revision`` must then be ``None`` or equal to it. A malformed filter
-        value is InvalidRequestError (``RelationshipFilter.validate``), here and
-        in ``delete`` and ``write``'s preconditions.
-        """
-        ...
-
-    def get(self, key: RelationshipKey, revision: Revision | None = None) -> Relationship | None:
-        """The live relationship with this key at ``revision``, with caveat and expiry."""
-        ...
-
-    def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
-        """Whether the relationship with this key is live at ``revision`` (the point read)."""
-        ...
-
-    def subjects_of(
-        self,
-        resource_type: str,
-        resource_ids: Collection[str],
-        relation: str,
-        revision: Revision | None = None,
-        *,
-        subject_type: str | None = None,
-    ) -> list[Relationship]:
-        """Every live ``resource_type:id#relation@…`` for the ids, in key order, in one query."""
-        ...
-
-    def resources_of(
-        self,
-        resource_type: str,
-        relation: str,
-        subject_type: str,
-        subject_ids: Collection[str],
-        subject_relation: str | None = None,
-        revision: Revision | None = None,
-    ) -> list[Relationship]:
-        """Every live ``resource_type:…#relation@subject_type:id[#subject_relation]``, in one query.
-
-        ``subject_relation=None`` selects plain subjects (no relation). Wildcard
-        relationships are stored with subject id ``*``: include ``"*"`` in
-        ``subject_ids`` to find them. Ordered by subject id, then resource id.
+        Validated like ``write``; any relationship that is already live, or
+        repeated in the input, fails the whole import with AlreadyExistsError.
         """
         ...
 
@@ -407,45 +435,49 @@ class Store(Protocol):
         """
         ...
 
-    def read_policy(self, revision: Revision | None = None) -> StoredPolicy | None:
-        """The policy in force at ``revision`` (default head), or ``None`` before the first."""
+
+class ChangeLog(Protocol):
+    """The head revision and what each revision changed, for followers (the index, Watch).
+
+    Ordering
+        Events come in revision order; within a revision, POLICY, then DELETE,
+        then TOUCH events, each in key order. Expiry makes no events.
+
+    Paging
+        ``changes(after, limit)`` returns events of revisions above ``after``;
+        it may run past ``limit`` to finish its last revision, so a revision is
+        never split between calls. Resume with ``after=events[-1].revision``;
+        an empty list means nothing newer yet.
+
+    Revision
+        Events are kept back to the oldest kept revision (see ``Retention``);
+        ``after`` older than that raises RevisionUnavailableError.
+    """
+
+    def head_revision(self) -> Revision:
+        """The newest committed revision (0 for an empty store)."""
         ...
 
     def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
-        """Change-log events of revisions above ``after``, in revision order.
-
-        Within a revision: POLICY, then DELETE, then TOUCH events, each in key
-        order. A revision is never split: the list may run past ``limit`` to
-        finish its last revision. Expiry makes no events. Resume with
-        ``after=events[-1].revision``; an empty list means nothing newer yet.
-
-        Raises:
-            RevisionUnavailableError: ``after`` is older than the oldest kept revision.
-        """
+        """Change-log events of revisions above ``after``, in revision order."""
         ...
 
-    def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
-        """Bulk-create relationships in one transaction; the fast path for large loads.
 
-        Validated like ``write``; any relationship that is already live, or
-        repeated in the input, fails the whole import with AlreadyExistsError.
-        """
-        ...
+class Retention(Protocol):
+    """Which old revisions stay readable: garbage collection, and holds that keep it away.
 
-    def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
-        """Every live relationship at ``revision`` in key order, streamed in pages.
-
-        The revision is held for as long as the iterator runs.
-        """
-        ...
-
-    def export_rows(self, revision: Revision) -> Iterator[ExportRow]:
-        """Every live relationship at ``revision`` as raw rows, in key order, streamed in pages.
-
-        The fast path for loading an in-memory index: no objects are built.
-        The revision is held for as long as the iterator runs.
-        """
-        ...
+    Revision
+        ``gc(window)`` removes rows deleted at a revision committed more than
+        ``window`` ago (default 24 h), and expired rows; the store's oldest
+        readable revision then moves up to the collection point, and snapshot
+        reads or change-log reads below it raise RevisionUnavailableError.
+        GC never removes a row a held revision can see: a reader that needs
+        revision R for a while calls ``hold(R)`` and keeps the RevisionHold
+        until it is done. Holds live in the store itself (a table for SQL
+        backends), so they protect readers in every process sharing the
+        database; each has a lease (``ttl``) so a crashed reader cannot block
+        collection for ever.
+    """
 
     def hold(self, revision: Revision, ttl: timedelta = DEFAULT_HOLD_TTL) -> RevisionHold:
         """Keep ``gc`` from collecting what ``revision`` sees, until released or ``ttl`` passes."""
@@ -453,6 +485,26 @@ class Store(Protocol):
 
     def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
         """Remove rows deleted more than ``window`` ago and expired rows; respects holds."""
+        ...
+
+
+class Store(Writer, ChangeLog, Retention, Protocol):
+    """The relationship store: snapshots to read at a revision, and the roles above.
+
+    Methods are safe to call from several threads; SQL backends may be shared
+    by several processes.
+    """
+
+    clock: Clock
+    """The store's time source: what "now" means for expiry, holds and GC."""
+
+    identity: bytes
+    """The store's identity: ``STORE_IDENTITY_BYTES`` random bytes made with the store and
+    never changed (kept in the database by SQL backends, per instance by MemoryStore).
+    Consistency tokens and cursors carry it, so one from another store is refused."""
+
+    def snapshot(self, revision: Revision | None = None) -> SnapshotReader:
+        """A reader at ``revision``; ``None`` reads the head once, here, and stays at it."""
         ...
 
     def close(self) -> None:
@@ -491,28 +543,6 @@ def dump_context(context: dict[str, Any]) -> str | None:
     return json.dumps(context, sort_keys=True, separators=(",", ":")) if context else None
 
 
-def build_relationship(
-    resource_type: str,
-    resource_id: str,
-    relation: str,
-    subject_type: str,
-    subject_id: str,
-    subject_relation: str,
-    caveat_name: str | None,
-    caveat_context: str | None,
-    expires_at: int | None,
-) -> Relationship:
-    """A Relationship from the stored columns (subject relation '' for none)."""
-    return Relationship(
-        ObjectRef(resource_type, resource_id),
-        relation,
-        SubjectRef(subject_type, subject_id, subject_relation or None),
-        caveat_name,
-        json.loads(caveat_context) if caveat_context else {},
-        from_micros(expires_at),
-    )
-
-
 def check_limit(limit: int | None, field: str = "limit") -> None:
     """Raise InvalidRequestError for a limit that is not a positive int."""
     if limit is not None and limit < 1:
@@ -525,12 +555,13 @@ def check_preconditions(preconditions: Sequence[Precondition]) -> None:
         precondition.filter.validate(f"preconditions[{i}].filter")
 
 
-def check_cursor_revision(cursor: Cursor | None, revision: Revision | None) -> Revision | None:
-    """The revision a paged read runs at, given a cursor and an explicit revision."""
-    if cursor is None:
-        return revision
-    if revision is not None and revision != cursor.revision:
+def check_read(
+    relationship_filter: RelationshipFilter, cursor: Cursor | None, limit: int, revision: Revision
+) -> None:
+    """Raise InvalidRequestError for a read's malformed filter or limit, or a foreign cursor."""
+    check_limit(limit)
+    relationship_filter.validate()
+    if cursor is not None and cursor.revision != revision:
         raise InvalidRequestError(
             f"cursor is for revision {cursor.revision}, not {revision}", field="cursor"
         )
-    return cursor.revision

@@ -21,7 +21,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
-from policyd.relationship import Operation, Relationship, RelationshipUpdate
+from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
 from policyd.store.base import (
     DEFAULT_CHANGES_LIMIT,
@@ -39,13 +39,13 @@ from policyd.store.base import (
     PreconditionKind,
     ReadPage,
     RelationshipFilter,
-    RelationshipKey,
     Revision,
     RevisionHold,
+    SnapshotReader,
     StoredPolicy,
-    check_cursor_revision,
     check_limit,
     check_preconditions,
+    check_read,
     dump_context,
     to_micros,
 )
@@ -141,7 +141,7 @@ class MemoryStore:
         updates: Sequence[RelationshipUpdate],
         preconditions: Sequence[Precondition] = (),
     ) -> Revision:
-        """Apply a batch atomically (see Store.write)."""
+        """Apply a batch atomically (see Writer.write)."""
         check_preconditions(preconditions)
         with self._lock:
             self._at(None)
@@ -198,7 +198,7 @@ class MemoryStore:
     def delete(
         self, relationship_filter: RelationshipFilter, limit: int | None = None
     ) -> tuple[Revision, int]:
-        """Delete live relationships matching the filter (see Store.delete)."""
+        """Delete live relationships matching the filter (see Writer.delete)."""
         check_limit(limit)
         relationship_filter.validate()
         if relationship_filter.is_empty():
@@ -216,7 +216,7 @@ class MemoryStore:
             return revision, len(matches)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
-        """Bulk-create relationships atomically (see Store.import_relationships)."""
+        """Bulk-create relationships atomically (see Writer.import_relationships)."""
         with self._lock:
             self._at(None)
             batch = list(relationships)
@@ -238,107 +238,12 @@ class MemoryStore:
 
     # ---- reads ---------------------------------------------------------------------------------
 
-    def read(
-        self,
-        relationship_filter: RelationshipFilter,
-        revision: Revision | None = None,
-        cursor: Cursor | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> ReadPage:
-        """One page of matching relationships in key order (see Store.read)."""
-        check_limit(limit)
-        relationship_filter.validate()
-        with self._lock:
-            at = self._at(check_cursor_revision(cursor, revision))
-            out: list[Relationship] = []
-            for rel in self._visible(at):
-                if cursor is not None and rel.key <= cursor.after:
-                    continue
-                if relationship_filter.matches(rel):
-                    out.append(rel)
-                    if len(out) > limit:
-                        break
-            more = len(out) > limit
-            page = tuple(out[:limit])
-            next_cursor = Cursor(at, page[-1].key) if more else None
-            return ReadPage(page, at, next_cursor)
-
-    def get(self, key: RelationshipKey, revision: Revision | None = None) -> Relationship | None:
-        """The live relationship with this key at ``revision``."""
-        with self._lock:
-            at = self._at(revision)
-            now = self._now()
-            for row in self._versions.get(key, ()):
-                if row.visible(at, now):
-                    return row.relationship
-            return None
-
-    def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
-        """Whether the relationship with this key is live at ``revision``."""
-        return self.get(key, revision) is not None
-
-    def subjects_of(
-        self,
-        resource_type: str,
-        resource_ids: Collection[str],
-        relation: str,
-        revision: Revision | None = None,
-        *,
-        subject_type: str | None = None,
-    ) -> list[Relationship]:
-        """Relationships of the given resources and relation, in key order."""
-        ids = set(resource_ids)
-        with self._lock:
-            at = self._at(revision)
-            return [
-                r
-                for r in self._visible(at)
-                if r.resource.type == resource_type
-                and r.resource.id in ids
-                and r.relation == relation
-                and (subject_type is None or r.subject.type == subject_type)
-            ]
-
-    def resources_of(
-        self,
-        resource_type: str,
-        relation: str,
-        subject_type: str,
-        subject_ids: Collection[str],
-        subject_relation: str | None = None,
-        revision: Revision | None = None,
-    ) -> list[Relationship]:
-        """Relationships to the given subjects, ordered by subject id then resource id."""
-        ids = set(subject_ids)
-        with self._lock:
-            at = self._at(revision)
-            found = [
-                r
-                for r in self._visible(at)
-                if r.resource.type == resource_type
-                and r.relation == relation
-                and r.subject.type == subject_type
-                and r.subject.id in ids
-                and r.subject.relation == subject_relation
-            ]
-            return sorted(found, key=lambda r: (r.subject.id, r.resource.id))
-
-    def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
-        """Every live relationship at ``revision``, in key order."""
-        with self._lock:
-            at = self._at(revision)
-            snapshot = list(self._visible(at))
-        yield from snapshot
-
-    def export_rows(self, revision: Revision) -> Iterator[ExportRow]:
-        """Every live relationship at ``revision`` as raw rows, in key order."""
-        for rel in self.export_relationships(revision):
-            yield (
-                *rel.key,
-                rel.caveat_name,
-                dump_context(rel.caveat_context),
-                to_micros(rel.expires_at),
-            )
+    def snapshot(self, revision: Revision | None = None) -> SnapshotReader:
+        """A reader at ``revision`` (see Store.snapshot)."""
+        if revision is None:
+            with self._lock:
+                revision = self._at(None)
+        return _Snapshot(self, revision)
 
     # ---- policy --------------------------------------------------------------------------------
 
@@ -367,17 +272,10 @@ class MemoryStore:
             self._validator = Validator(schema)
             return revision
 
-    def read_policy(self, revision: Revision | None = None) -> StoredPolicy | None:
-        """The policy in force at ``revision``."""
-        with self._lock:
-            at = self._at(revision)
-            found = [p for p in self._policies if p.revision <= at]
-            return found[-1] if found else None
-
     # ---- change log ----------------------------------------------------------------------------
 
     def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
-        """Change-log events after ``after`` (see Store.changes)."""
+        """Change-log events after ``after`` (see ChangeLog.changes)."""
         check_limit(limit)
         with self._lock:
             self._at(after)
@@ -405,7 +303,7 @@ class MemoryStore:
     # ---- garbage collection --------------------------------------------------------------------
 
     def hold(self, revision: Revision, ttl: timedelta = DEFAULT_HOLD_TTL) -> RevisionHold:
-        """Keep ``gc`` away from what ``revision`` sees (see Store.hold)."""
+        """Keep ``gc`` away from what ``revision`` sees (see Retention.hold)."""
         with self._lock:
             self._at(revision)
             hold_id = next(self._hold_ids)
@@ -423,7 +321,7 @@ class MemoryStore:
         return RevisionHold(revision, release, renew)
 
     def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
-        """Collect old deleted rows and expired rows (see Store.gc)."""
+        """Collect old deleted rows and expired rows (see Retention.gc)."""
         with self._lock:
             now = self.clock()
             cutoff = now - window.total_seconds()
@@ -455,6 +353,117 @@ class MemoryStore:
     def close(self) -> None:
         """Mark the store closed."""
         self._closed = True
+
+
+class _Snapshot:
+    """MemoryStore's SnapshotReader: each read takes the store's lock and checks the revision."""
+
+    def __init__(self, store: MemoryStore, revision: Revision) -> None:
+        self._store = store
+        self.revision = revision
+
+    def _visible(self) -> Iterator[Relationship]:
+        """The relationships live at this revision, in key order; call with the lock held."""
+        return self._store._visible(self._store._at(self.revision))
+
+    def get(self, key: RelationshipKey) -> Relationship | None:
+        """The live relationship with this key."""
+        store = self._store
+        with store._lock:
+            at = store._at(self.revision)
+            now = store._now()
+            for row in store._versions.get(key, ()):
+                if row.visible(at, now):
+                    return row.relationship
+            return None
+
+    def subjects_of(
+        self,
+        resource_type: str,
+        resource_ids: Collection[str],
+        relation: str,
+        *,
+        subject_type: str | None = None,
+    ) -> list[Relationship]:
+        """Relationships of the given resources and relation, in key order."""
+        ids = set(resource_ids)
+        with self._store._lock:
+            return [
+                r
+                for r in self._visible()
+                if r.resource.type == resource_type
+                and r.resource.id in ids
+                and r.relation == relation
+                and (subject_type is None or r.subject.type == subject_type)
+            ]
+
+    def resources_of(
+        self,
+        resource_type: str,
+        relation: str,
+        *,
+        subject_type: str,
+        subject_ids: Collection[str],
+        subject_relation: str | None = None,
+    ) -> list[Relationship]:
+        """Relationships to the given subjects, ordered by subject id then resource id."""
+        ids = set(subject_ids)
+        with self._store._lock:
+            found = [
+                r
+                for r in self._visible()
+                if r.resource.type == resource_type
+                and r.relation == relation
+                and r.subject.type == subject_type
+                and r.subject.id in ids
+                and r.subject.relation == subject_relation
+            ]
+        return sorted(found, key=lambda r: (r.subject.id, r.resource.id))
+
+    def read(
+        self,
+        relationship_filter: RelationshipFilter,
+        cursor: Cursor | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> ReadPage:
+        """One page of matching relationships in key order (see SnapshotReader.read)."""
+        check_read(relationship_filter, cursor, limit, self.revision)
+        out: list[Relationship] = []
+        with self._store._lock:
+            for rel in self._visible():
+                if cursor is not None and rel.key <= cursor.after:
+                    continue
+                if relationship_filter.matches(rel):
+                    out.append(rel)
+                    if len(out) > limit:
+                        break
+        page = tuple(out[:limit])
+        next_cursor = Cursor(self.revision, page[-1].key) if len(out) > limit else None
+        return ReadPage(page, self.revision, next_cursor)
+
+    def export_relationships(self) -> Iterator[Relationship]:
+        """Every live relationship, in key order (copied at the first ``next``)."""
+        with self._store._lock:
+            snapshot = list(self._visible())
+        yield from snapshot
+
+    def export_rows(self) -> Iterator[ExportRow]:
+        """Every live relationship as raw rows, in key order."""
+        for rel in self.export_relationships():
+            yield (
+                *rel.key,
+                rel.caveat_name,
+                dump_context(rel.caveat_context),
+                to_micros(rel.expires_at),
+            )
+
+    def read_policy(self) -> StoredPolicy | None:
+        """The policy in force at this revision."""
+        store = self._store
+        with store._lock:
+            at = store._at(self.revision)
+            found = [p for p in store._policies if p.revision <= at]
+            return found[-1] if found else None
 
 
 def _same_attributes(a: Relationship, b: Relationship) -> bool:

@@ -22,17 +22,19 @@ The tables, by role (DDL lives with each backend):
 ``policies``
     text and compiled JSON per policy revision.
 ``revision_holds``
-    the leases of ``Store.hold``.
+    the leases of ``Retention.hold``.
 
-Reads are single statements joining ``store_state`` to the data query, so the
-revision check (not above head, not below oldest) and the data come from one
-snapshot even while GC runs in another process.
+``SqlStore`` writes, follows the change log and collects; ``SqlSnapshot`` reads.
+Each snapshot read is one statement joining ``store_state`` to the data query,
+so the revision check (not above head, not below oldest) and the data come
+from one database snapshot even while GC runs in another process.
 
 SQL here is written with ``?`` placeholders; a backend's ``_sql`` rewrites them.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -48,7 +50,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
-from policyd.relationship import Operation, Relationship, RelationshipUpdate
+from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
 from policyd.schema.serialize import schema_from_json, schema_to_json
 from policyd.store.base import (
@@ -67,15 +69,15 @@ from policyd.store.base import (
     PreconditionKind,
     ReadPage,
     RelationshipFilter,
-    RelationshipKey,
     Revision,
     RevisionHold,
+    SnapshotReader,
     StoredPolicy,
-    build_relationship,
-    check_cursor_revision,
     check_limit,
     check_preconditions,
+    check_read,
     dump_context,
+    from_micros,
     to_micros,
 )
 from policyd.store.validation import Shape, Validator, context_blockers, orphan_blockers
@@ -106,10 +108,7 @@ SELECT_LIVE = (
     f"WHERE {KEY_MATCH} AND deleted_revision = {LIVE}"
 )
 RETIRE = f"UPDATE relationships SET deleted_revision = ? WHERE {KEY_MATCH} AND created_revision = ?"
-EXISTS = (
-    f"SELECT head, oldest, EXISTS (SELECT 1 FROM relationships WHERE {KEY_MATCH} AND {VISIBLE}) "
-    f"FROM store_state"
-)
+GET = STATE.format(data=f"SELECT {COLUMNS} FROM relationships WHERE {KEY_MATCH} AND {VISIBLE}")
 
 Row = tuple[Any, ...]
 
@@ -135,10 +134,14 @@ def filter_sql(relationship_filter: RelationshipFilter) -> tuple[str, list[Any]]
     return (" AND ".join(parts) or "1 = 1"), params
 
 
-def relationship_from(row: Sequence[Any]) -> Relationship:
+def relationship_from_row(row: Row) -> Relationship:
     """A Relationship from ``COLUMNS`` at the start of ``row``."""
-    return build_relationship(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
+    context, expires = row[7], row[8]
+    return Relationship.from_key(
+        row,
+        row[6],
+        json.loads(context) if context else None,
+        None if expires is None else from_micros(expires),
     )
 
 
@@ -231,16 +234,21 @@ class SqlStore(ABC):
             self._validator = (policy_revision, validator)
         return validator
 
-    def _select_at(
-        self, cur: SqlCursor, data: str, params: Sequence[Any], revision: Revision
-    ) -> list[Row]:
+    def _select_at(self, data: str, params: Sequence[Any], revision: Revision) -> list[Row]:
         """Run ``data`` (a SELECT of ``COLUMNS``) and check ``revision`` against head and oldest.
 
         The check and the rows come from one statement, so from one snapshot.
         """
-        rows = self._exec(cur, STATE.format(data=data) + " " + ORDER, params).fetchall()
+        with self._read() as cur:
+            rows = self._exec(cur, STATE.format(data=data) + " " + ORDER, params).fetchall()
         self._check_revision(revision, rows[0][0], rows[0][1])
         return [r[2:] for r in rows if r[2] is not None]
+
+    def _fetch_one(self, text: str, params: Sequence[Any]) -> Row:
+        """The one row of a read statement; SQLite flattens it for point reads."""
+        with self._read() as cur:
+            row: Row = self._exec(cur, text, params).fetchone()
+        return row
 
     def _check_revision(
         self, revision: Revision, head: Revision, oldest: Revision, field: str = "revision"
@@ -254,9 +262,6 @@ class SqlStore(ABC):
                 f"revision {revision} was garbage-collected (oldest kept is {oldest})",
                 field=field,
             )
-
-    def _resolve(self, revision: Revision | None) -> Revision:
-        return self.head_revision() if revision is None else revision
 
     # ---- revisions -----------------------------------------------------------------------------
 
@@ -277,7 +282,7 @@ class SqlStore(ABC):
         updates: Sequence[RelationshipUpdate],
         preconditions: Sequence[Precondition] = (),
     ) -> Revision:
-        """Apply a batch atomically (see Store.write)."""
+        """Apply a batch atomically (see Writer.write)."""
         check_preconditions(preconditions)
         with self._write() as cur:
             revision, validator = self._begin(cur)
@@ -329,7 +334,7 @@ class SqlStore(ABC):
     def delete(
         self, relationship_filter: RelationshipFilter, limit: int | None = None
     ) -> tuple[Revision, int]:
-        """Delete live relationships matching the filter (see Store.delete)."""
+        """Delete live relationships matching the filter (see Writer.delete)."""
         check_limit(limit)
         relationship_filter.validate()
         if relationship_filter.is_empty():
@@ -356,7 +361,7 @@ class SqlStore(ABC):
         return revision, len(rows)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
-        """Bulk-create relationships in one transaction (see Store.import_relationships)."""
+        """Bulk-create relationships in one transaction (see Writer.import_relationships)."""
         with self._write() as cur:
             revision, validator = self._begin(cur)
             now = self._now()
@@ -386,7 +391,7 @@ class SqlStore(ABC):
             (revision, now),
         ).fetchone()
         if clash is not None:
-            rel = relationship_from((*clash, None, None, None))
+            rel = Relationship.from_key(clash)
             raise AlreadyExistsError(f"{rel} already exists", field="relationships")
         self._exec(
             cur,
@@ -400,124 +405,9 @@ class SqlStore(ABC):
 
     # ---- reads ---------------------------------------------------------------------------------
 
-    def read(
-        self,
-        relationship_filter: RelationshipFilter,
-        revision: Revision | None = None,
-        cursor: Cursor | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> ReadPage:
-        """One page of matching relationships in key order (see Store.read)."""
-        check_limit(limit)
-        relationship_filter.validate()
-        at = self._resolve(check_cursor_revision(cursor, revision))
-        where, params = filter_sql(relationship_filter)
-        if cursor is not None:
-            where += f" AND ({KEY}) > (?, ?, ?, ?, ?, ?)"
-            params.extend(cursor.after)
-        data = (
-            f"SELECT {COLUMNS} FROM relationships WHERE {VISIBLE} AND {where} "
-            f"ORDER BY {KEY} LIMIT ?"
-        )
-        with self._read() as cur:
-            rows = self._select_at(cur, data, (at, at, self._now(), *params, limit + 1), at)
-        page = tuple(relationship_from(r) for r in rows[:limit])
-        next_cursor = Cursor(at, page[-1].key) if len(rows) > limit else None
-        return ReadPage(page, at, next_cursor)
-
-    def get(self, key: RelationshipKey, revision: Revision | None = None) -> Relationship | None:
-        """The live relationship with this key at ``revision``."""
-        at = self._resolve(revision)
-        data = f"SELECT {COLUMNS} FROM relationships WHERE {KEY_MATCH} AND {VISIBLE}"
-        with self._read() as cur:
-            rows = self._select_at(cur, data, (*key, at, at, self._now()), at)
-        return relationship_from(rows[0]) if rows else None
-
-    def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
-        """Whether the relationship with this key is live at ``revision`` (the point read)."""
-        at = self._resolve(revision)
-        with self._read() as cur:
-            head, oldest, found = self._exec(cur, EXISTS, (*key, at, at, self._now())).fetchone()
-        self._check_revision(at, head, oldest)
-        return bool(found)
-
-    def subjects_of(
-        self,
-        resource_type: str,
-        resource_ids: Collection[str],
-        relation: str,
-        revision: Revision | None = None,
-        *,
-        subject_type: str | None = None,
-    ) -> list[Relationship]:
-        """Relationships of the given resources and relation, in key order, in one query."""
-        at = self._resolve(revision)
-        ids_sql, ids_param = self._in_ids("resource_id", resource_ids)
-        where = f"resource_type = ? AND {ids_sql} AND relation = ?"
-        params: list[Any] = [resource_type, ids_param, relation]
-        if subject_type is not None:
-            where += " AND subject_type = ?"
-            params.append(subject_type)
-        data = f"SELECT {COLUMNS} FROM relationships WHERE {where} AND {VISIBLE}"
-        with self._read() as cur:
-            rows = self._select_at(cur, data, (*params, at, at, self._now()), at)
-        return [relationship_from(r) for r in rows]
-
-    def resources_of(
-        self,
-        resource_type: str,
-        relation: str,
-        subject_type: str,
-        subject_ids: Collection[str],
-        subject_relation: str | None = None,
-        revision: Revision | None = None,
-    ) -> list[Relationship]:
-        """Relationships to the given subjects, by subject id then resource id, in one query."""
-        at = self._resolve(revision)
-        ids_sql, ids_param = self._in_ids("subject_id", subject_ids)
-        data = (
-            f"SELECT {COLUMNS} FROM relationships WHERE subject_type = ? AND {ids_sql} "
-            f"AND subject_relation = ? AND resource_type = ? AND relation = ? AND {VISIBLE}"
-        )
-        params = (subject_type, ids_param, subject_relation or "", resource_type, relation)
-        with self._read() as cur:
-            rows = self._select_at(cur, data, (*params, at, at, self._now()), at)
-        found = [relationship_from(r) for r in rows]
-        found.sort(key=lambda r: (r.subject.id, r.resource.id))
-        return found
-
-    def export_rows(self, revision: Revision) -> Iterator[ExportRow]:
-        """Every live relationship at ``revision`` as raw rows, in key order, paged under a hold."""
-        page_size = 50_000
-        data = (
-            f"SELECT {COLUMNS} FROM relationships WHERE {VISIBLE} AND ({KEY}) > "
-            f"(?, ?, ?, ?, ?, ?) ORDER BY {KEY} LIMIT ?"
-        )
-        after: tuple[str, ...] = ("", "", "", "", "", "")
-        with self.hold(revision):
-            while True:
-                with self._read() as cur:
-                    rows = self._select_at(
-                        cur, data, (revision, revision, self._now(), *after, page_size), revision
-                    )
-                for row in rows:
-                    yield (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
-                if len(rows) < page_size:
-                    return
-                after = tuple(rows[-1][:6])
-
-    def export_relationships(self, revision: Revision | None = None) -> Iterator[Relationship]:
-        """Every live relationship at ``revision`` in key order, paged under a hold."""
-        at = self._resolve(revision)
-        with self.hold(at):
-            cursor: Cursor | None = None
-            everything = RelationshipFilter()
-            while True:
-                page = self.read(everything, at, cursor, limit=10_000)
-                yield from page.relationships
-                if page.cursor is None:
-                    return
-                cursor = page.cursor
+    def snapshot(self, revision: Revision | None = None) -> SnapshotReader:
+        """A reader at ``revision`` (see Store.snapshot)."""
+        return SqlSnapshot(self, self.head_revision() if revision is None else revision)
 
     # ---- policy --------------------------------------------------------------------------------
 
@@ -558,26 +448,10 @@ class SqlStore(ABC):
             self._exec(cur, "UPDATE store_state SET policy_revision = ?", (revision,))
         return revision
 
-    def read_policy(self, revision: Revision | None = None) -> StoredPolicy | None:
-        """The policy in force at ``revision``."""
-        at = self._resolve(revision)
-        with self._read() as cur:
-            row = self._exec(
-                cur,
-                "SELECT s.head, s.oldest, p.revision, p.text, p.schema_json FROM store_state s "
-                "LEFT JOIN (SELECT revision, text, schema_json FROM policies WHERE revision <= ? "
-                "ORDER BY revision DESC LIMIT 1) p ON 1 = 1",
-                (at,),
-            ).fetchone()
-        self._check_revision(at, row[0], row[1])
-        if row[2] is None:
-            return None
-        return StoredPolicy(row[3], schema_from_json(row[4]), row[2])
-
     # ---- change log ----------------------------------------------------------------------------
 
     def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
-        """Change-log events after ``after`` (see Store.changes)."""
+        """Change-log events after ``after`` (see ChangeLog.changes)."""
         check_limit(limit)
         events = self._changes(after, LIVE - 1, limit)
         if len(events) >= limit:
@@ -623,13 +497,13 @@ class SqlStore(ABC):
                 events.append(ChangeEvent(revision, ChangeKind.POLICY))
             else:
                 change = ChangeKind.DELETE if kind == 1 else ChangeKind.TOUCH
-                events.append(ChangeEvent(revision, change, relationship_from(r[4:])))
+                events.append(ChangeEvent(revision, change, relationship_from_row(r[4:])))
         return events
 
     # ---- garbage collection --------------------------------------------------------------------
 
     def hold(self, revision: Revision, ttl: timedelta = DEFAULT_HOLD_TTL) -> RevisionHold:
-        """Keep ``gc`` away from what ``revision`` sees (see Store.hold)."""
+        """Keep ``gc`` away from what ``revision`` sees (see Retention.hold)."""
         hold_id = uuid.uuid4().hex
         lease = int(ttl.total_seconds() * 1_000_000)
         with self._write() as cur:
@@ -660,7 +534,7 @@ class SqlStore(ABC):
         return "SELECT head, oldest FROM store_state"
 
     def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
-        """Collect old deleted rows and expired rows (see Store.gc)."""
+        """Collect old deleted rows and expired rows (see Retention.gc)."""
         now = self._now()
         cutoff = now - int(window.total_seconds() * 1_000_000)
         with self._write() as cur:
@@ -690,3 +564,129 @@ class SqlStore(ABC):
             self._exec(cur, "DELETE FROM revisions WHERE revision < ?", (point,))
             self._exec(cur, "UPDATE store_state SET oldest = ?", (point,))
         return GcResult(int(removed), point)
+
+
+class SqlSnapshot:
+    """SqlStore's SnapshotReader: every read is one statement that also checks the revision."""
+
+    def __init__(self, store: SqlStore, revision: Revision) -> None:
+        self._store = store
+        self.revision = revision
+
+    def get(self, key: RelationshipKey) -> Relationship | None:
+        """The live relationship with this key (the point read)."""
+        store, at = self._store, self.revision
+        row = store._fetch_one(GET, (*key, at, at, store._now()))
+        if not row[1] <= at <= row[0]:
+            store._check_revision(at, row[0], row[1])
+        return None if row[2] is None else relationship_from_row(row[2:])
+
+    def subjects_of(
+        self,
+        resource_type: str,
+        resource_ids: Collection[str],
+        relation: str,
+        *,
+        subject_type: str | None = None,
+    ) -> list[Relationship]:
+        """Relationships of the given resources and relation, in key order, in one query."""
+        store, at = self._store, self.revision
+        ids_sql, ids_param = store._in_ids("resource_id", resource_ids)
+        where = f"resource_type = ? AND {ids_sql} AND relation = ?"
+        params: list[Any] = [resource_type, ids_param, relation]
+        if subject_type is not None:
+            where += " AND subject_type = ?"
+            params.append(subject_type)
+        data = f"SELECT {COLUMNS} FROM relationships WHERE {where} AND {VISIBLE}"
+        rows = store._select_at(data, (*params, at, at, store._now()), at)
+        return [relationship_from_row(r) for r in rows]
+
+    def resources_of(
+        self,
+        resource_type: str,
+        relation: str,
+        *,
+        subject_type: str,
+        subject_ids: Collection[str],
+        subject_relation: str | None = None,
+    ) -> list[Relationship]:
+        """Relationships to the given subjects, by subject id then resource id, in one query."""
+        store, at = self._store, self.revision
+        ids_sql, ids_param = store._in_ids("subject_id", subject_ids)
+        data = (
+            f"SELECT {COLUMNS} FROM relationships WHERE subject_type = ? AND {ids_sql} "
+            f"AND subject_relation = ? AND resource_type = ? AND relation = ? AND {VISIBLE}"
+        )
+        params = (subject_type, ids_param, subject_relation or "", resource_type, relation)
+        rows = store._select_at(data, (*params, at, at, store._now()), at)
+        found = [relationship_from_row(r) for r in rows]
+        found.sort(key=lambda r: (r.subject.id, r.resource.id))
+        return found
+
+    def read(
+        self,
+        relationship_filter: RelationshipFilter,
+        cursor: Cursor | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> ReadPage:
+        """One page of matching relationships in key order (see SnapshotReader.read)."""
+        check_read(relationship_filter, cursor, limit, self.revision)
+        store, at = self._store, self.revision
+        where, params = filter_sql(relationship_filter)
+        if cursor is not None:
+            where += f" AND ({KEY}) > (?, ?, ?, ?, ?, ?)"
+            params.extend(cursor.after)
+        data = (
+            f"SELECT {COLUMNS} FROM relationships WHERE {VISIBLE} AND {where} "
+            f"ORDER BY {KEY} LIMIT ?"
+        )
+        rows = store._select_at(data, (at, at, store._now(), *params, limit + 1), at)
+        page = tuple(relationship_from_row(r) for r in rows[:limit])
+        next_cursor = Cursor(at, page[-1].key) if len(rows) > limit else None
+        return ReadPage(page, at, next_cursor)
+
+    def export_rows(self) -> Iterator[ExportRow]:
+        """Every live relationship as raw rows, in key order, paged under a hold."""
+        store, at = self._store, self.revision
+        page_size = 50_000
+        data = (
+            f"SELECT {COLUMNS} FROM relationships WHERE {VISIBLE} AND ({KEY}) > "
+            f"(?, ?, ?, ?, ?, ?) ORDER BY {KEY} LIMIT ?"
+        )
+        after: tuple[str, ...] = ("", "", "", "", "", "")
+        with store.hold(at):
+            while True:
+                rows = store._select_at(data, (at, at, store._now(), *after, page_size), at)
+                for row in rows:
+                    yield (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+                if len(rows) < page_size:
+                    return
+                after = tuple(rows[-1][:6])
+
+    def export_relationships(self) -> Iterator[Relationship]:
+        """Every live relationship in key order, paged under a hold."""
+        with self._store.hold(self.revision):
+            cursor: Cursor | None = None
+            everything = RelationshipFilter()
+            while True:
+                page = self.read(everything, cursor, limit=10_000)
+                yield from page.relationships
+                if page.cursor is None:
+                    return
+                cursor = page.cursor
+
+    def read_policy(self) -> StoredPolicy | None:
+        """The policy in force at this revision."""
+        store, at = self._store, self.revision
+        with store._read() as cur:
+            row = store._exec(
+                cur,
+                "SELECT s.head, s.oldest, p.revision, p.text, p.schema_json FROM store_state s "
+                "LEFT JOIN (SELECT revision, text, schema_json FROM policies WHERE revision <= ? "
+                "ORDER BY revision DESC LIMIT 1) p ON 1 = 1",
+                (at,),
+            ).fetchone()
+        store._check_revision(at, row[0], row[1])
+        if row[2] is None:
+            return None
+        return StoredPolicy(row[3], schema_from_json(row[4]), row[2])

@@ -20,7 +20,7 @@ from policyd.relationship import (
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from tests.engine.queries import MakeEngine, rel
-from tests.store.conftest import FakeClock
+from tests.store.clock import FakeClock
 
 
 @pytest.fixture

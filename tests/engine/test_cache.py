@@ -22,7 +22,7 @@ from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, Subje
 from policyd.store.memory import MemoryStore
 from tests.engine.queries import check, rel
 from tests.engine.worlds import FRESH, OBJECT_IDS, World, possible_relationships, worlds
-from tests.store.conftest import FakeClock
+from tests.store.clock import FakeClock
 
 KEY = ("doc", "1", "view", "user", "ann", "")
 

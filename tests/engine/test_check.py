@@ -21,7 +21,7 @@ from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
 from tests.engine.queries import FRESH, MakeEngine, check, request, subject
-from tests.store.conftest import FakeClock
+from tests.store.clock import FakeClock
 
 YES = Permissionship.HAS_PERMISSION
 NO = Permissionship.NO_PERMISSION

@@ -1,16 +1,16 @@
-"""Store fixtures: one ``store`` fixture over every backend, and a controllable clock.
+"""Store fixtures: one ``store`` fixture over every backend (``backends.BACKENDS``), and a clock.
 
 PostgreSQL tests read ``POLICYD_TEST_PG_DSN``; without a reachable server they
 skip locally and fail when ``CI=true``. Each PostgreSQL store lives in its own
-fresh PostgreSQL schema, dropped afterwards.
+fresh PostgreSQL schema, dropped afterwards. Plain helpers live in plain
+modules: ``backends``, ``clock``, ``schemas`` and ``shorthand``.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +18,9 @@ import pytest
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
+from tests.store.backends import BACKENDS, StoreFactory
+from tests.store.clock import FakeClock
 from tests.store.schemas import POLICY_TEXT, base_schema
-
-
-class FakeClock:
-    """A clock tests move by hand; starts at the real time so revisions look sane."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -58,16 +47,6 @@ def pg_dsn() -> str:
             pytest.fail(f"{reason}; CI must run the PostgreSQL tests, not skip them")
         pytest.skip(reason)
     return dsn
-
-
-StoreFactory = Callable[..., Store]
-
-BACKENDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("sqlite-file", id="sqlite-file"),
-    pytest.param("sqlite-memory", id="sqlite-memory"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
 
 
 @pytest.fixture(params=BACKENDS)

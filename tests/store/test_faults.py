@@ -64,7 +64,7 @@ def finish(proc: subprocess.Popen[str]) -> list[str]:
 
 
 def everything(store: Store) -> list[str]:
-    return [str(r) for r in store.export_relationships()]
+    return [str(r) for r in store.snapshot().export_relationships()]
 
 
 @pytest.mark.slow
@@ -110,7 +110,10 @@ def test_racing_creates_have_exactly_one_winner(store_url: str) -> None:
         assert results == ["lost", "won"], f"relationship {i}: {results}"
     store = open_store(store_url)
     try:
-        assert len(store.read(RelationshipFilter(resource_type="document")).relationships) == 30
+        assert (
+            len(store.snapshot().read(RelationshipFilter(resource_type="document")).relationships)
+            == 30
+        )
     finally:
         store.close()
 

@@ -30,7 +30,7 @@ def _upgrade_twice(open_store: Callable[[], Store], revision: int) -> None:
     identity = upgraded.identity
     assert len(identity) == STORE_IDENTITY_BYTES
     assert upgraded.head_revision() == revision
-    [relationship] = upgraded.read(RelationshipFilter()).relationships
+    [relationship] = upgraded.snapshot().read(RelationshipFilter()).relationships
     assert str(relationship) == "document:1#viewer@user:a"
     upgraded.close()
     again = open_store()

@@ -23,10 +23,11 @@ from policyd.relationship import (
     ObjectRef,
     Operation,
     Relationship,
+    RelationshipKey,
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.store.base import ChangeKind, RelationshipFilter, RelationshipKey, Store
+from policyd.store.base import ChangeKind, RelationshipFilter, Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
 from tests.store.schemas import POLICY_TEXT, base_schema
@@ -127,17 +128,17 @@ class StoreMachine(RuleBasedStateMachine):
     def read_an_old_revision(self, data: st.DataObject) -> None:
         revision = data.draw(st.sampled_from(sorted(self.history)))
         expected = sorted(self.history[revision].values(), key=lambda r: r.key)
-        page = self.store.read(RelationshipFilter(), revision, limit=100)
+        snapshot = self.store.snapshot(revision)
+        page = snapshot.read(RelationshipFilter(), limit=100)
         assert [str(r) for r in page.relationships] == [str(r) for r in expected]
         for key, want in self.history[revision].items():
-            assert self.store.exists(key, revision)
-            got = self.store.get(key, revision)
+            got = snapshot.get(key)
             assert got is not None
             assert _same(got, want)
 
     @rule(ids=st.sets(st.sampled_from(["d0", "d1", "d2"])), relation=st.sampled_from(["viewer"]))
     def subjects_of(self, ids: set[str], relation: str) -> None:
-        found = self.store.subjects_of("document", ids, relation)
+        found = self.store.snapshot().subjects_of("document", ids, relation)
         expected = sorted(
             (r for r in self.model.values() if r.resource.id in ids and r.relation == relation),
             key=lambda r: r.key,
@@ -146,7 +147,9 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(ids=st.sets(st.sampled_from(["u0", "u1", "*"])))
     def resources_of(self, ids: set[str]) -> None:
-        found = self.store.resources_of("document", "viewer", "user", ids)
+        found = self.store.snapshot().resources_of(
+            "document", "viewer", subject_type="user", subject_ids=ids
+        )
         expected = sorted(
             (r for r in self.model.values() if r.relation == "viewer" and r.subject.id in ids),
             key=lambda r: (r.subject.id, r.resource.id),

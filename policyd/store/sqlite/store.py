@@ -13,14 +13,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
-from policyd.store.base import Clock, RelationshipKey, Revision
-from policyd.store.sqlcommon import EXISTS, INSERT, SqlCursor, SqlStore
+from policyd.store.base import Clock
+from policyd.store.sqlcommon import INSERT, Row, SqlCursor, SqlStore
 from policyd.store.sqlite.migrations import SECONDARY_INDEXES, migrate
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -161,26 +161,22 @@ class SqliteStore(SqlStore):
 
     # ---- hot path ------------------------------------------------------------------------------
 
-    def exists(self, key: RelationshipKey, revision: Revision | None = None) -> bool:
-        """Whether the relationship with this key is live at ``revision`` (the point read).
+    def _fetch_one(self, text: str, params: Sequence[Any]) -> Row:
+        """The one row of a read statement: the point read of snapshot ``get``.
 
         Flattened (no context manager, one cached statement) for the point-read
         numbers of benchmarks/store_bench.py.
         """
-        at = self.head_revision() if revision is None else revision
         conn = getattr(self._local, "conn", None) or self._connection()
-        now = int(self.clock() * 1_000_000)
         try:
             if self._memory:
                 with self._lock:
-                    row = conn.execute(EXISTS, (*key, at, at, now)).fetchone()
+                    row: Row = conn.execute(text, params).fetchone()
             else:
-                row = conn.execute(EXISTS, (*key, at, at, now)).fetchone()
+                row = conn.execute(text, params).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"SQLite read failed: {e}") from e
-        if at > row[0] or at < row[1]:
-            self._check_revision(at, row[0], row[1])
-        return bool(row[2])
+        return row
 
     def close(self) -> None:
         """Close every connection this store opened, in any thread."""
