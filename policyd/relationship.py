@@ -48,6 +48,16 @@ def _is_type_name(value: str) -> bool:
     return TYPE_NAME.fullmatch(value) is not None
 
 
+def _check_object(type_name: str, object_id: str, field_name: str) -> None:
+    """Raise InvalidRelationshipError when an object's type or id is malformed."""
+    if not _is_type_name(type_name):
+        raise InvalidRelationshipError(
+            f"invalid object type {type_name!r}", field=f"{field_name}.type"
+        )
+    if object_id != WILDCARD:
+        _check(OBJECT_ID, object_id, "object id", field_name, "id")
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ObjectRef:
     """An object: a resource or a plain subject, ``type:id``."""
@@ -60,12 +70,7 @@ class ObjectRef:
 
     def validate(self, field_name: str = "object") -> None:
         """Raise InvalidRelationshipError when the type or id is malformed."""
-        if not _is_type_name(self.type):
-            raise InvalidRelationshipError(
-                f"invalid object type {self.type!r}", field=f"{field_name}.type"
-            )
-        if self.id != WILDCARD:
-            _check(OBJECT_ID, self.id, "object id", field_name, "id")
+        _check_object(self.type, self.id, field_name)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -92,7 +97,7 @@ class SubjectRef:
 
     def validate(self, field_name: str = "subject") -> None:
         """Raise InvalidRelationshipError when any part is malformed."""
-        ObjectRef(self.type, self.id).validate(field_name)
+        _check_object(self.type, self.id, field_name)
         if self.relation is not None:
             _check(RELATION_NAME, self.relation, "subject relation", field_name, "relation")
             if self.is_wildcard:

@@ -446,7 +446,8 @@ class Engine:
     ) -> list[CheckResult]:
         """Answer many checks at one revision, sharing work between checks of one subject."""
         reader, compiled = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
+        plan = compiled.plan
+        token = self.tokens.token(reader.revision)
         runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] = {}
         results: list[CheckResult] = []
         for i, request in enumerate(requests):
@@ -466,7 +467,14 @@ class Engine:
                 runs,
             )
             results.append(
-                self._result(request.resource, request.permission, request.subject, value, revision)
+                CheckResult(
+                    request.resource,
+                    request.permission,
+                    request.subject,
+                    permissionship(value),
+                    token,
+                    missing_of(value),
+                )
             )
         return results
 
