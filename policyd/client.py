@@ -70,6 +70,7 @@ from policyd.errors import (
     ResourceExhaustedError,
     RevisionUnavailableError,
     Severity,
+    SnapshotMovedError,
     SourceSpan,
     StoreError,
     UnauthenticatedError,
@@ -92,6 +93,7 @@ _ERRORS: dict[str, type[PolicydError]] = {
         MaxDepthExceededError,
         CycleUnderExclusionError,
         ResourceExhaustedError,
+        SnapshotMovedError,
         CaveatError,
         StoreError,
         InternalError,
@@ -108,6 +110,7 @@ _STATUS_ERRORS: dict[grpc.StatusCode, type[PolicydError]] = {
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.ABORTED: SnapshotMovedError,
 }
 
 T = TypeVar("T")

@@ -182,6 +182,16 @@ class CancelledError(PolicydError):
     code = "cancelled"
 
 
+class SnapshotMovedError(PolicydError):
+    """A long read on the in-memory index that saw the index apply a newer revision midway.
+
+    Retry; a listing resumed from its last cursor reads the revision the cursor pins
+    and cannot be moved.
+    """
+
+    code = "snapshot-moved"
+
+
 class ResourceExhaustedError(PolicydError):
     """A request that needs more work than a configured limit allows; nothing partial is sent."""
 

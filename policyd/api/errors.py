@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "store-error": grpc.StatusCode.UNAVAILABLE,
     "deadline-exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
     "cancelled": grpc.StatusCode.CANCELLED,
+    "snapshot-moved": grpc.StatusCode.ABORTED,
 }
 """Every policyd error code the API sends as itself; anything else is INTERNAL."""
 

@@ -127,6 +127,11 @@ class _DecisionCollector(Collector):
                 "The revision the index has applied.",
                 stats.index_revision,
             )
+            yield GaugeMetricFamily(
+                "policyd_index_lag_seconds",
+                "Seconds since the index last reached the store's head (its follower's lag).",
+                stats.index_lag_seconds,
+            )
             if head is not None:
                 yield GaugeMetricFamily(
                     "policyd_revision_lag",

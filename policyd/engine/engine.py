@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from policyd.caveats import check_request_context
 from policyd.consistency import Consistency
@@ -22,6 +22,7 @@ from policyd.decisions import (
     CheckRequest,
     CheckResult,
     ExpandNode,
+    Explanation,
     FoundObject,
     FoundSubject,
     Permissionship,
@@ -38,16 +39,18 @@ from policyd.engine.lookup_resources import found_objects, reachable_resources
 from policyd.engine.lookup_subjects import found_subjects, walk_subjects
 from policyd.engine.plan import Plan
 from policyd.engine.policies import CompiledPolicy, PolicyCache
-from policyd.engine.reader import GraphReader, IndexReader, RecordingReader
+from policyd.engine.reader import GraphReader, IndexReader, RecordingReader, StoreReader
 from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
-from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError
+from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError, SnapshotMovedError
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
 from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
+T = TypeVar("T")
+
 MAX_SUBJECT_VISITS = 1_000_000
 MAX_EXPAND_NODES = 100_000
 
@@ -106,6 +109,10 @@ class EngineStats:
     cache_entries: int
     index_revision: Revision | None
     index_relationships: int | None
+    index_lag_seconds: float = 0.0
+    """Seconds since the index last reached the store's head."""
+    store_reachable: bool = True
+    """False while the follower cannot reach the store (health reports NOT_SERVING)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +202,26 @@ class Engine:
             len(self.cache),
             index.revision if index is not None else None,
             index.size if index is not None else None,
+            self._revisions.lag,
+            self._revisions.healthy,
         )
+
+    def follow(self, interval: float = 0.05) -> None:
+        """Apply the store's change log on a background thread from now on (servers do).
+
+        Requests then never apply it themselves; one that needs a revision the
+        index has not reached reads the store (engine/revisions.py).
+        """
+        self._revisions.follow(interval)
+
+    @property
+    def healthy(self) -> bool:
+        """False while a following engine cannot reach its store."""
+        return self._revisions.healthy
+
+    def close(self) -> None:
+        """Stop following the change log (the store is the caller's to close)."""
+        self._revisions.stop()
 
     # ---- revisions and policies ------------------------------------------------------------
 
@@ -230,10 +256,37 @@ class Engine:
         )
         return _CachedRun(run, dependencies, serial)
 
-    def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, CompiledPolicy]:
-        """The reader and the compiled policy a request uses."""
+    def _snapshot(
+        self, consistency: Consistency | None
+    ) -> tuple[GraphReader, CompiledPolicy, int | None]:
+        """The reader and the compiled policy a request uses, and the index epoch it saw.
+
+        The epoch (index.py) is None for store reads. The follower applies the
+        change log on another thread: a reader that finds it mid-batch reads the
+        store at the same revision instead, and one that finds the epoch moved
+        afterwards (``_moved``) does its reading again.
+        """
         reader = self._revisions.reader(consistency)
-        return reader, self._policies.at(reader.revision)
+        epoch: int | None = None
+        if isinstance(reader, IndexReader):
+            epoch = reader.index.epoch
+            if epoch % 2:
+                reader, epoch = StoreReader(self.store.snapshot(reader.revision)), None
+        return reader, self._policies.at(reader.revision), epoch
+
+    def _moved(self, epoch: int | None) -> bool:
+        """Whether the index applied changes since a reader saw ``epoch``."""
+        return epoch is not None and self._index is not None and self._index.epoch != epoch
+
+    def _steady(self, steps: Iterator[T | None], epoch: int | None) -> Iterator[T | None]:
+        """A lookup's steps, stopped with SnapshotMovedError if the index moves under them."""
+        for step in steps:
+            if step is None and self._moved(epoch):
+                raise SnapshotMovedError(
+                    "the in-memory index applied a newer revision while this lookup read it; "
+                    "retry it, or resume from the last answer's cursor (which pins its revision)"
+                )
+            yield step
 
     def schema(self, consistency: Consistency | None = None) -> Schema:
         """The compiled policy in force at the consistency's revision."""
@@ -353,20 +406,20 @@ class Engine:
         """Decide whether ``subject`` holds ``permission`` on ``resource``."""
         if context:
             check_request_context(context)
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         plan, revision = compiled.plan, reader.revision
         self._validate(plan, resource.type, permission, subject)
-        if explain:
-            run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
-            value = run.check(resource.type, resource.id, permission, 0)
-            return self._result(resource, permission, subject, value, revision, run.explanation())
-        return self._result(
-            resource,
-            permission,
-            subject,
-            self._decide(compiled, reader, resource, permission, subject, context),
-            revision,
-        )
+        while True:
+            if explain:
+                run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
+                value = run.check(resource.type, resource.id, permission, 0)
+                explanation: Explanation | None = run.explanation()
+            else:
+                value = self._decide(compiled, reader, resource, permission, subject, context)
+                explanation = None
+            if not self._moved(epoch):
+                return self._result(resource, permission, subject, value, revision, explanation)
+            reader, epoch = StoreReader(self.store.snapshot(revision)), None
 
     def _decide(
         self,
@@ -445,7 +498,18 @@ class Engine:
         self, requests: Sequence[CheckRequest], *, consistency: Consistency | None = None
     ) -> list[CheckResult]:
         """Answer many checks at one revision, sharing work between checks of one subject."""
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
+        results = self._check_each(requests, compiled, reader)
+        if self._moved(epoch):
+            results = self._check_each(
+                requests, compiled, StoreReader(self.store.snapshot(reader.revision))
+            )
+        return results
+
+    def _check_each(
+        self, requests: Sequence[CheckRequest], compiled: CompiledPolicy, reader: GraphReader
+    ) -> list[CheckResult]:
+        """The answers of a batch on one reader, sharing a run (and its memo) per subject."""
         plan = compiled.plan
         token = self.tokens.token(reader.revision)
         runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] = {}
@@ -499,11 +563,11 @@ class Engine:
         pinned, after = resume(self.tokens, cursor, request)
         if pinned is not None:
             consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         self._validate(compiled.plan, resource_type, permission, subject)
         walk = reachable_resources(reader, compiled.reverse, subject, resource_type, permission)
         run = self._run(compiled, reader, subject, context)
-        stream = found_objects(walk, run, resource_type, permission, after)
+        stream = self._steady(found_objects(walk, run, resource_type, permission, after), epoch)
         return listing(
             stream,
             reader.revision,
@@ -566,7 +630,7 @@ class Engine:
         pinned, after = resume(self.tokens, cursor, request)
         if pinned is not None:
             consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         plan = compiled.plan
         self._validate(
             plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
@@ -592,7 +656,7 @@ class Engine:
             after,
         )
         return listing(
-            stream,
+            self._steady(stream, epoch),
             reader.revision,
             self.tokens,
             limit,
@@ -634,7 +698,7 @@ class Engine:
         Raises (from its steps):
             ResourceExhaustedError: the tree would hold more than ``max_expand_nodes``.
         """
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         self._validate(compiled.plan, resource.type, permission, None)
         steps = expand(
             compiled.plan.schema,
@@ -648,7 +712,9 @@ class Engine:
         def tree() -> Iterator[ExpandNode | None]:
             yield (yield from steps)
 
-        return listing(tree(), reader.revision, self.tokens, None, lambda _: None)
+        return listing(
+            self._steady(tree(), epoch), reader.revision, self.tokens, None, lambda _: None
+        )
 
     def expand(
         self,
