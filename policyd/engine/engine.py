@@ -165,8 +165,9 @@ class Engine:
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions, valid at the index revision until a relationship they read
         changes; ``cache.hits``/``misses`` feed metrics."""
-        if self._index is not None:
+        if self._index is not None and self._closures is not None:
             self._index.on_change(self._changed)
+            self._closures.on_change(self.cache.closure_changed)
         self._policies = PolicyCache(store, self._closures)
         self._revisions = Revisions(
             store,

@@ -53,13 +53,14 @@ def test_a_reverse_read_is_dropped_by_a_change_to_its_subject() -> None:
     assert cache.get(KEY, 0.0) is None
 
 
-def test_a_nesting_edge_drops_decisions_that_used_the_group_closure() -> None:
+def test_a_moved_closure_drops_decisions_that_asked_for_the_objects_it_moved() -> None:
     cache = DecisionCache(10)
-    cache.put(KEY, True, float("inf"), recorded(("group", "member")), cache.serial)
-    cache.changed("group", "all", "member", "user", "ann", "")  # not a nesting edge
-    assert cache.get(KEY, 0.0) is True
-    cache.changed("group", "all", "member", "group", "eng", "member")
+    other = ("doc", "2", "view", "user", "bob", "")
+    cache.put(KEY, True, float("inf"), recorded(("group", "member", "eng", "^")), cache.serial)
+    cache.put(other, True, float("inf"), recorded(("group", "member", "ops", "^")), cache.serial)
+    cache.closure_changed("group", "member", ["eng", "eng-backend"])
     assert cache.get(KEY, 0.0) is None
+    assert cache.get(other, 0.0) is True
 
 
 def test_a_decision_computed_across_a_change_is_not_stored() -> None:
