@@ -29,6 +29,7 @@ from policyd.errors import (
     PolicydError,
     PolicyErrors,
 )
+from policyd.filters import RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
@@ -347,8 +348,8 @@ def run_write(args: argparse.Namespace, connection: client.PolicydClient) -> int
     return EXIT_OK
 
 
-def _filter(args: argparse.Namespace) -> client.Filter:
-    return client.Filter(
+def _filter(args: argparse.Namespace) -> RelationshipFilter:
+    return RelationshipFilter(
         resource_type=args.resource_type,
         resource_id=args.resource_id,
         relation=args.relation,

@@ -76,7 +76,15 @@ from policyd.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from policyd.relationship import ObjectRef, Operation, Relationship, RelationshipUpdate, SubjectRef
+from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
+from policyd.relationship import (
+    KEY_FIELDS,
+    ObjectRef,
+    Operation,
+    Relationship,
+    RelationshipUpdate,
+    SubjectRef,
+)
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -134,41 +142,6 @@ def consistency_message(consistency: Consistency | None) -> core_pb2.Consistency
     if mode is ConsistencyMode.FULLY_CONSISTENT:
         return core_pb2.Consistency(fully_consistent=True)
     return core_pb2.Consistency(minimize_latency=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """Selects relationships for read, delete and preconditions; unset fields match anything.
-
-    ``subject_relation=""`` selects subjects without a relation.
-    """
-
-    resource_type: str | None = None
-    resource_id: str | None = None
-    relation: str | None = None
-    subject_type: str | None = None
-    subject_id: str | None = None
-    subject_relation: str | None = None
-
-    def to_proto(self) -> core_pb2.RelationshipFilter:
-        """The request message."""
-        fields = {
-            "resource_type": self.resource_type,
-            "resource_id": self.resource_id,
-            "relation": self.relation,
-            "subject_type": self.subject_type,
-            "subject_id": self.subject_id,
-            "subject_relation": self.subject_relation,
-        }
-        return core_pb2.RelationshipFilter(**{k: v for k, v in fields.items() if v is not None})
-
-
-@dataclass(frozen=True, slots=True)
-class Precondition:
-    """A write condition: some relationship must (or must not) match ``filter``."""
-
-    filter: Filter
-    must_match: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +206,22 @@ def _unstruct(message: struct_pb2.Struct) -> dict[str, Any]:
 
     plain: dict[str, Any] = integral(json_format.MessageToDict(message))
     return plain
+
+
+def filter_message(relationship_filter: RelationshipFilter) -> core_pb2.RelationshipFilter:
+    """The request message; unset fields stay unset (``""`` is a set subject relation)."""
+    fields = zip(KEY_FIELDS, relationship_filter.values(), strict=True)
+    return core_pb2.RelationshipFilter(**{k: v for k, v in fields if v is not None})
+
+
+def _precondition_message(precondition: Precondition) -> core_pb2.Precondition:
+    must_match = precondition.kind is PreconditionKind.MUST_MATCH
+    return core_pb2.Precondition(
+        operation=core_pb2.Precondition.OPERATION_MUST_MATCH
+        if must_match
+        else core_pb2.Precondition.OPERATION_MUST_NOT_MATCH,
+        filter=filter_message(precondition.filter),
+    )
 
 
 def _object_message(ref: ObjectRef) -> core_pb2.ObjectReference:
@@ -603,15 +592,7 @@ class PolicydClient:
                 )
                 for u in updates
             ],
-            preconditions=[
-                core_pb2.Precondition(
-                    operation=core_pb2.Precondition.OPERATION_MUST_MATCH
-                    if p.must_match
-                    else core_pb2.Precondition.OPERATION_MUST_NOT_MATCH,
-                    filter=p.filter.to_proto(),
-                )
-                for p in preconditions
-            ],
+            preconditions=[_precondition_message(p) for p in preconditions],
         )
         return self._call(self._relationships.WriteRelationships, request).consistency_token.token
 
@@ -619,17 +600,17 @@ class PolicydClient:
         """Create or replace relationships; returns the token."""
         return self.write([RelationshipUpdate(Operation.TOUCH, r) for r in relationships])
 
-    def delete(self, relationship_filter: Filter, limit: int = 0) -> tuple[str, int]:
+    def delete(self, relationship_filter: RelationshipFilter, limit: int = 0) -> tuple[str, int]:
         """Delete what the filter matches (at most ``limit``); returns the token and the count."""
         request = relationship_service_pb2.DeleteRelationshipsRequest(
-            filter=relationship_filter.to_proto(), limit=limit
+            filter=filter_message(relationship_filter), limit=limit
         )
         response = self._call(self._relationships.DeleteRelationships, request)
         return response.consistency_token.token, response.deleted_count
 
     def read(
         self,
-        relationship_filter: Filter | None = None,
+        relationship_filter: RelationshipFilter | None = None,
         *,
         consistency: Consistency | None = None,
         limit: int = 0,
@@ -638,7 +619,7 @@ class PolicydClient:
         """Stream the relationships the filter matches, in key order."""
         request = relationship_service_pb2.ReadRelationshipsRequest(
             consistency=consistency_message(consistency),
-            filter=(relationship_filter or Filter()).to_proto(),
+            filter=filter_message(relationship_filter or RelationshipFilter()),
             limit=limit,
             cursor=cursor,
         )

@@ -35,6 +35,16 @@ RelationshipKey: TypeAlias = tuple[str, str, str, str, str, str]
 """``Relationship.key``: resource type, resource id, relation, subject type, subject id,
 subject relation ('' for none)."""
 
+KEY_FIELDS = (
+    "resource_type",
+    "resource_id",
+    "relation",
+    "subject_type",
+    "subject_id",
+    "subject_relation",
+)
+"""The names of ``RelationshipKey``'s parts, in order: filter fields, message fields, columns."""
+
 
 def _check(pattern: re.Pattern[str], value: str, what: str, field_name: str, part: str) -> None:
     """Raise naming ``field_name.part`` unless ``value`` matches (the name is built only then)."""

@@ -31,6 +31,7 @@ from policyd.errors import (
     Severity,
     SourceSpan,
 )
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
@@ -38,7 +39,7 @@ from policyd.relationship import (
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.store.base import ChangeEvent, ChangeKind, Precondition, RelationshipFilter
+from policyd.store.base import ChangeEvent, ChangeKind
 
 PERMISSIONSHIP_TO_PROTO = {
     Permissionship.HAS_PERMISSION: permission_service_pb2.PERMISSIONSHIP_HAS_PERMISSION,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from policyd.caveats import check_request_context
-from policyd.consistency import Consistency
+from policyd.consistency import Consistency, ConsistencyMode
 from policyd.decisions import (
     CheckRequest,
     CheckResult,
@@ -43,9 +43,10 @@ from policyd.engine.reader import GraphReader, IndexReader, RecordingReader, Sto
 from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
 from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError, SnapshotMovedError
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
-from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
+from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
@@ -267,13 +268,25 @@ class Engine:
         store at the same revision instead, and one that finds the epoch moved
         afterwards (``_moved``) does its reading again.
         """
-        reader = self._revisions.reader(consistency)
+        reader: GraphReader = self._revisions.reader(consistency)
         epoch: int | None = None
         if isinstance(reader, IndexReader):
             epoch = reader.index.epoch
             if epoch % 2:
-                reader, epoch = StoreReader(self.store.snapshot(reader.revision)), None
+                reader, epoch = self._store_instead(reader.revision, consistency), None
         return reader, self._policies.at(reader.revision), epoch
+
+    def _store_instead(self, revision: Revision, consistency: Consistency | None) -> StoreReader:
+        """The store's reader for a request the index moved under.
+
+        An exact snapshot reads the store at its revision. Any other request
+        may read newer, and reads the store's head: the index's own revision
+        may be collected already when the follower is reloading it after GC.
+        """
+        exact = consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
+        if not exact:
+            revision = max(revision, self._revisions.store_head())
+        return StoreReader(self.store.snapshot(revision))
 
     def _moved(self, epoch: int | None) -> bool:
         """Whether the index applied changes since a reader saw ``epoch``."""
@@ -408,9 +421,9 @@ class Engine:
         if context:
             check_request_context(context)
         reader, compiled, epoch = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
-        self._validate(plan, resource.type, permission, subject)
         while True:
+            plan, revision = compiled.plan, reader.revision
+            self._validate(plan, resource.type, permission, subject)
             if explain:
                 run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
                 value = run.check(resource.type, resource.id, permission, 0)
@@ -420,7 +433,8 @@ class Engine:
                 explanation = None
             if not self._moved(epoch):
                 return self._result(resource, permission, subject, value, revision, explanation)
-            reader, epoch = StoreReader(self.store.snapshot(revision)), None
+            reader, epoch = self._store_instead(revision, consistency), None
+            compiled = self._policies.at(reader.revision)
 
     def _decide(
         self,
@@ -502,9 +516,8 @@ class Engine:
         reader, compiled, epoch = self._snapshot(consistency)
         results = self._check_each(requests, compiled, reader)
         if self._moved(epoch):
-            results = self._check_each(
-                requests, compiled, StoreReader(self.store.snapshot(reader.revision))
-            )
+            reader = self._store_instead(reader.revision, consistency)
+            results = self._check_each(requests, self._policies.at(reader.revision), reader)
         return results
 
     def _check_each(
