@@ -1,7 +1,6 @@
 """Package client is a small typed, synchronous Python client for a policyd server.
 
-    from policyd.client import PolicydClient
-    from policyd.relationship import parse_object, parse_relationship, parse_subject
+    from policyd import Consistency, PolicydClient, parse_object, parse_relationship, parse_subject
 
     with PolicydClient("127.0.0.1:50051", token="…") as client:
         token = client.touch([parse_relationship("post:1#viewer@account:did:plc:a")])
