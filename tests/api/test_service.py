@@ -44,7 +44,7 @@ from policyd.relationship import (
 )
 from policyd.store.memory import MemoryStore
 from policyd.tokens import TokenCodec
-from tests.api.conftest import POLICY, RELATIONSHIPS
+from tests.api.sample import POLICY, RELATIONSHIPS
 
 POST1 = parse_object("post:at://did:plc:alice/app.bsky.feed.post/1")
 POST2 = parse_object("post:at://did:plc:dave/app.bsky.feed.post/2")

@@ -31,7 +31,7 @@ from policyd.relationship import (
     parse_subject,
 )
 from policyd.tokens import TokenCodec, new_store_identity
-from tests.e2e.conftest import POLICY_FILE, ServerFactory, ServerProcess
+from tests.e2e.server import POLICY_FILE, ServerFactory, ServerProcess
 
 POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
 ALICE = parse_subject("account:did:plc:alice")

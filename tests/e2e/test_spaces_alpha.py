@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from policyd.filters import RelationshipFilter
 from policyd.relationship import parse_relationship
-from tests.e2e.conftest import ROOT, ServerFactory, ServerProcess
+from tests.e2e.server import ROOT, ServerFactory, ServerProcess
 
 ALPHA = ROOT.parent / "shared" / "atproto-spaces-alpha"
 SPACES_POLICY = ROOT / "policies" / "spaces.policy"

@@ -15,7 +15,7 @@ from policyd.errors import (
 )
 from policyd.filters import Precondition, RelationshipFilter
 from policyd.store.base import Store
-from tests.store.clock import FakeClock
+from tests.clock import FakeClock
 from tests.store.shorthand import create, delete, everything, exists, rel, touch
 
 # ---- expiry -------------------------------------------------------------------------------------

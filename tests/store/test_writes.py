@@ -24,7 +24,7 @@ from policyd.relationship import (
     SubjectRef,
 )
 from policyd.store.base import ChangeKind, Store
-from tests.store.clock import FakeClock
+from tests.clock import FakeClock
 from tests.store.shorthand import AT_URI, DID, create, delete, everything, exists, rel, touch
 
 # ---- operations ---------------------------------------------------------------------------------
