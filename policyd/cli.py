@@ -14,6 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from policyd.dsl.formatter import format_text
 from policyd.engine import Engine, format_explanation
 from policyd.errors import (
     Diagnostic,
+    InvalidRelationshipError,
     InvalidRequestError,
     NotFoundError,
     PolicydError,
@@ -36,13 +38,12 @@ from policyd.relationship import (
     Relationship,
     RelationshipUpdate,
     SubjectRef,
-    format_timestamp,
     parse_object,
     parse_relationship,
     parse_subject,
-    parse_timestamp,
 )
 from policyd.store import open_store
+from policyd.timestamps import format_timestamp, parse_timestamp
 from policyd.validationfile import load_engine, load_validation_files, run_validation_file
 
 if TYPE_CHECKING:
@@ -292,6 +293,15 @@ def relationship_to_json(relationship: Relationship) -> dict[str, Any]:
     return record
 
 
+def _expiry(text: object) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return parse_timestamp(str(text))
+    except ValueError as e:
+        raise InvalidRelationshipError(str(e), field="expires_at") from e
+
+
 def relationship_from_json(text: str) -> Relationship:
     """Parse one NDJSON line written by ``relationship_to_json``."""
     record = _json_object(text, "relationship")
@@ -306,7 +316,7 @@ def relationship_from_json(text: str) -> Relationship:
             ),
             record.get("caveat_name") or None,
             dict(record.get("caveat_context") or {}),
-            parse_timestamp(record["expires_at"]) if record.get("expires_at") else None,
+            _expiry(record.get("expires_at")),
         )
     except KeyError as e:
         raise InvalidRequestError(f"missing field {e.args[0]!r}", field=str(e.args[0])) from e

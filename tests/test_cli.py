@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from policyd.api.server import PolicydServer, ServerConfig
 from policyd.cli import build_parser, main, relationship_from_json, relationship_to_json
 from policyd.engine import Engine
+from policyd.errors import InvalidRelationshipError
 from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
 from policyd.tokens import TokenCodec
@@ -198,6 +199,20 @@ def test_ndjson_form_round_trips() -> None:
     back = relationship_from_json(json.dumps(record))
     assert back == rel
     assert back.caveat_context == rel.caveat_context
+
+
+def test_ndjson_keeps_an_expiry_to_the_microsecond() -> None:
+    rel = parse_relationship("doc:1#viewer@user:ann[expiration:2030-01-01T00:00:00.123456Z]")
+    record = relationship_to_json(rel)
+    assert record["expires_at"] == "2030-01-01T00:00:00.123456Z"
+    assert relationship_from_json(json.dumps(record)) == rel
+
+
+def test_ndjson_with_a_malformed_expiry_names_the_field() -> None:
+    record = relationship_to_json(parse_relationship("doc:1#viewer@user:ann"))
+    with pytest.raises(InvalidRelationshipError) as raised:
+        relationship_from_json(json.dumps({**record, "expires_at": "next tuesday"}))
+    assert raised.value.field == "expires_at"
 
 
 def test_serve_refuses_without_token(
