@@ -28,6 +28,7 @@ from policyd.decisions import (
     Permissionship,
     answer_for,
 )
+from policyd.engine.audience import AudienceTracker, Watched
 from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, Dependencies, decision_key
 from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.deadline import Deadline, items
@@ -703,6 +704,25 @@ class Engine:
         )
         subjects = tuple(items(found.steps, deadline))
         return SubjectsResult(subjects, found.revision, found.token, found.cursor)
+
+    def track_audience(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject_type: str,
+        subject_relation: str | None = None,
+    ) -> AudienceTracker:
+        """Follow who holds ``permission`` on ``resource`` revision by revision (WatchPermission).
+
+        The question is validated against the policy in force now
+        (engine/audience.py says how each revision's change is computed).
+        """
+        watched = Watched(resource, permission, subject_type, subject_relation)
+        plan = self._policies.at(self.revision_for(None)).plan
+        self._validate(
+            plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
+        )
+        return AudienceTracker(self, watched)
 
     def stream_expand(
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
