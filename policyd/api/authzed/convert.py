@@ -182,7 +182,7 @@ def consistency_from_proto(message: permission_service_pb2.Consistency) -> Consi
     try:
         result.validate()
     except InvalidRequestError as e:
-        raise invalid_argument(f"invalid revision requested: {e.message}") from e
+        raise invalid_argument("invalid revision requested") from e
     return result
 
 

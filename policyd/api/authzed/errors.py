@@ -49,7 +49,7 @@ ID_PATTERN = OBJECT_ID.pattern.replace("\\A", "^(").replace("\\Z", "|\\*)$")
 """The object id grammar this API accepts, as SpiceDB prints its own in validation errors:
 SpiceDB's ``^(([a-zA-Z0-9/_|\\-=+]{1,})|\\*)$`` widened with ``:.~%`` for DIDs and AT-URIs."""
 
-_UPDATE = re.compile(r"\A(?:updates|relationships)\[(\d+)\]\.relationship\.?(.*)\Z")
+_UPDATE = re.compile(r"\A(?:updates|relationships)\[(\d+)\](?:\.relationship)?\.?(.*)\Z")
 
 
 def spicedb_error(
@@ -241,7 +241,7 @@ def translate(error: PolicydError, names: Names) -> PolicydError:
         case NotFoundError():
             return schema_not_found()
         case RevisionUnavailableError():
-            return invalid_argument(f"invalid revision requested: {error.message}")
+            return invalid_argument("invalid revision requested")
         case MaxDepthExceededError():
             return spicedb_error(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -272,9 +272,10 @@ def _request_error(error: PolicydError, field: str, names: Names) -> RichStatusE
             grpc.StatusCode.INVALID_ARGUMENT,
             f"invalid argument: cannot perform {names.wildcard}",
             error_reason_pb2.ERROR_REASON_WILDCARD_NOT_ALLOWED,
+            {"field": "subject.object_id"},
         )
     if field.startswith("consistency"):
-        return invalid_argument(f"invalid revision requested: {error.message}")
+        return invalid_argument("invalid revision requested")
     return invalid_argument(error.message)
 
 
@@ -330,7 +331,11 @@ def _relationship_error(
 def _subject_not_allowed(
     relationship: Relationship, allowed: Sequence[AllowedSubject]
 ) -> RichStatusError:
-    """SpiceDB's "subjects of type … are not allowed", suggesting the one allowed type alike."""
+    """SpiceDB's "subjects of type … are not allowed".
+
+    SpiceDB suggests an allowed type only for a relationship without caveat
+    and expiration, when one allowed type alone has the subject's type.
+    """
     s = relationship.subject
     given = str(
         AllowedSubject(
@@ -344,7 +349,8 @@ def _subject_not_allowed(
     target = f"{relationship.resource.type}#{relationship.relation}"
     message = f"subjects of type `{given}` are not allowed on relation `{target}`"
     same_type = [a for a in allowed if a.type == s.type]
-    if len(same_type) == 1:
+    plain = relationship.caveat_name is None and relationship.expires_at is None
+    if plain and len(same_type) == 1:
         message += f"; did you mean `{same_type[0]}`?"
     return spicedb_error(
         grpc.StatusCode.INVALID_ARGUMENT,

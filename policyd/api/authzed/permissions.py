@@ -189,6 +189,8 @@ class PermissionsServicer(permission_service_pb2_grpc.PermissionsServiceServicer
         response = pb.CheckBulkPermissionsResponse(checked_at=zedtoken(token))
         for item, answer in zip(request.items, answers, strict=True):
             pair = response.pairs.add(request=item)
+            if not item.context.fields:  # SpiceDB echoes an empty context as none
+                pair.request.ClearField("context")
             if isinstance(answer, RichStatusError):
                 pair.error.CopyFrom(status_of(answer))
                 continue
