@@ -53,15 +53,22 @@ class RichStatusError(PolicydError):
     """An error with the status and details another API defines, sent as they are.
 
     ``details`` is a serialized google.rpc.Status whose code and message are
-    ``status`` and ``message``, as gRPC clients check.
+    ``status`` and ``message``, as gRPC clients check; ``code`` names the error
+    in logs and metrics as any policyd code does.
     """
 
     code = "rich-status"
 
     def __init__(
-        self, status: grpc.StatusCode, message: str, details: bytes, *, field: str | None = None
+        self,
+        status: grpc.StatusCode,
+        message: str,
+        details: bytes,
+        *,
+        code: str | None = None,
+        field: str | None = None,
     ) -> None:
-        super().__init__(message, field=field)
+        super().__init__(message, field=field, code=code)
         self.status = status
         self.details = details
 

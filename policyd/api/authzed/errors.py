@@ -58,9 +58,21 @@ def spicedb_error(
     reason: Reason = UNSPECIFIED,
     metadata: Mapping[str, str] | None = None,
 ) -> RichStatusError:
-    """An error as SpiceDB sends it: status, message and an ErrorInfo in the status details."""
+    """An error as SpiceDB sends it: status, message and an ErrorInfo in the status details.
+
+    Its policyd code, for logs and metrics, is the reason in kebab case
+    (``unknown-definition``), or the status's (``invalid-argument``).
+    """
+    name = (
+        error_reason_pb2.ErrorReason.Name(reason).removeprefix("ERROR_REASON_")
+        if reason != UNSPECIFIED
+        else status.name
+    )
     return RichStatusError(
-        status, message, status_proto(status, message, reason, metadata).SerializeToString()
+        status,
+        message,
+        status_proto(status, message, reason, metadata).SerializeToString(),
+        code=name.lower().replace("_", "-"),
     )
 
 
