@@ -31,6 +31,7 @@ from policyd.relationship import (
     RelationshipUpdate,
     SubjectRef,
 )
+from policyd.schema.ir import Schema
 from policyd.store.base import Precondition, RelationshipFilter
 
 CHECK_PERMISSIONSHIP = {
@@ -294,7 +295,9 @@ def precondition_metadata(message: permission_service_pb2.Precondition) -> dict[
 # ---- debug traces ------------------------------------------------------------------------------
 
 
-def trace_to_proto(explanation: Explanation, subject: SubjectRef) -> debug_pb2.CheckDebugTrace:
+def trace_to_proto(
+    explanation: Explanation, subject: SubjectRef, schema: Schema
+) -> debug_pb2.CheckDebugTrace:
     """A CheckDebugTrace from an explanation: one trace per member checked, operations flattened.
 
     policyd explains every step (operations, relationships found); SpiceDB
@@ -302,31 +305,29 @@ def trace_to_proto(explanation: Explanation, subject: SubjectRef) -> debug_pb2.C
     sub-problems beneath it, so steps that are not members are folded into
     the nearest member above them.
     """
-    member = _member(explanation.what)
-    if member is None:
-        return debug_pb2.CheckDebugTrace(
-            subject=subject_to_proto(subject),
-            result=_TRACE_PERMISSIONSHIP[explanation.result],
-            sub_problems=debug_pb2.CheckDebugTrace.SubProblems(
-                traces=[trace_to_proto(c, subject) for c in explanation.children]
-            ),
-        )
-    resource, permission = member
     trace = debug_pb2.CheckDebugTrace(
-        resource=object_to_proto(resource),
-        permission=permission,
         subject=subject_to_proto(subject),
         result=_TRACE_PERMISSIONSHIP[explanation.result],
         source="policyd",
     )
+    member = _member(explanation.what)
+    if member is not None:
+        resource, name = member
+        trace.resource.CopyFrom(object_to_proto(resource))
+        trace.permission = name
+        definition = schema.definition(resource.type)
+        trace.permission_type = (
+            debug_pb2.CheckDebugTrace.PERMISSION_TYPE_PERMISSION
+            if definition is not None and name in definition.permissions
+            else debug_pb2.CheckDebugTrace.PERMISSION_TYPE_RELATION
+        )
     if explanation.missing:
         trace.caveat_evaluation_info.partial_caveat_info.missing_required_context.extend(
             explanation.missing
         )
+    trace.sub_problems.SetInParent()
     for child in _members_under(explanation):
-        trace.sub_problems.traces.append(trace_to_proto(child, subject))
-    if not trace.sub_problems.traces:
-        trace.sub_problems.SetInParent()
+        trace.sub_problems.traces.append(trace_to_proto(child, subject, schema))
     return trace
 
 

@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
-from authzed.api.v1 import core_pb2, permission_service_pb2, permission_service_pb2_grpc
+from authzed.api.v1 import (
+    core_pb2,
+    debug_pb2,
+    permission_service_pb2,
+    permission_service_pb2_grpc,
+)
 
 from policyd.api.authzed.convert import (
     CHECK_PERMISSIONSHIP,
@@ -135,13 +140,17 @@ class PermissionsServicer(permission_service_pb2_grpc.PermissionsServiceServicer
         if result.missing:
             response.partial_caveat_info.missing_required_context.extend(result.missing)
         if result.explanation is not None:
-            response.debug_trace.check.CopyFrom(trace_to_proto(result.explanation, check.subject))
-            response.debug_trace.schema_used = self._schema_text(result.token)
+            self._trace(response.debug_trace, result)
         return response
 
-    def _schema_text(self, token: str) -> str:
-        text, _ = self._engine.read_policy(Consistency.at_exact_snapshot(token))
-        return text
+    def _trace(self, target: debug_pb2.DebugInformation, result: CheckResult) -> None:
+        """Fill a debug trace: the explanation, and the schema text the check used."""
+        assert result.explanation is not None
+        at = Consistency.at_exact_snapshot(result.token)
+        with spicedb_errors():
+            target.schema_used, _ = self._engine.read_policy(at)
+            schema = self._engine.schema(at)
+        target.check.CopyFrom(trace_to_proto(result.explanation, result.subject, schema))
 
     async def CheckBulkPermissions(
         self, request: pb.CheckBulkPermissionsRequest, context: Context
@@ -198,10 +207,7 @@ class PermissionsServicer(permission_service_pb2_grpc.PermissionsServiceServicer
             if answer.missing:
                 pair.item.partial_caveat_info.missing_required_context.extend(answer.missing)
             if answer.explanation is not None:
-                pair.item.debug_trace.check.CopyFrom(
-                    trace_to_proto(answer.explanation, answer.subject)
-                )
-                pair.item.debug_trace.schema_used = self._schema_text(token)
+                self._trace(pair.item.debug_trace, answer)
         return response
 
     def _try_check(
