@@ -19,6 +19,8 @@ from authzed.api.v1 import InsecureClient, core_pb2, schema_service_pb2, watch_s
 from authzed.api.v1 import permission_service_pb2 as pb
 from google.protobuf import json_format, struct_pb2
 
+from policyd.dsl.compiler import compile_policy
+
 SCHEMA = """use expiration
 
 caveat ip_allowed(ip string, allowed list<string>) {
@@ -158,6 +160,16 @@ def attempt_stream(call: Callable[[], Iterable[Any]], ordered: bool = False) -> 
     return answers if ordered else sorted(answers, key=repr)
 
 
+def _meaning(text: str) -> Any:
+    """A schema's definitions and its caveats with their parameters in name order."""
+    schema = compile_policy(text).schema
+    caveats = {
+        name: (sorted((k, str(v)) for k, v in c.parameter_types.items()), c.expression)
+        for name, c in schema.caveats.items()
+    }
+    return schema.definitions, caveats
+
+
 class Scenario:
     """The steps, against one server; ``steps`` collects (name, answer)."""
 
@@ -245,6 +257,7 @@ class Scenario:
             "WriteSchema",
             attempt(lambda: c.WriteSchema(schema_service_pb2.WriteSchemaRequest(schema=SCHEMA))),
         )
+        self.record("ReadSchema: the same schema", self._schema_read_back())
         self.record(
             "WriteSchema that does not parse",
             attempt(
@@ -260,6 +273,18 @@ class Scenario:
         self._watch()
         self._bulk()
         return self.steps
+
+    def _schema_read_back(self) -> Any:
+        """Whether ReadSchema's text compiles to the schema written.
+
+        SpiceDB regenerates the text from its compiled schema (caveat parameters in
+        name order), policyd returns it as written; what must agree is its meaning.
+        """
+        try:
+            text = self.c.ReadSchema(schema_service_pb2.ReadSchemaRequest()).schema_text
+        except grpc.RpcError as e:
+            return error(e)
+        return _meaning(text) == _meaning(SCHEMA)
 
     def _writes(self) -> None:
         self.write(
