@@ -58,7 +58,7 @@ def add_authzed_services(
         PermissionsServicer(engine, store, limits, feed, writes, reads, metrics), server
     )
     schema_service_pb2_grpc.add_SchemaServiceServicer_to_server(
-        SchemaServicer(engine, writes), server
+        SchemaServicer(engine, store, writes, reads), server
     )
     watch_service_pb2_grpc.add_WatchServiceServicer_to_server(WatchServicer(engine, feed), server)
 

@@ -15,7 +15,7 @@ after SpiceDB's words.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -38,8 +38,9 @@ from policyd.errors import (
     PolicySyntaxError,
     RevisionUnavailableError,
 )
-from policyd.relationship import OBJECT_ID, Relationship
-from policyd.schema.ir import AllowedSubject, Schema
+from policyd.relationship import OBJECT_ID, WILDCARD, Relationship
+from policyd.schema.ir import AllowedSubject, Definition, Schema
+from policyd.store.base import RelationshipFilter, SnapshotReader
 
 DOMAIN = "authzed.com"
 Reason: TypeAlias = error_reason_pb2.ErrorReason.ValueType
@@ -322,7 +323,14 @@ def _relationship_error(
     definition = schema.definition(resource_type) if schema is not None else None
     if part == "resource.type" or (part and definition is None):
         return unknown_definition(resource_type)
-    if part.endswith(".id"):
+    subject = relationship.subject
+    if part.startswith("subject.") and schema is not None:
+        subject_definition = schema.definition(subject.type)
+        if subject_definition is None:
+            return unknown_definition(subject.type)
+        if subject.relation and subject_definition.member(subject.relation) is None:
+            return unknown_relation(subject.type, subject.relation)
+    if part.endswith(".id") and not (part == "subject.id" and subject.is_wildcard):
         return invalid_id(f"relationship.{part.replace('.id', '.object_id')}")
     if part == "relation" and definition is not None and relation in definition.permissions:
         return spicedb_error(
@@ -334,7 +342,7 @@ def _relationship_error(
         )
     if part == "relation":
         return unknown_relation(resource_type, relation)
-    if part in ("subject.type", "subject.relation", "caveat.name", "expiration"):
+    if part in ("subject.type", "subject.relation", "subject.id", "caveat.name", "expiration"):
         assert definition is not None
         return _subject_not_allowed(relationship, definition.relations[relation].allowed)
     return invalid_argument(error.message)
@@ -345,8 +353,8 @@ def _subject_not_allowed(
 ) -> RichStatusError:
     """SpiceDB's "subjects of type … are not allowed".
 
-    SpiceDB suggests an allowed type only for a relationship without caveat
-    and expiration, when one allowed type alone has the subject's type.
+    SpiceDB suggests an allowed type only for a plain subject (no relation, no
+    wildcard, no caveat, no expiration) when one allowed type alone has its type.
     """
     s = relationship.subject
     given = str(
@@ -361,7 +369,12 @@ def _subject_not_allowed(
     target = f"{relationship.resource.type}#{relationship.relation}"
     message = f"subjects of type `{given}` are not allowed on relation `{target}`"
     same_type = [a for a in allowed if a.type == s.type]
-    plain = relationship.caveat_name is None and relationship.expires_at is None
+    plain = (
+        relationship.caveat_name is None
+        and relationship.expires_at is None
+        and s.relation is None
+        and not s.is_wildcard
+    )
     if plain and len(same_type) == 1:
         message += f"; did you mean `{same_type[0]}`?"
     return spicedb_error(
@@ -369,4 +382,137 @@ def _subject_not_allowed(
         message,
         error_reason_pb2.ERROR_REASON_INVALID_SUBJECT_TYPE,
         {"definition_name": relationship.resource.type, "relation_name": relationship.relation},
+    )
+
+
+# ---- schema changes that stored relationships block --------------------------------------------
+
+
+def schema_change_blocked(
+    current: Schema, new: Schema, snapshot: SnapshotReader
+) -> RichStatusError | None:
+    """SpiceDB's error for the first change from ``current`` to ``new`` a relationship blocks.
+
+    In SpiceDB's order and words (internal/services/shared/schema.go): a
+    removed definition, then per definition a removed relation (as resource,
+    then as subject relation), a removed allowed type, then caveat parameters
+    removed or retyped. None when no relationship in ``snapshot`` blocks one.
+    """
+    for name in current.definitions.keys() - new.definitions.keys():
+        found = _first(snapshot, RelationshipFilter(resource_type=name))
+        if found is not None:
+            return _blocked(
+                f"cannot delete object definition `{name}`, as at least one relationship "
+                "exists under it",
+                found,
+                {"resource_type": name, "operation": "delete_object_definition"},
+            )
+    for name, definition in new.definitions.items():
+        old = current.definitions.get(name)
+        if old is not None:
+            blocked = _relation_changes_blocked(name, old, definition, snapshot)
+            if blocked is not None:
+                return blocked
+    for name, caveat in new.caveats.items():
+        previous = current.caveats.get(name)
+        for parameter, kind in (previous.parameter_types if previous else {}).items():
+            changed = caveat.parameter_types.get(parameter)
+            if changed is None or changed != kind:
+                verb = "remove" if changed is None else "change the type of"
+                return spicedb_error(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"cannot {verb} parameter `{parameter}` on caveat `{name}`",
+                    error_reason_pb2.ERROR_REASON_SCHEMA_TYPE_ERROR,
+                    {"caveat_name": name, "parameter_name": parameter},
+                )
+    return None
+
+
+def _relation_changes_blocked(
+    name: str, old: Definition, new: Definition, snapshot: SnapshotReader
+) -> RichStatusError | None:
+    for relation_name, relation in old.relations.items():
+        kept = new.relations.get(relation_name)
+        metadata = {"resource_type": name, "relation": relation_name}
+        if kept is None:
+            under = _first(snapshot, RelationshipFilter(resource_type=name, relation=relation_name))
+            if under is not None:
+                return _blocked(
+                    f"cannot delete relation `{relation_name}` in object definition `{name}`, "
+                    "as at least one relationship exists under it",
+                    under,
+                    {**metadata, "operation": "delete_relation"},
+                )
+            referring = _first(
+                snapshot, RelationshipFilter(subject_type=name, subject_relation=relation_name)
+            )
+            if referring is not None:
+                return _blocked(
+                    f"cannot delete relation `{relation_name}` in object definition `{name}`, "
+                    "as at least one relationship references it as part of a subject",
+                    referring,
+                    {**metadata, "operation": "delete_relation_reverse_check"},
+                )
+            continue
+        for allowed in relation.allowed:
+            if allowed in kept.allowed:
+                continue
+            with_it = _first(
+                snapshot,
+                RelationshipFilter(
+                    resource_type=name,
+                    relation=relation_name,
+                    subject_type=allowed.type,
+                    subject_id=WILDCARD if allowed.wildcard else None,
+                    subject_relation=allowed.relation or "",
+                ),
+                _holds(allowed),
+            )
+            if with_it is not None:
+                return _blocked(
+                    f"cannot remove allowed type `{allowed}` from relation `{relation_name}` in "
+                    f"object definition `{name}`, as a relationship exists with it",
+                    with_it,
+                    {**metadata, "allowed_type": str(allowed), "operation": "remove_allowed_type"},
+                )
+    return None
+
+
+def _holds(allowed: AllowedSubject) -> Callable[[Relationship], bool]:
+    """Whether a relationship is one of the ``allowed`` type, traits included."""
+
+    def holds(relationship: Relationship) -> bool:
+        return (
+            relationship.caveat_name == allowed.caveat
+            and (relationship.expires_at is not None) == allowed.expiration
+            and relationship.subject.is_wildcard == allowed.wildcard
+        )
+
+    return holds
+
+
+def _first(
+    snapshot: SnapshotReader,
+    relationship_filter: RelationshipFilter,
+    keep: Callable[[Relationship], bool] | None = None,
+) -> Relationship | None:
+    """The first relationship matching (and kept), reading a page at a time."""
+    cursor = None
+    while True:
+        page = snapshot.read(relationship_filter, cursor)
+        for relationship in page.relationships:
+            if keep is None or keep(relationship):
+                return relationship
+        if page.cursor is None:
+            return None
+        cursor = page.cursor
+
+
+def _blocked(message: str, relationship: Relationship, metadata: dict[str, str]) -> RichStatusError:
+    text = _without_traits(relationship)
+    return spicedb_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{message}: {text}",
+        error_reason_pb2.ERROR_REASON_SCHEMA_TYPE_ERROR,
+        {**metadata, "relationship": text},
     )

@@ -611,11 +611,20 @@ def _resolved(subject_id: str, missing: Sequence[str]) -> pb.ResolvedSubject:
     return resolved
 
 
-def _tree(node: ExpandNode) -> core_pb2.PermissionRelationshipTree:
-    """SpiceDB's PermissionRelationshipTree of an expand node."""
+def _tree(
+    node: ExpandNode, enclosing: tuple[str, str, str] | None = None
+) -> core_pb2.PermissionRelationshipTree:
+    """SpiceDB's PermissionRelationshipTree of an expand node.
+
+    An arrow's union (policyd's target ``doc:1#parent->view``) is labelled, as
+    SpiceDB labels it, with the permission it sits in (internal/graph/expand.go
+    expands a tuple-to-userset under the relation being expanded).
+    """
     tree = core_pb2.PermissionRelationshipTree()
-    head, _, relation = node.target.partition("->")[0].rpartition("#")
+    head, _, relation = node.target.rpartition("#")
     type_name, _, id_ = head.partition(":")
+    if "->" in relation and enclosing is not None:
+        type_name, id_, relation = enclosing
     tree.expanded_object.object_type = type_name
     tree.expanded_object.object_id = id_
     tree.expanded_relation = relation
@@ -624,5 +633,6 @@ def _tree(node: ExpandNode) -> core_pb2.PermissionRelationshipTree:
         tree.leaf.SetInParent()
     else:
         tree.intermediate.operation = _ALGEBRA[node.kind]
-        tree.intermediate.children.extend(_tree(c) for c in node.children)
+        label = (type_name, id_, relation)
+        tree.intermediate.children.extend(_tree(c, label) for c in node.children)
     return tree

@@ -16,7 +16,9 @@ from policyd.api.authzed.convert import consistency_from_proto, zedtoken
 from policyd.api.authzed.errors import (
     Names,
     invalid_argument,
+    schema_change_blocked,
     spicedb_errors,
+    translate,
     unknown_definition,
     unknown_relation,
 )
@@ -26,11 +28,14 @@ from policyd.api.authzed.reflection import (
     diff,
     reflect,
 )
+from policyd.api.errors import RichStatusError
 from policyd.api.scheduling import Context, Threads
 from policyd.consistency import Consistency
 from policyd.dsl.compiler import compile_policy
 from policyd.engine import Engine
+from policyd.errors import PolicyChangeRefusedError, PolicydError
 from policyd.schema.ir import Definition, Schema
+from policyd.store.base import Store
 
 SOURCE_NAME = "schema"
 """The source name of written schemas, as SpiceDB names it in parse errors."""
@@ -39,9 +44,11 @@ SOURCE_NAME = "schema"
 class SchemaServicer(schema_service_pb2_grpc.SchemaServiceServicer):
     """ReadSchema, WriteSchema and the reflection calls over one Engine."""
 
-    def __init__(self, engine: Engine, writes: Threads) -> None:
+    def __init__(self, engine: Engine, store: Store, writes: Threads, reads: Threads) -> None:
         self._engine = engine
+        self._store = store
         self._writes = writes
+        self._reads = reads
 
     async def ReadSchema(
         self, request: pb.ReadSchemaRequest, context: Context
@@ -57,9 +64,27 @@ class SchemaServicer(schema_service_pb2_grpc.SchemaServiceServicer):
         self, request: pb.WriteSchemaRequest, context: Context
     ) -> pb.WriteSchemaResponse:
         """Compile and store the schema; refused if it would orphan stored relationships."""
-        with spicedb_errors():
+        try:
             written = await self._writes.run(self._engine.write_policy, request.schema, SOURCE_NAME)
+        except PolicyChangeRefusedError as e:
+            refusal = await self._reads.run(self._refusal, request.schema)
+            raise (refusal or translate(e, Names())) from e
+        except PolicydError as e:
+            raise translate(e, Names()) from e
         return pb.WriteSchemaResponse(written_at=zedtoken(written.token))
+
+    def _refusal(self, text: str) -> RichStatusError | None:
+        """SpiceDB's error for a schema change that stored relationships block, if it finds one.
+
+        SpiceDB names the first change it finds blocked and one relationship in
+        the way (internal/services/shared/schema.go); policyd's refusal lists
+        every blocked shape, so the change is found again here, in SpiceDB's order.
+        """
+        at_head = Consistency.fully_consistent()
+        current = self._engine.schema(at_head)
+        new = compile_policy(text, SOURCE_NAME).schema
+        snapshot = self._store.snapshot(self._engine.revision_for(at_head))
+        return schema_change_blocked(current, new, snapshot)
 
     def _schema(self, consistency: Consistency) -> tuple[Schema, str]:
         with spicedb_errors():

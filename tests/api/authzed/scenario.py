@@ -177,6 +177,7 @@ class Scenario:
         self.c = client
         self.steps: list[Step] = []
         self.token = ""
+        self.first_token = ""
 
     def record(self, name: str, answer: Any) -> None:
         self.steps.append((name, answer))
@@ -269,9 +270,18 @@ class Scenario:
         self._writes()
         self._checks()
         self._lookups()
+        self._expand_arrow()
         self._reads_and_deletes()
+        self.check(
+            "at_exact_snapshot of an earlier ZedToken",
+            "doc:d5",
+            "view",
+            "user:alice",
+            consistency=pb.Consistency(at_exact_snapshot=core_pb2.ZedToken(token=self.first_token)),
+        )
         self._watch()
         self._bulk()
+        self._schema_changes()
         return self.steps
 
     def _schema_read_back(self) -> Any:
@@ -310,6 +320,7 @@ class Scenario:
                 rel("doc:d6#viewer@user:alice"),
             ),
         )
+        self.first_token = self.token
         self.write(
             "CREATE of an existing relationship", update(CREATE, rel("doc:d1#owner@user:bob"))
         )
@@ -342,6 +353,16 @@ class Scenario:
         )
         self.write("unknown relation", update(TOUCH, rel("doc:d1#nope@user:bob")))
         self.write("unknown definition", update(TOUCH, rel("nope:1#viewer@user:bob")))
+        self.write("unknown subject definition", update(TOUCH, rel("doc:d1#viewer@nope:x")))
+        self.write("wildcard where none is allowed", update(TOUCH, rel("doc:d1#owner@user:*")))
+        self.write("unknown subject relation", update(TOUCH, rel("doc:d1#viewer@group:eng#nope")))
+        self.write(
+            "caveat context of the wrong type",
+            update(
+                TOUCH, rel("doc:d1#viewer@user:q", caveat=("ip_allowed", {"allowed": "notalist"}))
+            ),
+        )
+        self.write("no updates", [])
         self.write("DELETE", update(DELETE, rel("doc:d9#owner@user:bob")))
 
     def _checks(self) -> None:
@@ -512,6 +533,15 @@ class Scenario:
                     )
                 )
             ),
+        )
+
+    def _expand_arrow(self) -> None:
+        request = pb.ExpandPermissionTreeRequest(
+            consistency=self.fresh(), resource=obj("doc:d1"), permission="view"
+        )
+        self.record(
+            "ExpandPermissionTree doc:d1#view, through an arrow",
+            attempt(lambda: self.c.ExpandPermissionTree(request)),
         )
 
     def _read(self, name: str, relationship_filter: pb.RelationshipFilter) -> None:
@@ -699,6 +729,21 @@ class Scenario:
             self.record("ExportBulkRelationships", export())
         except grpc.RpcError as e:
             self.record("ExportBulkRelationships", error(e))
+
+    def _schema_changes(self) -> None:
+        """Schema changes that stored relationships block (nothing is written)."""
+        for name, schema in (
+            (
+                "WriteSchema removing a relation in use",
+                SCHEMA.replace("    relation banned: user\n", "").replace(" - banned", ""),
+            ),
+            (
+                "WriteSchema removing an allowed type in use",
+                SCHEMA.replace("relation viewer: user | user:* |", "relation viewer: user |"),
+            ),
+        ):
+            request = schema_service_pb2.WriteSchemaRequest(schema=schema)
+            self.record(name, attempt(partial(self.c.WriteSchema, request)))
 
 
 def run(address: str, token: str) -> list[Step]:

@@ -37,6 +37,12 @@ DIFFERENCES: dict[str, tuple[str, str]] = {
         "ids here are a superset of SpiceDB's: DIDs and AT-URIs pass unencoded "
         "(policyd.api.authzed.errors.ID_PATTERN); SpiceDB refuses the ':'",
     ),
+    "caveat context of the wrong type": (
+        DIFFERENT,
+        "SpiceDB answers UNKNOWN ('could not convert context parameter'), a conversion error "
+        "it leaves unmapped; policyd answers INVALID_ARGUMENT naming the parameter, as for any "
+        "malformed request",
+    ),
     "LookupSubjects without wildcards": (
         DIFFERENT,
         "WILDCARD_OPTION_EXCLUDE_WILDCARDS 'specifies whether wildcards should be returned' "
