@@ -38,7 +38,7 @@ from policyd.errors import (
     PolicySyntaxError,
     RevisionUnavailableError,
 )
-from policyd.relationship import OBJECT_ID, WILDCARD, Relationship
+from policyd.relationship import OBJECT_ID, WILDCARD, Relationship, parse_relationship
 from policyd.schema.ir import AllowedSubject, Definition, Schema
 from policyd.store.base import RelationshipFilter, SnapshotReader
 
@@ -244,6 +244,8 @@ def translate(error: PolicydError, names: Names) -> PolicydError:
         return _relationship_error(
             error, names.relationships[int(relationship[1])], relationship[2], names.schema
         )
+    if isinstance(error, AlreadyExistsError):
+        return _already_exists(error)
     match error:
         case PolicySyntaxError() | PolicyErrors():
             return _schema_error(error)
@@ -312,14 +314,7 @@ def _relationship_error(
     """SpiceDB's error for one relationship of a write, by the part policyd found at fault."""
     resource_type, relation = relationship.resource.type, relationship.relation
     if isinstance(error, AlreadyExistsError):
-        return spicedb_error(
-            grpc.StatusCode.ALREADY_EXISTS,
-            f"could not CREATE relationship `{_without_traits(relationship)}`, as it already "
-            "existed. If this is persistent, please switch to TOUCH operations or specify a "
-            "precondition",
-            error_reason_pb2.ERROR_REASON_ATTEMPT_TO_RECREATE_RELATIONSHIP,
-            {"relationship": _without_traits(relationship)},
-        )
+        return _already_exists(error, relationship)
     definition = schema.definition(resource_type) if schema is not None else None
     if part == "resource.type" or (part and definition is None):
         return unknown_definition(resource_type)
@@ -346,6 +341,31 @@ def _relationship_error(
         assert definition is not None
         return _subject_not_allowed(relationship, definition.relations[relation].allowed)
     return invalid_argument(error.message)
+
+
+def _already_exists(
+    error: AlreadyExistsError, relationship: Relationship | None = None
+) -> RichStatusError:
+    """SpiceDB's error for a CREATE (or an import) of a relationship that exists.
+
+    Where the store did not say which update it was (a bulk import names only
+    ``relationships``), the relationship is read from its message
+    (``<relationship> already exists``), when it can be.
+    """
+    if relationship is None:
+        text = error.message.removesuffix(" already exists").rpartition(": ")[2]
+        try:
+            relationship = parse_relationship(text)
+        except PolicydError:
+            relationship = None
+    name = f" `{_without_traits(relationship)}`" if relationship is not None else ""
+    return spicedb_error(
+        grpc.StatusCode.ALREADY_EXISTS,
+        f"could not CREATE relationship{name}, as it already existed. If this is persistent, "
+        "please switch to TOUCH operations or specify a precondition",
+        error_reason_pb2.ERROR_REASON_ATTEMPT_TO_RECREATE_RELATIONSHIP,
+        {"relationship": _without_traits(relationship)} if relationship is not None else {},
+    )
 
 
 def _subject_not_allowed(

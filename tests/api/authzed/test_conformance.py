@@ -16,6 +16,7 @@ import pytest
 
 from policyd.api.server import PolicydServer, ServerConfig
 from policyd.engine import Engine
+from policyd.store import open_store
 from policyd.store.memory import MemoryStore
 from tests.api.authzed.scenario import Step, run
 from tests.api.authzed.spicedb import SpiceDBFront, spicedb_unavailable
@@ -77,9 +78,16 @@ def spicedb_steps() -> list[Step]:
         front.close()
 
 
-@pytest.fixture(scope="module")
-def policyd_steps() -> Iterator[list[Step]]:
-    store = MemoryStore()
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def policyd_steps(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Step]]:
+    """The scenario's answers from policyd over the in-memory store and over a SQLite file."""
+    store = (
+        MemoryStore()
+        if request.param == "memory"
+        else open_store(f"sqlite:///{tmp_path_factory.mktemp('conformance') / 'policyd.db'}")
+    )
     server = PolicydServer(Engine(store), store, ServerConfig(listen="127.0.0.1:0", token=TOKEN))
     server.start()
     try:
