@@ -186,6 +186,23 @@ test("LookupResources and LookupSubjects", async () => {
   );
 });
 
+test("LookupResources pages resume from their cursors", async () => {
+  const page = (cursor) => client.lookupResources(v1.LookupResourcesRequest.create({
+    consistency: fresh(written),
+    resourceObjectType: "post",
+    permission: "view",
+    subject: sub("account", "did:plc:carol"),
+    optionalLimit: 1,
+    optionalCursor: cursor,
+  }));
+  const first = await page(undefined);
+  assert.equal(first.length, 1);
+  const second = await page(first[0].afterResultCursor);
+  assert.equal(second.length, 1);
+  assert.notEqual(second[0].resourceObjectId, first[0].resourceObjectId);
+  assert.equal((await page(second[0].afterResultCursor)).length, 0);
+});
+
 test("ReadRelationships and DeleteRelationships", async () => {
   const read = await client.readRelationships(v1.ReadRelationshipsRequest.create({
     consistency: fresh(written),
