@@ -415,7 +415,7 @@ class PermissionsServicer(permission_service_pb2_grpc.PermissionsServiceServicer
             precondition_from_proto(p, f"optional_preconditions[{i}]")
             for i, p in enumerate(request.optional_preconditions)
         ]
-        token = await self._write(updates, preconditions, request.optional_preconditions, "updates")
+        token = await self._write(updates, preconditions, request.optional_preconditions)
         return pb.WriteRelationshipsResponse(written_at=zedtoken(token))
 
     async def _write(
@@ -423,7 +423,6 @@ class PermissionsServicer(permission_service_pb2_grpc.PermissionsServiceServicer
         updates: Sequence[RelationshipUpdate],
         preconditions: Sequence[Precondition],
         messages: Sequence[pb.Precondition],
-        field: str,
     ) -> str:
         """``engine.write`` in a thread, its errors SpiceDB's (naming the failed precondition)."""
         try:
@@ -493,9 +492,7 @@ class PermissionsServicer(permission_service_pb2_grpc.PermissionsServiceServicer
                 matches = matches[:limit]
             updates = [RelationshipUpdate(Operation.DELETE, r) for r in matches]
             count = len(updates)
-            token = await self._write(
-                updates, preconditions, request.optional_preconditions, "relationships"
-            )
+            token = await self._write(updates, preconditions, request.optional_preconditions)
         progress = (
             pb.DeleteRelationshipsResponse.DELETION_PROGRESS_PARTIAL
             if limit is not None and count >= limit
