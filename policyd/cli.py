@@ -159,6 +159,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Print the policy for an OpenFGA model, or validation files for an OpenFGA store file.
+
+    Example: ``policyd convert model.fga > model.policy``, then
+    ``policyd convert tests.fga.yaml > tests.yaml && policyd validate tests.yaml``.
+    """
+    from policyd.openfga import convert_model_file, convert_store_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"{path}: cannot read: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    store_file = path.suffix in (".yaml", ".yml")
+    try:
+        text = convert_store_file(path) if store_file else convert_model_file(path)
+    except PolicydError as e:
+        _print_error(e)
+        return EXIT_PROBLEMS
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _engine_for(args: argparse.Namespace) -> Engine:
     if args.file:
         files = load_validation_files(args.file)
@@ -789,6 +814,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
     )
+
+    convert = command(
+        "convert",
+        cmd_convert,
+        "convert an OpenFGA model (.fga DSL 1.1 or .json) to a policy, or an OpenFGA store "
+        "file (.fga.yaml) to validation files",
+    )
+    convert.add_argument("file", metavar="FILE", help="model.fga, model.json or tests.fga.yaml")
+    convert.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
 
     def server_options(sub: argparse.ArgumentParser, *, required_server: bool = True) -> None:
         group = sub.add_argument_group("server connection")
