@@ -23,6 +23,7 @@ with them. Hit ratios come from the server's /metrics.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import secrets
 import tempfile
@@ -58,6 +59,7 @@ from policyd.bench.grpc_load import (
 )
 from policyd.bench.inprocess import write_samples
 from policyd.bench.measure import cpu_seconds, process_tree
+from policyd.relationship import ObjectRef, Relationship, SubjectRef
 
 WORKING_SET = 5_000
 """Queries in a repeated working set: ten times fewer than the cache holds."""
@@ -149,20 +151,50 @@ def server_window(served: Served, workers: int, cache: bool) -> ServerWindow:
     )
 
 
+def per_server_cpu(row: dict[str, object]) -> dict[str, object]:
+    """``row`` with ``per_server_cpu_s``: decisions (or calls) per CPU-second of the server.
+
+    On cores shared with the load generator and other jobs this says more
+    about the server than its wall-clock rate does.
+    """
+    rate = row.get("decisions_per_s") or row.get("per_s")
+    cpu = row.get("server_cpu_pct")
+    if isinstance(rate, int | float) and isinstance(cpu, int | float) and cpu:
+        return {**row, "per_server_cpu_s": round(rate * 100 / cpu)}
+    return row
+
+
 def observed(window: ServerWindow, rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """``rows`` with the window's fields added to the first (the hit ratio is of all of them)."""
-    return [{**rows[0], **window.fields}, *rows[1:]] if rows else rows
+    """``rows`` with the window's fields added to the first (the hit ratio is of all of them).
+
+    A run of one kind of call also gets its rate per server CPU-second.
+    """
+    if not rows:
+        return rows
+    first = {**rows[0], **window.fields}
+    return [per_server_cpu(first) if len(rows) == 1 else first, *rows[1:]]
 
 
 def h2load_row(
-    target: str, method: str, body: bytes, token: str, seconds: float, window: ServerWindow
+    target: str,
+    method: str,
+    body: bytes,
+    token: str,
+    seconds: float,
+    window: ServerWindow,
+    decisions_per_call: int = 1,
 ) -> dict[str, object]:
     """One method driven by h2load for ``seconds`` (4 connections × 10 streams), observed."""
     window.start()
     result = h2load(target, method, body, token, 0, 4, 10, seconds + 60, duration=seconds)
     window.stop()
     row: dict[str, object] = {"driver": "h2load c4 m10", **result}
-    return row if "skipped" in result else {**row, **window.fields}
+    if "skipped" in result:
+        return row
+    rate = result.get("per_s")
+    if decisions_per_call > 1 and isinstance(rate, int):
+        row["decisions_per_s"] = rate * decisions_per_call
+    return per_server_cpu({**row, **window.fields})
 
 
 # ---- grpcio's ceiling ---------------------------------------------------------------------------
@@ -314,6 +346,7 @@ def measure_cold_warm(
                             token,
                             seconds,
                             window,
+                            len(batch),
                         ),
                     }
                 )
@@ -378,13 +411,28 @@ def measure_write_mix(
 ) -> list[dict[str, object]]:
     """Repeating Checks with 0% and 10% writes: hit ratio, Check p99, writes/s (cache on).
 
-    The checks send the first ``working_set`` queries round and round.
+    The checks send the first ``working_set`` queries round and round. Each
+    write adds one relationship with a new subject: in one run on resources
+    like the workload's (``write_samples``: mostly not the queried ones, so a
+    cache that drops only what a write changes keeps nearly every entry), in
+    the other on the resources the checks ask about, so every write changes
+    what some cached decisions read.
     """
     db = workdir / f"mix-{workload.name}.db"
     load_database(workload, db)
     token = secrets.token_hex(16)
-    checks = check_calls(workload.queries[:working_set], repeat=True)
-    writes = write_calls(write_samples(workload.relationships, int(5_000 * seconds), seed))
+    queries = workload.queries[:working_set]
+    checks = check_calls(queries, repeat=True)
+    count = int(5_000 * seconds)
+    mixes = {
+        "0%": one(checks),
+        "10%, random resources": Mix(
+            ((checks, 9), (write_calls(write_samples(workload.relationships, count, seed)), 1))
+        ),
+        "10%, the queried resources": Mix(
+            ((checks, 9), (write_calls(writes_to(queries, workload.relationships, count)), 1))
+        ),
+    }
     rows: list[dict[str, object]] = []
     with serve_process(db, workers, token, metrics=True) as served:
         window = server_window(served, workers, cache=True)
@@ -396,10 +444,39 @@ def measure_write_mix(
             "durability": "serve default (SQLite WAL, synchronous FULL)",
             "queries": f"{working_set:,} repeated",
         }
-        for share, mix in (("0%", one(checks)), ("10%", Mix(((checks, 9), (writes, 1))))):
+        for share, mix in mixes.items():
             ran = drive(load, mix, window)
             rows += _labelled({"writes": share, **conditions}, observed(window, ran))
     return rows
+
+
+def writes_to(
+    queries: Sequence[workloads.Query], relationships: Sequence[Relationship], count: int
+) -> list[Relationship]:
+    """``count`` new relationships on the queries' resources, each with a new subject.
+
+    Each is shaped like a relationship the resource already has (same relation
+    and subject type), so it is valid under the policy and changes what a
+    decision about that resource reads.
+    """
+    wanted = {q.resource for q in queries}
+    shapes: dict[ObjectRef, Relationship] = {}
+    for r in relationships:
+        if r.resource in wanted and r.caveat_name is None and r.subject.id != "*":
+            shapes.setdefault(r.resource, r)
+    ordered = list(shapes.values())
+    return (
+        [
+            Relationship(
+                shape.resource,
+                shape.relation,
+                SubjectRef(shape.subject.type, f"bench-write-{i}", shape.subject.relation),
+            )
+            for i, shape in zip(range(count), itertools.cycle(ordered))
+        ]
+        if ordered
+        else []
+    )
 
 
 def cold_warm_rows(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from policyd.bench import workloads
-from policyd.bench.serving import ceiling_ratios, measure_cold_warm, measure_write_mix
+from policyd.bench.serving import ceiling_ratios, measure_cold_warm, measure_write_mix, writes_to
 
 
 def test_cold_warm_measures_every_row_with_no_wrong_answer(tmp_path: Path) -> None:
@@ -49,8 +49,29 @@ def test_write_mix_measures_checks_and_writes(tmp_path: Path) -> None:
     )
     assert [(r["writes"], r["rpc"]) for r in rows] == [
         ("0%", "Check"),
-        ("10%", "Check"),
-        ("10%", "write"),
+        ("10%, random resources", "Check"),
+        ("10%, random resources", "write"),
+        ("10%, the queried resources", "Check"),
+        ("10%, the queried resources", "write"),
     ]
     assert all(r["wrong"] == 0 and r["calls"] for r in rows)
     assert all(isinstance(r["hit_ratio"], float) for r in rows if r["rpc"] == "Check")
+
+
+def test_writes_to_the_queried_resources_are_new_and_shaped_like_existing_ones() -> None:
+    workload = workloads.groups(50, 8, 100, queries=30)
+    writes = writes_to(workload.queries, workload.relationships, 40)
+    assert len(writes) == 40
+    assert {w.resource for w in writes} <= {q.resource for q in workload.queries}
+    existing = {r.key for r in workload.relationships}
+    shapes = {
+        (r.resource, r.relation, r.subject.type, r.subject.relation) for r in workload.relationships
+    }
+    for write in writes:
+        assert write.key not in existing
+        assert (
+            write.resource,
+            write.relation,
+            write.subject.type,
+            write.subject.relation,
+        ) in shapes
