@@ -23,6 +23,7 @@ from policyd.consistency import Consistency
 from policyd.dsl.compiler import compile_file
 from policyd.dsl.formatter import format_text
 from policyd.engine import Engine, format_explanation
+from policyd.engine.cache import DEFAULT_CAPACITY
 from policyd.errors import (
     Diagnostic,
     InvalidRelationshipError,
@@ -547,6 +548,13 @@ def _ensure_policy(engine: Engine, path: str) -> None:
         LOG.info("wrote policy %s at revision %d", path, written.revision)
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, zero or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()):
@@ -626,11 +634,16 @@ def _serve_one(
     from prometheus_client import CollectorRegistry
 
     from policyd.api.limits import Limits
-    from policyd.api.metrics import serve_metrics
+    from policyd.api.metrics import (
+        MetricsPublisher,
+        WorkerRegistry,
+        multiprocess_dir,
+        serve_metrics,
+    )
     from policyd.api.server import PolicydServer, ServerConfig
 
     store = open_store(url)
-    engine = Engine(store, max_depth=args.max_depth)
+    engine = Engine(store, max_depth=args.max_depth, cache_capacity=args.decision_cache_size)
     if args.policy:
         _ensure_policy(engine, args.policy)
     config = ServerConfig(
@@ -642,13 +655,19 @@ def _serve_one(
         reuse_port=args.reuse_port,
         limits=Limits(max_message_bytes=args.max_message_bytes),
     )
-    registry = CollectorRegistry()
+    # A worker of --workers N writes its metrics where the supervisor serves their sum.
+    shared = WorkerRegistry() if multiprocess_dir() is not None else None
+    registry = shared if shared is not None else CollectorRegistry()
     xrpc_server = None
     if xrpc is not None:
         from policyd.atproto import XrpcServer
 
         xrpc_server = XrpcServer(engine, xrpc, registry, grace=args.grace)
     server = PolicydServer(engine, store, config, registry)
+    if shared is not None:
+        publisher = MetricsPublisher(shared)
+        publisher.start()
+        server.on_stop(publisher.stop)
     metrics_server = None
     if args.metrics_listen != "off":
         metrics_server, metrics_port = serve_metrics(registry, args.metrics_listen)
@@ -674,12 +693,16 @@ def _supervise(
     """Run ``--workers`` processes sharing the port (SO_REUSEPORT); forward SIGTERM to them.
 
     Worker 0 alone serves ``--xrpc-listen``, so that one replay cache sees every
-    service-auth token (one process answers well past the target; README).
+    service-auth token (one process answers well past the target; README). The
+    supervisor serves ``--metrics-listen``: the sum of every worker's metrics
+    (api/metrics.py says how each one combines).
     """
     import signal
     import socket
     import subprocess
     import time
+
+    from policyd.api.metrics import SharedMetrics, serve_metrics
 
     host, port = _split_address(args.listen)
     if port == 0:
@@ -703,9 +726,11 @@ def _supervise(
         env["POLICYD_TOKEN"] = token
     if args.store == "postgres":
         env["POLICYD_DSN"] = url
-    metrics_host, metrics_port = ("", 0)
+    shared = None
     if args.metrics_listen != "off":
-        metrics_host, metrics_port = _split_address(args.metrics_listen)
+        _split_address(args.metrics_listen)
+        shared = SharedMetrics()
+        env.update(shared.environment())
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
         command = [
@@ -715,12 +740,8 @@ def _supervise(
             "--threads", str(args.threads), "--grace", str(args.grace),
             "--max-message-bytes", str(args.max_message_bytes),
             "--max-depth", str(args.max_depth), "--log-level", args.log_level,
+            "--decision-cache-size", str(args.decision_cache_size), "--metrics-listen", "off",
         ]  # fmt: skip
-        if args.metrics_listen == "off":
-            command += ["--metrics-listen", "off"]
-        else:
-            worker_port = metrics_port + index if metrics_port else 0
-            command += ["--metrics-listen", f"{metrics_host}:{worker_port}"]
         if token is None:
             command.append("--insecure-no-auth")
         if args.tls_cert:
@@ -743,6 +764,11 @@ def _supervise(
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    metrics_server = None
+    if shared is not None:
+        metrics_server, metrics_port = serve_metrics(shared.registry, args.metrics_listen)
+        metrics_host = args.metrics_listen.rpartition(":")[0]
+        print(f"policyd metrics on http://{metrics_host}:{metrics_port}/metrics", flush=True)
     workers = [spawn(i) for i in range(args.workers)]
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -752,6 +778,8 @@ def _supervise(
         time.sleep(0.2)
         for i, child in enumerate(workers):
             if not stopping and child.poll() is not None:
+                if shared is not None:
+                    shared.worker_exited(child.pid)
                 if restarts >= MAX_WORKER_RESTARTS:
                     LOG.error("worker %d exited with %s; giving up", i, child.returncode)
                     forward(signal.SIGTERM, None)
@@ -768,6 +796,10 @@ def _supervise(
             child.kill()
             child.wait(10)
             status = EXIT_PROBLEMS
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    if shared is not None:
+        shared.close()
     return status
 
 
@@ -885,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-listen",
         default="127.0.0.1:9090",
         metavar="HOST:PORT|off",
-        help="Prometheus /metrics address (default: 127.0.0.1:9090); 'off' disables it",
+        help="Prometheus /metrics address (default: 127.0.0.1:9090); 'off' disables it. "
+        "With --workers N the one endpoint reports the sum of all workers",
     )
     serve.add_argument(
         "--store",
@@ -931,6 +964,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
+    )
+    cache = serve.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--decision-cache-size",
+        type=_count,
+        default=DEFAULT_CAPACITY,
+        metavar="N",
+        help=f"decisions each worker caches (default: {DEFAULT_CAPACITY:,}; 0 turns the cache off)",
+    )
+    cache.add_argument(
+        "--no-decision-cache",
+        dest="decision_cache_size",
+        action="store_const",
+        const=0,
+        help="compute every decision (the same as --decision-cache-size 0), e.g. to measure "
+        "cold checks",
     )
     serve.add_argument(
         "--log-level",
