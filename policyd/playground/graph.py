@@ -128,6 +128,18 @@ def _kind(node: Explanation) -> str:
     return "member" if _MEMBER.match(node.what) else "operation"
 
 
+def _label(node: Explanation) -> str:
+    """A node's drawn text: a member as object and ``#name``, a relationship as two lines."""
+    what = short(node.what.removeprefix(RELATIONSHIP_PREFIX))
+    if _kind(node) == "relationship":
+        resource, at, subject = what.partition("@")
+        return f"{resource}\n@{subject}" if at else what
+    if _kind(node) == "member":
+        obj, _, name = what.rpartition("#")
+        return f"{obj}\n#{name}"
+    return what
+
+
 def explanation_graph(root: Explanation) -> Graph:
     """The explanation tree as a graph, top-down from the decision asked for."""
     nodes: list[Node] = []
@@ -144,8 +156,7 @@ def explanation_graph(root: Explanation) -> Graph:
             detail += f"\nneeds {', '.join(node.missing)}"
         if node.note:
             detail += f"\n{node.note}"
-        what = node.what.removeprefix(RELATIONSHIP_PREFIX)
-        label = short(what)
+        label = _label(node)
         if node.missing:
             label += f"\nneeds {', '.join(node.missing)}"
         elif "cycle" in classes:
