@@ -248,12 +248,8 @@ function draw(graph, layout) {
       label: e.label === "minus" ? "− subtracts" : e.label }, classes: e.classes })),
   ];
   if (state.cy) state.cy.destroy();
-  state.cy = cytoscape({ container: $("#graph"), elements, style: STYLE, layout });
-  if (state.cy.zoom() < 0.75) {  // a wide tree: stay legible, start at the root, pan for the rest
-    state.cy.zoom(0.75);
-    const root = state.cy.nodes()[0];
-    state.cy.pan({ x: $("#graph").clientWidth / 2 - root.position("x") * 0.75, y: 30 });
-  }
+  state.cy = cytoscape({ container: $("#graph"), elements, style: STYLE });
+  state.cy.layout(typeof layout === "function" ? layout(state.cy) : layout).run();
   state.cy.on("tap", "node", (event) => { $("#detail").textContent = event.target.data("detail"); });
   state.cy.on("dbltap", "node", (event) => {
     if (state.graph === "relationships") {
@@ -293,6 +289,11 @@ async function runCheck() {
   showGraphTab("decision");
   const positions = treePositions(result.graph);
   draw(result.graph, { name: "preset", positions: (node) => positions[node.id()], padding: 20 });
+  if (state.cy.zoom() < 0.75) {  // a wide tree: stay legible, start at the root, pan for the rest
+    state.cy.zoom(0.75);
+    const root = state.cy.nodes()[0];
+    state.cy.pan({ x: $("#graph").clientWidth / 2 - root.position("x") * 0.75, y: 30 });
+  }
 }
 
 async function runAround() {
@@ -301,7 +302,16 @@ async function runAround() {
   showGraphTab("relationships");
   try {
     const graph = await api("around", { scenario: scenario(), object, depth: 2 });
-    draw(graph, { name: "cose", animate: false, padding: 16, nodeRepulsion: () => 9000, idealEdgeLength: () => 120 });
+    draw(graph, (cy) => {  // rings around the object: one ring per step away from it
+      const steps = {};
+      cy.elements().breadthFirstSearch({
+        root: cy.getElementById(graph.nodes[0].id),
+        directed: false,
+        visit: (node, edge, previous, i, depth) => { steps[node.id()] = depth; },
+      });
+      return { name: "concentric", concentric: (n) => 10 - (steps[n.id()] ?? 9), levelWidth: () => 1,
+        minNodeSpacing: 24, padding: 16, animate: false };
+    });
     $("#detail").textContent = `${graph.edges.length} relationships within two steps of ${object}; double-click a node to centre on it`;
   } catch (e) {
     $("#detail").textContent = e.message;
