@@ -771,6 +771,14 @@ def cmd_playground(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lsp(args: argparse.Namespace) -> int:
+    """Serve the Language Server Protocol on stdin and stdout (policyd.lsp)."""
+    from policyd.lsp.server import main as serve_lsp
+
+    serve_lsp()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -1090,6 +1098,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
     )
     server_options(playground, required_server=False)
+
+    command(
+        "lsp",
+        cmd_lsp,
+        "a language server for .policy files over stdio (diagnostics, hover, definitions, "
+        "references, rename, completion, formatting)",
+    )
 
     bench = command(
         "bench",
