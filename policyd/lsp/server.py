@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lsprotocol import types
+from pygls import uris
 from pygls.lsp.server import LanguageServer
 
-from policyd.dsl.compiler import compile_policy
+from policyd.dsl.compiler import compile_policy, resolve_relative_import
 from policyd.dsl.formatter import format_text
 from policyd.dsl.parser import parse_policy
 from policyd.errors import Diagnostic, PolicydError, PolicyErrors, PolicySyntaxError, Severity
@@ -63,21 +64,30 @@ def _diagnostic(d: Diagnostic, lines: list[str]) -> types.Diagnostic:
 
 
 def analyse(text: str, uri: str, previous: SymbolIndex | None) -> Analysis:
-    """Compile a document for diagnostics and index its symbols."""
+    """Compile a document for diagnostics and index its symbols.
+
+    A document saved as a file resolves its imports relative to that file, as
+    ``policyd lint`` does; diagnostics located in an imported file are left to
+    that file's own document.
+    """
     lines = text.split("\n")
+    path = uris.to_fs_path(uri)
+    name = path or uri
+    resolver = resolve_relative_import if path is not None else None
     found: list[Diagnostic]
     try:
-        found = list(compile_policy(text, uri).warnings)
+        found = list(compile_policy(text, name, resolve_import=resolver).warnings)
     except PolicySyntaxError as e:
         assert e.span is not None
         found = [Diagnostic(e.span, e.code, e.message)]
     except PolicyErrors as e:
         found = list(e.diagnostics)
     try:
-        symbols = index(parse_policy(text, uri), text)
+        symbols = index(parse_policy(text, name), text)
     except PolicydError:
         symbols = previous or SymbolIndex()
-    return Analysis([_diagnostic(d, lines) for d in found], symbols)
+    mine = [d for d in found if d.span.file in (name, "<policy>")]  # "<policy>": no span known
+    return Analysis([_diagnostic(d, lines) for d in mine], symbols)
 
 
 def hover_text(symbols: SymbolIndex, key: Key) -> str | None:

@@ -16,6 +16,8 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from policyd.lsp.server import analyse
+
 POLICY = Path(__file__).resolve().parents[2] / "policies" / "social.policy"
 TEXT = POLICY.read_text(encoding="utf-8")
 URI = POLICY.as_uri()
@@ -196,3 +198,15 @@ async def test_formatting_is_policyd_fmt(client: LanguageClient) -> None:
         )
     )
     assert not clean
+
+
+def test_imports_resolve_beside_the_file(tmp_path: Path) -> None:
+    (tmp_path / "users.policy").write_text("definition user {}\n", encoding="utf-8")
+    main = tmp_path / "main.policy"
+    text = (
+        'use import\n\nimport "users.policy"\n\n'
+        "definition doc {\n    relation owner: user\n    permission edit = owner\n}\n"
+    )
+    assert analyse(text, main.as_uri(), None).diagnostics == []
+    codes = [d.code for d in analyse(text, "untitled:main", None).diagnostics]
+    assert codes == ["import-unresolved", "unknown-type"]
