@@ -24,6 +24,8 @@ from policyd.playground.scenario import (
 from policyd.validationfile import load_validation_files, run_validation_file
 
 PATTERNS = ("*.yaml", "*.yml")
+SKIPPED = frozenset({"node_modules", "__pycache__", "site-packages"})
+"""Folders whose YAML files are never validation files (hidden folders are skipped too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +101,11 @@ class Workspace:
 
     def files(self) -> list[str]:
         """Every validation file under the folder, as relative paths, sorted."""
-        found = {p for pattern in PATTERNS for p in self.root.rglob(pattern)}
+        found = {p.relative_to(self.root) for pattern in PATTERNS for p in self.root.rglob(pattern)}
         return sorted(
-            str(p.relative_to(self.root))
+            str(p)
             for p in found
-            if not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+            if not any(part.startswith(".") or part in SKIPPED for part in p.parts)
         )
 
     def open(self, relative: str) -> list[Document]:

@@ -16,6 +16,9 @@ ALICE = "did:plc:ragtjsm2j2vknwkz3zp4oxrd"
 
 
 def test_files_and_titles(policies: Path) -> None:
+    for hidden in (".git", "node_modules/x"):
+        (policies / hidden).mkdir(parents=True)
+        (policies / hidden / "config.yaml").write_text("a: 1\n", encoding="utf-8")
     workspace = Workspace(policies)
     assert workspace.files() == ["atproto.test.yaml", "social.test.yaml", "spaces.test.yaml"]
     titles = [d.title for d in workspace.open("social.test.yaml")]
