@@ -9,8 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+
+from policyd.api.server import PolicydServer, ServerConfig
+from policyd.engine import Engine
+from policyd.store.memory import MemoryStore
+from policyd.validationfile import load_validation_files
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
+SERVER_TOKEN = "playground-test"
 
 
 @pytest.fixture
@@ -22,18 +29,26 @@ def policies(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def playground(policies: Path) -> Iterator[str]:
-    """The URL of ``policyd playground policies/social.test.yaml`` on a free loopback port."""
+def social_server() -> Iterator[str]:
+    """The address of a policyd server holding the first scenario of social.test.yaml."""
+    (loaded, *_) = load_validation_files(POLICIES / "social.test.yaml")
+    store = MemoryStore()
+    engine = Engine(store)
+    engine.write_policy(loaded.policy_text, "social.policy")
+    engine.import_relationships(loaded.relationships)
+    config = ServerConfig(listen="127.0.0.1:0", token=SERVER_TOKEN)
+    server = PolicydServer(engine, store, config, CollectorRegistry())
+    server.start()
+    try:
+        yield server.address
+    finally:
+        server.stop(grace=1)
+
+
+def start_playground(*arguments: str) -> Iterator[str]:
+    """Run ``policyd playground ARGUMENTS`` on a free loopback port; yield its URL."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "policyd.cli",
-            "playground",
-            str(policies / "social.test.yaml"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
+        [sys.executable, "-m", "policyd.cli", "playground", *arguments, "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -45,3 +60,15 @@ def playground(policies: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def playground(policies: Path) -> Iterator[str]:
+    """The URL of ``policyd playground policies/social.test.yaml``."""
+    yield from start_playground(str(policies / "social.test.yaml"))
+
+
+@pytest.fixture
+def server_playground(policies: Path, social_server: str) -> Iterator[str]:
+    """The URL of ``policyd playground policies --server`` reading ``social_server``."""
+    yield from start_playground(str(policies), "--server", social_server, "--token", SERVER_TOKEN)

@@ -6,18 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from policyd.api.server import PolicydServer, ServerConfig
 from policyd.client import PolicydClient
-from policyd.engine import Engine
 from policyd.playground.backends import ServerBackend
 from policyd.playground.scenario import parse_scenario, split_documents
 from policyd.playground.server import Playground
 from policyd.playground.workbench import Workbench
 from policyd.playground.workspace import Workspace
-from policyd.store.memory import MemoryStore
-from policyd.validationfile import load_validation_files
+from tests.playground.conftest import SERVER_TOKEN
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 ALICE = "did:plc:ragtjsm2j2vknwkz3zp4oxrd"
@@ -25,23 +21,13 @@ MALLORY = "did:plc:mallorypz3q6bx4wvk2tefhy"
 
 
 @pytest.fixture
-def backend() -> Iterator[ServerBackend]:
-    """A server holding the first scenario of social.test.yaml, and a backend reading it."""
-    (loaded, *_) = load_validation_files(POLICIES / "social.test.yaml")
-    store = MemoryStore()
-    engine = Engine(store)
-    engine.write_policy(loaded.policy_text, "social.policy")
-    engine.import_relationships(loaded.relationships)
-    server = PolicydServer(
-        engine, store, ServerConfig(listen="127.0.0.1:0", token="t"), CollectorRegistry()
-    )
-    server.start()
-    client = PolicydClient(server.address, token="t")
+def backend(social_server: str) -> Iterator[ServerBackend]:
+    """A backend reading the server that holds social.test.yaml's first scenario."""
+    client = PolicydClient(social_server, token=SERVER_TOKEN)
     try:
         yield ServerBackend(client)
     finally:
         client.close()
-        server.stop(grace=1)
 
 
 def test_assertions_are_asked_of_the_server(backend: ServerBackend) -> None:

@@ -46,9 +46,8 @@ MALLORY = "did:plc:mallorypz3q6bx4wvk2tefhy"
 PUBLIC_POST = f"post:at://{ALICE}/app.bsky.feed.post/3kgpub2a2cs2x"
 
 
-@pytest.fixture
-def page(playground: str, tmp_path: Path) -> Iterator[Page]:
-    """A fresh headless Chromium profile with the playground page loaded and reported."""
+def _browse(url: str, profile: Path) -> Iterator[Page]:
+    """A fresh headless Chromium profile showing ``url``; no script error may happen there."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
@@ -56,7 +55,7 @@ def page(playground: str, tmp_path: Path) -> Iterator[Page]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
+            str(profile),
             executable_path=CHROMIUM,
             headless=True,
             args=FLAGS,
@@ -66,12 +65,19 @@ def page(playground: str, tmp_path: Path) -> Iterator[Page]:
         errors: list[str] = []
         page = context.new_page()
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(playground)
+        page.goto(url)
         page.wait_for_selector("body[data-ready=true]")
-        page.wait_for_selector("#summary.ok")
         yield page
         context.close()
     assert not errors, errors
+
+
+@pytest.fixture
+def page(playground: str, tmp_path: Path) -> Iterator[Page]:
+    """The playground on social.test.yaml, its assertions reported."""
+    for page in _browse(playground, tmp_path / "profile"):
+        page.wait_for_selector("#summary.ok")
+        yield page
 
 
 def _shot(page: Page, name: str) -> None:
@@ -171,3 +177,24 @@ def test_a_download_stands_alone(page: Page, tmp_path: Path) -> None:
     assert text.count("schema: |-") == 1
     assert "schemaFile" not in text
     assert main(["validate", str(target)]) == 0
+
+
+def test_a_server_is_read_only_and_answers_the_assertions(
+    server_playground: str, tmp_path: Path
+) -> None:
+    for page in _browse(server_playground, tmp_path / "profile"):
+        assert (page.text_content("#mode") or "").startswith("read-only: 127.0.0.1:")
+        policy = page.locator('.editor[data-pane="policy"] textarea')
+        assert policy.get_attribute("readonly") is not None
+        assert page.is_disabled("#save")
+        page.fill("#path", "social.test.yaml")
+        page.click("#open")
+        page.locator("#summary", has_text="24 assertions").wait_for()
+        summary = page.text_content("#summary") or ""
+        assert summary.startswith("ok: 24 assertions passed; expected relations are run")
+        assert "definition account" in policy.input_value()  # the server's, not the file's
+        page.fill("#query", f"{PUBLIC_POST}#view_public@account:{MALLORY}")
+        page.click("#check")
+        page.wait_for_selector('#graph[data-kind="decision"]')
+        assert page.text_content("#answer") == "no permission"
+        _shot(page, "server")

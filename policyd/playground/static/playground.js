@@ -17,6 +17,7 @@ const state = {
   reportSeq: 0,
   graph: "decision",
   cy: null,
+  server: null,    // in server mode, the server's policy and relationships
 };
 
 async function api(name, body) {
@@ -56,6 +57,9 @@ function keepCurrent() {
 }
 
 function showDocuments(documents, index = 0) {
+  if (state.server) {  // a server's policy and data stand; a file brings only its assertions
+    for (const d of documents) Object.assign(d.scenario, state.server, { schema_file: null });
+  }
   state.documents = documents;
   state.index = index;
   const select = $("#document");
@@ -417,6 +421,7 @@ async function start() {
     editors.policy.readOnly = true;
     editors.relationships.readOnly = true;
     $("#save").disabled = true;
+    state.server = { policy: initial.scenario.policy, relationships: initial.scenario.relationships };
     showDocuments([{ title: "the server's data", scenario: initial.scenario }]);
   } else if (initial.initial) {
     await openFile(initial.initial);
