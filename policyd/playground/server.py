@@ -54,9 +54,21 @@ def scenario_from(data: Any) -> Scenario:
         scenario = Scenario(**data)
     except TypeError as e:
         raise web.HTTPBadRequest(text=str(e)) from e
-    text_fields = (scenario.policy, scenario.relationships, scenario.assertions)
-    if not all(isinstance(v, str) for v in (*text_fields, scenario.validation)):
-        raise web.HTTPBadRequest(text="scenario panes must be strings")
+    if not isinstance(scenario.leads, dict):
+        raise web.HTTPBadRequest(text="a scenario's leads must be an object")
+    texts = (
+        scenario.policy,
+        scenario.relationships,
+        scenario.assertions,
+        scenario.validation,
+        scenario.header,
+        scenario.trailer,
+        *scenario.leads.values(),
+    )
+    if not all(isinstance(v, str) for v in texts) or not isinstance(
+        scenario.schema_file, str | None
+    ):
+        raise web.HTTPBadRequest(text="a scenario's panes and layout must be strings")
     return scenario
 
 

@@ -68,8 +68,16 @@ def test_errors_are_answers_not_crashes(playground: str) -> None:
     assert (status, body["error"]) == (400, "invalid-request")
     status, body = _call(playground, "api/open", {"path": "../../etc/passwd"})
     assert status == 400
-    status, _ = _call(playground, "api/report", {"scenario": {"policy": 1}})
-    assert status == 400
+    bad: dict[str, Any]
+    for bad in (
+        {"policy": 1},
+        {"leads": []},
+        {"leads": {"schema": 2}},
+        {"schema_file": 3},
+        {"x": ""},
+    ):
+        status, _ = _call(playground, "api/report", {"scenario": bad})
+        assert status == 400, bad
 
 
 @pytest.mark.parametrize(
