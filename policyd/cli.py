@@ -810,6 +810,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.harness_args)
 
 
+def cmd_playground(args: argparse.Namespace) -> int:
+    """Serve the playground page on loopback until interrupted (policyd.playground)."""
+    from policyd.playground.backends import MemoryBackend, ServerBackend
+    from policyd.playground.server import Playground, serve
+    from policyd.playground.workbench import Workbench
+    from policyd.playground.workspace import Workspace
+
+    path = Path(args.path)
+    root, initial = (path.parent, path.name) if path.is_file() else (path, None)
+    if not root.is_dir():
+        print(f"{args.path}: no such file or folder", file=sys.stderr)
+        return EXIT_USAGE
+    backend = ServerBackend(_client(args)) if args.server else MemoryBackend(args.max_depth)
+    playground = Playground(
+        Workbench(backend), Workspace(root), initial_file=initial, server_address=args.server
+    )
+    try:
+        host, port = _split_address(args.listen)
+    except PolicydError as e:
+        _print_error(e)
+        return EXIT_USAGE
+
+    def ready(url: str) -> None:
+        print(f"playground on {url}", flush=True)
+
+    serve(playground, host.strip("[]"), port, ready)
+    return EXIT_OK
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    """Serve the Language Server Protocol on stdin and stdout (policyd.lsp)."""
+    from policyd.lsp.server import main as serve_lsp
+
+    serve_lsp()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(
@@ -1130,6 +1167,38 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             consistency_option(sub)
         server_options(sub)
+
+    playground = command(
+        "playground",
+        cmd_playground,
+        "a local web page to edit a policy, relationships and assertions and see decisions "
+        "as graphs",
+    )
+    playground.add_argument(
+        "path",
+        nargs="?",
+        default=".",
+        metavar="FILE_OR_FOLDER",
+        help="a validation file to open, or the folder whose YAML files to offer "
+        "(default: the working dir); saves stay inside that folder",
+    )
+    playground.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="page address (default: 127.0.0.1:8080; port 0 picks a free one)",
+    )
+    playground.add_argument(
+        "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
+    )
+    server_options(playground, required_server=False)
+
+    command(
+        "lsp",
+        cmd_lsp,
+        "a language server for .policy files over stdio (diagnostics, hover, definitions, "
+        "references, rename, completion, formatting)",
+    )
 
     bench = command(
         "bench",

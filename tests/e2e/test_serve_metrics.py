@@ -18,7 +18,7 @@ import pytest
 
 from policyd.consistency import Consistency
 from policyd.relationship import parse_object, parse_relationship, parse_subject
-from tests.e2e.conftest import POLICY_FILE, ServerFactory, ServerProcess
+from tests.e2e.server import POLICY_FILE, ServerFactory, ServerProcess
 
 CHECKS = 40
 CHECK = 'method="/policyd.v1.PermissionService/Check"'
