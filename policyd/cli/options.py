@@ -146,7 +146,7 @@ def _server_options(*, optional: bool) -> list[Callable[[Command], Command]]:
             "0 fails at once)",
         ),
         click.option(
-            "--timeout",
+            "--rpc-timeout",
             "call_timeout",
             type=click.FloatRange(min=0, min_open=True),
             default=DEFAULT_TIMEOUT,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from policyd.cli.exits import EXIT_NO, EXIT_OK, CommandError, print_diagnostic
-from policyd.cli.options import read_bytes, read_text, store_options
+from policyd.cli.options import read_bytes, read_text, store_options, store_url
 from policyd.engine.cache import DEFAULT_CAPACITY
 from policyd.errors import InvalidRequestError
 
@@ -209,12 +209,7 @@ def _count(_ctx: click.Context, param: click.Parameter, value: object) -> int:
     is_flag=True,
     help="for tests: fetch DID documents over plain HTTP from loopback hosts",
 )
-def serve(
-    store: str,
-    token: str | None,
-    no_decision_cache: bool,
-    **flags: Any,
-) -> int:
+def serve(**_parsed: Any) -> int:
     """Serve the gRPC API and Prometheus metrics until SIGTERM or SIGINT.
 
     The store is a SQLite file (./policyd.db by default), a PostgreSQL URL or
@@ -223,15 +218,9 @@ def serve(
 
     Example: POLICYD_TOKEN=… policyd serve --policy policies/atproto.policy
     """
-    source = click.get_current_context().get_parameter_source("decision_cache_size")
-    if no_decision_cache:
-        if source is click.core.ParameterSource.COMMANDLINE and flags["decision_cache_size"]:
-            raise click.UsageError(
-                "--no-decision-cache and --decision-cache-size exclude each other"
-            )
-        flags["decision_cache_size"] = 0
-    settings = ServeSettings(store=store, **flags)
-    token = token or None
+    ctx = click.get_current_context()
+    settings = serve_settings(ctx)
+    token = ctx.params["token"] or None
     _check(settings, token)
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -243,6 +232,20 @@ def serve(
     if settings.workers > 1:
         return _supervise(settings, token, xrpc)
     return serve_one(settings, token, xrpc)
+
+
+def serve_settings(ctx: click.Context) -> ServeSettings:
+    """The settings the parsed ``serve`` flags give."""
+    params = dict(ctx.params)
+    store = store_url(params.pop("store"), params.pop("db"), params.pop("dsn"), "policyd.db")
+    assert store is not None
+    params.pop("token")
+    if params.pop("no_decision_cache"):
+        source = ctx.get_parameter_source("decision_cache_size")
+        if source is click.core.ParameterSource.COMMANDLINE and params["decision_cache_size"]:
+            raise click.UsageError("--no-decision-cache and --decision-cache-size exclude each other")
+        params["decision_cache_size"] = 0
+    return ServeSettings(store=store, **params)
 
 
 def _check(settings: ServeSettings, token: str | None) -> None:
