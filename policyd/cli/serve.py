@@ -243,7 +243,9 @@ def serve_settings(ctx: click.Context) -> ServeSettings:
     if params.pop("no_decision_cache"):
         source = ctx.get_parameter_source("decision_cache_size")
         if source is click.core.ParameterSource.COMMANDLINE and params["decision_cache_size"]:
-            raise click.UsageError("--no-decision-cache and --decision-cache-size exclude each other")
+            raise click.UsageError(
+                "--no-decision-cache and --decision-cache-size exclude each other"
+            )
         params["decision_cache_size"] = 0
     return ServeSettings(store=store, **params)
 

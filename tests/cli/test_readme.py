@@ -98,7 +98,7 @@ def test_the_walkthrough_runs_as_pasted(tmp_path: Path) -> None:
     script = []
     for i, step in enumerate(steps):
         text = step.text.replace("127.0.0.1:9090", f"127.0.0.1:{metrics}")
-        script += [f"echo '@@step {i}'", text, f"echo \"@@rc {i} $?\""]
+        script += [f"echo '@@step {i}'", text, f'echo "@@rc {i} $?"']
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(ROOT / "policies", work / "policies")
