@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from policyd.api.server import PolicydServer, ServerConfig
 from policyd.cli import main
 from policyd.engine import Engine
+from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
 from tests.cli.conftest import POLICY, ROOT, TOKEN
@@ -126,7 +128,7 @@ def test_check_in_process_from_a_store_url_or_a_bare_path(
     store = SqliteStore(str(path))
     engine = Engine(store)
     engine.write_policy(POLICY.read_text())
-    engine.touch([__import__("policyd").parse_relationship("post:1#viewer@account:did:plc:a")])
+    engine.touch([parse_relationship("post:1#viewer@account:did:plc:a")])
     engine.close()
     store.close()
     for store_arg in (str(path), f"sqlite://{path}", f"sqlite:///{path}".replace("////", "///")):
@@ -215,9 +217,10 @@ def test_a_closed_pipe_ends_quietly(remote: str, tmp_path: Path) -> None:
         [sys.executable, "-m", "policyd.cli", "read"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout is not None
+    assert reader.stderr is not None
     assert reader.stdout.readline().startswith(b"space:")
     reader.stdout.close()
     assert reader.wait(60) == 0
@@ -252,7 +255,7 @@ def test_a_backup_restores_into_an_empty_server_in_one_command(
     assert capsys.readouterr().out == POLICY.read_text()
     assert main(["export", *other]) == 0
     assert sorted(capsys.readouterr().out.splitlines()) == sorted(
-        str(__import__("policyd").parse_relationship(r)) for r in relationships
+        str(parse_relationship(r)) for r in relationships
     )
     # again: the relationships exist now; --upsert touches them instead
     assert main(["import", str(backup), *other]) == 2
@@ -336,7 +339,7 @@ def test_watch_follow_resumes_on_a_restarted_server(
         first.stop(grace=0)
         second = _start(SqliteStore(database), address)
         events.append(second)
-        second.engine.touch([__import__("policyd").parse_relationship(
+        second.engine.touch([parse_relationship(
             "space:cats#member@account:did:plc:bob")])  # fmt: skip
 
     restarter = threading.Timer(1.5, restart_and_write)
