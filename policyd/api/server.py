@@ -153,7 +153,8 @@ class PolicydServer:
             self.store, self._reads, limits.watch_poll_seconds, limits.page_size
         )
         permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
-            PermissionServicer(self.engine, limits, self.metrics), self._server
+            PermissionServicer(self.engine, limits, self._feed, self._reads, self.metrics),
+            self._server,
         )
         relationship_service_pb2_grpc.add_RelationshipServiceServicer_to_server(
             RelationshipServicer(
