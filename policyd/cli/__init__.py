@@ -2,8 +2,9 @@
 
 The commands live by concern: ``serve`` (and its workers), ``policy``,
 ``relationships`` (write, read, delete, import, export), ``decisions`` (check,
-batch-check, expand, list-objects, list-subjects), ``watch``, ``authoring``
-(fmt, lint, validate, convert) and ``tools`` (playground, lsp, bench). Shared
+batch-check, expand, list-objects, list-subjects), ``watch`` (watch,
+watch-permission), ``authoring`` (fmt, lint, validate, convert) and ``tools``
+(playground, lsp, bench). Shared
 option groups are in ``options``, file formats in ``formats``, and every error
 reaches the user through ``exits.report`` with the exit codes ``exits`` lists.
 """
@@ -27,7 +28,7 @@ from policyd.cli.policy import policy
 from policyd.cli.relationships import delete, export, import_, read, write
 from policyd.cli.serve import serve
 from policyd.cli.tools import bench, lsp, playground
-from policyd.cli.watch import watch
+from policyd.cli.watch import watch, watch_permission
 from policyd.errors import PolicydError
 
 __all__ = ["cli", "guarded", "main", "relationship_from_json", "relationship_to_json"]
@@ -58,6 +59,7 @@ for command in (
     read,
     delete,
     watch,
+    watch_permission,
     import_,
     export,
     policy,

@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from policyd.cli.exits import EXIT_CONDITIONAL, EXIT_NO, EXIT_OK, CommandError
-from policyd.cli.formats import echo_json, json_object
+from policyd.cli.formats import echo_json, found_subject_line, found_subject_to_json, json_object
 from policyd.cli.options import (
     Connection,
     consistency_options,
@@ -382,31 +382,10 @@ def list_subjects(
             limit=limit,
             cursor=cursor,
         ):
-            item = listed.found
             after = listed.after_cursor or after
             if as_json:
-                echo_json(
-                    {
-                        "subject": str(item.subject),
-                        "permissionship": item.permissionship.value,
-                        "missing_context": list(item.missing),
-                        "excluded": [
-                            {"subject": str(e.subject), "missing_context": list(e.missing)}
-                            for e in item.excluded
-                        ],
-                        "token": listed.token,
-                    }
-                )
-                continue
-            notes = [f"needs {', '.join(item.missing)}"] if item.missing else []
-            if item.excluded:
-                notes.append(
-                    "except "
-                    + ", ".join(
-                        f"{e.subject}" + (f" if {', '.join(e.missing)} say so" if e.missing else "")
-                        for e in item.excluded
-                    )
-                )
-            click.echo(f"{item.subject}" + (f" ({'; '.join(notes)})" if notes else ""))
+                echo_json({**found_subject_to_json(listed.found), "token": listed.token})
+            else:
+                click.echo(found_subject_line(listed.found))
     print_cursor(after, as_json)
     return EXIT_OK

@@ -26,6 +26,7 @@ import yaml
 
 from policyd.cli.exits import CommandError
 from policyd.cli.options import read_text
+from policyd.decisions import FoundSubject
 from policyd.errors import InvalidRelationshipError, InvalidRequestError, PolicydError
 from policyd.relationship import ObjectRef, Relationship, SubjectRef, parse_relationship
 from policyd.timestamps import format_timestamp, parse_timestamp
@@ -260,6 +261,32 @@ def _read_yaml(source: str) -> Any:
     if len(files) != 1:
         raise CommandError(f"{source}: holds {len(files)} YAML documents; a backup holds one")
     return files[0]
+
+
+def found_subject_to_json(found: FoundSubject) -> dict[str, Any]:
+    """A subject's answer (ListSubjects, WatchPermission) as a JSON record."""
+    return {
+        "subject": str(found.subject),
+        "permissionship": found.permissionship.value,
+        "missing_context": list(found.missing),
+        "excluded": [
+            {"subject": str(e.subject), "missing_context": list(e.missing)} for e in found.excluded
+        ],
+    }
+
+
+def found_subject_line(found: FoundSubject) -> str:
+    """A subject's answer as text: the subject, what it needs, whom a wildcard leaves out."""
+    notes = [f"needs {', '.join(found.missing)}"] if found.missing else []
+    if found.excluded:
+        notes.append(
+            "except "
+            + ", ".join(
+                f"{e.subject}" + (f" if {', '.join(e.missing)} say so" if e.missing else "")
+                for e in found.excluded
+            )
+        )
+    return f"{found.subject}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def echo_json(value: Any) -> None:

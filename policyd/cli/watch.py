@@ -1,4 +1,8 @@
-"""Package watch holds ``policyd watch``: print relationship changes, resumably, across restarts."""
+"""Package watch holds the streaming commands: ``watch`` and ``watch-permission``.
+
+``watch`` prints relationship changes, resumably, across restarts;
+``watch-permission`` prints who holds a permission, then each change to that.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,18 @@ import time
 
 import click
 
+from policyd.cli.decisions import parse_resource_permission
 from policyd.cli.exits import EXIT_OK, CommandError
-from policyd.cli.formats import echo_json, relationship_to_json
+from policyd.cli.formats import (
+    echo_json,
+    found_subject_line,
+    found_subject_to_json,
+    relationship_to_json,
+)
 from policyd.cli.options import Connection, json_option, server_options
 from policyd.client import Change, PolicydClient
 from policyd.consistency import Consistency
+from policyd.decisions import Permissionship
 from policyd.errors import NotFoundError, PolicydError, UnavailableError
 
 RECONNECT_BACKOFF = (0.2, 5.0)
@@ -121,3 +132,80 @@ def watch(
             time.sleep(pause)
             pause = min(pause * 2, RECONNECT_BACKOFF[1])
             client.wait_until_ready(connection.wait or RECONNECT_BACKOFF[1])
+
+
+@click.command("watch-permission")
+@click.argument("query", metavar="RESOURCE#PERMISSION")
+@click.argument("subject_type", metavar="SUBJECT_TYPE[#RELATION]")
+@click.option(
+    "--after",
+    metavar="TOKEN",
+    help="resume after this token (a line printed before); default: list the holders first",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="stop (exit 0) after this many seconds",
+)
+@click.option("--count", type=click.IntRange(min=0), default=0, help="stop after this many changes")
+@server_options
+@json_option
+def watch_permission(
+    query: str,
+    subject_type: str,
+    after: str | None,
+    timeout: float | None,
+    count: int,
+    connection: Connection,
+    as_json: bool,
+) -> int:
+    """Print who holds a permission, then each change: '+' holds it, '?' conditionally, '-' no more.
+
+    Each change starts with a line 'TOKEN' (or 'TOKEN reset' when the lines
+    after it restate every holder); resume from it with --after.
+
+    Example: policyd watch-permission 'space:cats#read' account --count 2
+    """
+    if after is not None and not after.strip():
+        raise click.BadParameter("must not be empty", param_hint="--after")
+    resource, permission = parse_resource_permission(query)
+    type_name, _, relation = subject_type.partition("#")
+    signs = {
+        Permissionship.HAS_PERMISSION: "+",
+        Permissionship.CONDITIONAL: "?",
+        Permissionship.NO_PERMISSION: "-",
+    }
+    seen = 0
+    token = after
+    with connection.open() as client:
+        try:
+            for change in client.watch_permission(
+                resource, permission, type_name, relation or None, after=after, timeout=timeout
+            ):
+                token = change.token
+                if as_json:
+                    echo_json(
+                        {
+                            "token": change.token,
+                            "reset": change.reset,
+                            "subjects": [found_subject_to_json(s) for s in change.subjects],
+                        }
+                    )
+                else:
+                    click.echo(change.token + (" reset" if change.reset else ""))
+                    for found in change.subjects:
+                        click.echo(f"{signs[found.permissionship]} {found_subject_line(found)}")
+                sys.stdout.flush()
+                seen += 1
+                if count and seen >= count:
+                    return EXIT_OK
+        except PolicydError as e:
+            if e.code == "deadline-exceeded" and timeout is not None:
+                return EXIT_OK
+            raise
+    where = f" --after {token}" if token else ""
+    raise CommandError(
+        "the server ended the stream (it is stopping)",
+        hint=f"resume with `policyd watch-permission {query} {subject_type}{where}`",
+    )

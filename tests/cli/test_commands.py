@@ -168,6 +168,26 @@ def test_watch_prints_changes(
     ]
 
 
+def test_watch_permission_prints_the_holders_then_changes(
+    server: PolicydServer, remote: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["write", "space:cats#member@account:did:plc:bob"]) == 0
+    capsys.readouterr()
+    query = ["watch-permission", "space:cats#read", "account", "--timeout", "10"]
+    assert main([*query, "--count", "1"]) == 0
+    token, *holders = capsys.readouterr().out.splitlines()
+    assert token.endswith(" reset")
+    assert holders == ["+ account:did:plc:bob"]
+    assert main(["write", "space:cats#banned@account:did:plc:bob"]) == 0
+    capsys.readouterr()
+    assert main([*query, "--after", token.split()[0], "--count", "1", "--json"]) == 0
+    change = json.loads(capsys.readouterr().out)
+    assert change["reset"] is False
+    assert [(s["subject"], s["permissionship"]) for s in change["subjects"]] == [
+        ("account:did:plc:bob", "no_permission")
+    ]
+
+
 def test_policy_validate(remote: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.policy"
     bad.write_text("definition account {\n  relation friend: nobody\n}\n")
