@@ -746,6 +746,15 @@ def _supervise(
     return status
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Follow a firehose or Jetstream into the store (policyd.ingest.command)."""
+    from policyd.api.metrics import serve_metrics
+    from policyd.ingest.command import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run(args, open_store(args.db), serve_metrics)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark harness (policyd.bench.harness) with the remaining arguments."""
     from policyd.bench.harness import main as bench_main
@@ -1047,6 +1056,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             consistency_option(sub)
         server_options(sub)
+
+    from policyd.ingest.command import add_arguments as ingest_arguments
+
+    ingest_arguments(
+        command("ingest", cmd_ingest, "follow a firehose or Jetstream: records → relationships")
+    )
 
     bench = command(
         "bench",

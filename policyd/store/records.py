@@ -45,9 +45,16 @@ class RecordChange:
 
 @dataclass(frozen=True, slots=True)
 class RepoRemoval:
-    """Every record of a repo is gone (its account was deleted): its links go, its rows stay."""
+    """A repo's records are gone: their links go, their rows stay (with their revs).
+
+    With ``rev`` None (the account was deleted) every record goes. With ``rev``
+    (a backfill at that repo revision) only records stored at or below it that
+    ``keep`` lacks go: the repo no longer holds them, and nothing newer said so.
+    """
 
     did: str
+    rev: str | None = None
+    keep: frozenset[str] = frozenset()
 
     @property
     def prefix(self) -> str:
@@ -109,7 +116,12 @@ def plan(changes: Sequence[Change], stored: Mapping[str, RecordState]) -> Record
         if isinstance(change, RepoRemoval):
             prefix = change.prefix
             for uri, state in current.items():
-                if uri.startswith(prefix) and (state.live or state.keys):
+                if (
+                    uri.startswith(prefix)
+                    and (state.live or state.keys)
+                    and (change.rev is None or state.rev <= change.rev)
+                    and uri not in change.keep
+                ):
                     result.keys.update(state.keys)
                     gone = RecordState(state.rev, False)
                     current[uri] = result.records[uri] = gone
