@@ -16,7 +16,7 @@ is retried with exponential backoff and jitter, from the last position
 received. A malformed frame is logged, counted and skipped.
 
 Backfill: each repo named is fetched with ``com.atproto.sync.getRepo`` and
-loaded (``Applier.load_repo``) after the stream is open and before any
+loaded (``Applier.load_repo``) once the stream is open and before any
 stream event is applied, so a commit made while the CAR downloads is queued,
 and stale stream events (at or below the CAR's revision) change nothing.
 """
@@ -124,6 +124,7 @@ class Ingester:
         self.applied_events = 0
         self._collections = sorted(applier.mapping.collections)
         self._socket: ClientConnection | None = None
+        self._connected = asyncio.Event()
         self._decode: Callable[[bytes | str], Event] = self._decoder()
 
     def _decoder(self) -> Callable[[bytes | str], Event]:
@@ -170,6 +171,7 @@ class Ingester:
             try:
                 async with connect(url, max_size=MAX_FRAME_BYTES, open_timeout=10) as socket:
                     self._socket = socket
+                    self._connected.set()
                     log.info("ingest: connected to %s", url)
                     async for message in socket:
                         attempt = 0
@@ -202,7 +204,7 @@ class Ingester:
 
     async def _apply_loop(self, queue: asyncio.Queue[Event | None], stop: asyncio.Event) -> None:
         try:
-            await self._backfill()
+            await self._backfill(stop)
             loop = asyncio.get_running_loop()
             size, seconds = self.settings.batch_size, self.settings.batch_seconds
             done = False
@@ -236,8 +238,14 @@ class Ingester:
             stop.set()
             raise
 
-    async def _backfill(self) -> None:
+    async def _backfill(self, stop: asyncio.Event) -> None:
         if not self.settings.backfill:
+            return
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._connected, stop)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        if stop.is_set():
             return
         host = backfill_host(self.settings)
         timeout = aiohttp.ClientTimeout(total=300)
