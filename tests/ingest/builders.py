@@ -11,7 +11,6 @@ on the layer given by the leading zero bits of its SHA-256, two bits a layer
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +91,9 @@ def _node(items: list[tuple[str, bytes, int]], level: int, blocks: list[bytes]) 
         else:
             left = sub
         raw = key.encode()
-        prefix = sum(1 for _ in itertools.takewhile(lambda p: p[0] == p[1], zip(previous, raw)))
+        prefix = 0
+        while prefix < min(len(previous), len(raw)) and previous[prefix] == raw[prefix]:
+            prefix += 1
         node_entries.append({"p": prefix, "k": raw[prefix:], "v": cid, "t": None})
         previous = raw
     sub = subtree()

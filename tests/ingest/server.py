@@ -50,8 +50,8 @@ class StreamServer:
             raise RuntimeError("stream server did not start")
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}"
-        self.http_url = f"http://127.0.0.1:{port}"
+        self.url: str = f"ws://127.0.0.1:{port}"
+        self.http_url: str = f"http://127.0.0.1:{port}"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
