@@ -66,7 +66,9 @@ def test_account_identity_and_other_frames() -> None:
     assert decode_frame(frame("#info", {"name": "OutdatedCursor"})) == OtherEvent(
         None, "#info", "OutdatedCursor"
     )
-    assert decode_frame(error_frame("FutureCursor", "no")).error
+    assert decode_frame(error_frame("FutureCursor", "no")) == OtherEvent(
+        None, "error", "FutureCursor: no", error=True
+    )
 
 
 MALFORMED = [

@@ -111,7 +111,7 @@ def test_a_malformed_mapping_file_is_refused(
 ) -> None:
     path = tmp_path / "mapping.yaml"
     path.write_text(yaml.safe_dump(document))
-    with pytest.raises(MappingError, match="mapping.yaml") as raised:
+    with pytest.raises(MappingError, match=r"mapping\.yaml") as raised:
         load_mapping(path)
     assert message in str(raised.value)
 
