@@ -108,8 +108,10 @@ def _text(repo: str, collection: str, subject: str) -> str:
 
 def start(url: str, db: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "policyd.cli", "ingest", url, "--db", f"sqlite:///{db}"]
-        + ["--batch-size", "40", "--batch-seconds", "0.01", "--metrics-listen", "off"],
+        [
+            *(sys.executable, "-m", "policyd.cli", "ingest", url, "--db", f"sqlite:///{db}"),
+            *("--batch-size", "40", "--batch-seconds", "0.01", "--metrics-listen", "off"),
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
