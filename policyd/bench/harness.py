@@ -276,6 +276,13 @@ def grpc_rows(
         )
 
 
+def ingest_rows(events: int, seed: int) -> list[dict[str, object]]:
+    """``policyd ingest`` from a loopback firehose: events applied per second (isolated)."""
+    from policyd.bench.ingest import measure_ingest
+
+    return measure_ingest(events, seed)
+
+
 def xrpc_rows(seconds: float) -> dict[str, list[dict[str, object]]]:
     """The checkUserAccess load table and signature costs (in an isolated process)."""
     from policyd.bench.xrpc_load import measure_xrpc, verify_costs
@@ -311,8 +318,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sections",
-        default="inprocess,spicedb,python,grpc,xrpc",
-        help="comma-separated: inprocess, spicedb, python, grpc, xrpc",
+        default="inprocess,spicedb,python,grpc,xrpc,ingest",
+        help="comma-separated: inprocess, spicedb, python, grpc, xrpc, ingest",
+    )
+    p.add_argument(
+        "--ingest-events",
+        type=int,
+        default=20_000,
+        help="firehose frames replayed per ingest workload (default 20000)",
     )
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument(
@@ -439,6 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(table(measured["verify"]))
             print(table(measured["load"]), flush=True)
+
+    if "ingest" in sections:
+        rows = isolated(ingest_rows, (args.ingest_events, args.seed), args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"workload": "all", **rows}]
+        results["ingest"] = rows
+        print("\n== policyd ingest: a loopback firehose into SQLite (synchronous FULL)")
+        print(table(rows), flush=True)
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the name the stream position is stored under (default: the URL without query)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=2000, help="most events per transaction (default 2000)"
+        "--batch-size", type=int, default=5000, help="most events per transaction (default 5000)"
     )
     parser.add_argument(
         "--batch-seconds",

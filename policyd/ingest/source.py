@@ -61,7 +61,7 @@ class StreamSettings:
 
     url: str
     jetstream: bool = False
-    batch_size: int = 2000
+    batch_size: int = 5000
     batch_seconds: float = 0.25
     backoff_initial: float = 0.25
     backoff_max: float = 30.0

@@ -90,6 +90,8 @@ class RecordPlan:
     """The new state of each record the batch changed (links replaced wholesale)."""
     keys: set[RelationshipKey]
     """Relationship keys whose links changed: live afterwards exactly when a link names them."""
+    linked: set[RelationshipKey]
+    """Those of ``keys`` a record of this batch links at its end: live without asking."""
     relationships: dict[RelationshipKey, Relationship]
     """The relationship to write for each newly linked key."""
     applied: int = 0
@@ -111,7 +113,7 @@ def plan(changes: Sequence[Change], stored: Mapping[str, RecordState]) -> Record
     ``RepoRemoval`` every record under its prefix.
     """
     current: dict[str, RecordState] = dict(stored)
-    result = RecordPlan({}, set(), {})
+    result = RecordPlan({}, set(), set(), {})
     for change in changes:
         if isinstance(change, RepoRemoval):
             prefix = change.prefix
@@ -139,6 +141,8 @@ def plan(changes: Sequence[Change], stored: Mapping[str, RecordState]) -> Record
         after = RecordState(change.rev, not change.deleted, keys)
         current[change.uri] = result.records[change.uri] = after
         result.applied += 1
+    for state in result.records.values():
+        result.linked.update(state.keys)
     return result
 
 

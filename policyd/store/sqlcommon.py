@@ -445,7 +445,7 @@ class SqlStore(ABC):
                 )
             updates = []
             for key in sorted(planned.keys):
-                linked = self._exec(
+                linked = key in planned.linked or self._exec(
                     cur, f"SELECT EXISTS (SELECT 1 FROM ingest_links WHERE {KEY_MATCH})", key
                 ).fetchone()[0]
                 rel = planned.relationships.get(key) or Relationship.from_key(key)

@@ -16,8 +16,7 @@ from policyd.ingest.frames import (
     decode_jetstream,
     decode_repo,
 )
-
-from .builders import (
+from policyd.ingest.testing.encode import (
     FOLLOW,
     POST,
     Op,

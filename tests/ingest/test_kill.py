@@ -19,11 +19,11 @@ import pytest
 
 from policyd import Engine
 from policyd.ingest.source import source_name
+from policyd.ingest.testing.encode import BLOCK, FOLLOW, POST, Op, Timeline, block, follow, post
+from policyd.ingest.testing.server import StreamScript, StreamServer
 from policyd.store.sqlite import SqliteStore
 
-from .builders import BLOCK, FOLLOW, POST, Op, Timeline, block, follow, post
 from .conftest import POLICY, ROOT, WAIT_SECONDS, relationships
-from .server import StreamScript, StreamServer
 
 pytestmark = pytest.mark.slow
 

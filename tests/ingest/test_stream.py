@@ -7,9 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from policyd import Engine, parse_object, parse_subject
-from policyd.store.base import Store
-
-from .builders import (
+from policyd.ingest.testing.encode import (
     BLOCK,
     FOLLOW,
     LISTITEM,
@@ -27,8 +25,10 @@ from .builders import (
     repo_car,
     tid,
 )
+from policyd.ingest.testing.server import StreamScript, StreamServer
+from policyd.store.base import Store
+
 from .conftest import RunIngester, at_position, relationships
-from .server import StreamScript, StreamServer
 
 ALICE, BOB, CAROL, DAVE = (f"did:plc:{n}" for n in ("alice", "bob", "carol", "dave"))
 LIST = f"at://{ALICE}/app.bsky.graph.list/friends"

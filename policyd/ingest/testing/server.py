@@ -1,4 +1,4 @@
-"""A loopback stream server: replays scripted frames over a real WebSocket, serves getRepo.
+"""Package ingest.testing.server replays scripted frames over a real WebSocket; serves getRepo.
 
 It runs its own event loop in a daemon thread, so an ingester under test can
 run in the test's thread or in another process. A client's ``cursor`` query

@@ -1,4 +1,4 @@
-"""Firehose frames, Jetstream messages and repo CARs built with real encoders (libipld).
+"""Package ingest.testing.encode builds firehose frames, Jetstream messages and repo CARs (libipld).
 
 Records, commits and Merkle Search Tree nodes are DAG-CBOR blocks addressed by
 CIDv1 (dag-cbor, sha-256); CARs are v1 (a varint-framed header, then
@@ -135,18 +135,22 @@ class Op:
 
 
 def follow(subject: str) -> dict[str, Any]:
+    """An app.bsky.graph.follow record."""
     return {"$type": FOLLOW, "subject": subject, "createdAt": TIME}
 
 
 def block(subject: str) -> dict[str, Any]:
+    """An app.bsky.graph.block record."""
     return {"$type": BLOCK, "subject": subject, "createdAt": TIME}
 
 
 def listitem(list_uri: str, subject: str) -> dict[str, Any]:
+    """An app.bsky.graph.listitem record."""
     return {"$type": LISTITEM, "list": list_uri, "subject": subject, "createdAt": TIME}
 
 
 def post(text: str) -> dict[str, Any]:
+    """An app.bsky.feed.post record (no mapping reads it)."""
     return {"$type": POST, "text": text, "createdAt": TIME}
 
 
@@ -187,6 +191,7 @@ def commit_frame(
 
 
 def account_frame(seq: int, did: str, active: bool, status: str | None = None) -> bytes:
+    """An ``#account`` frame."""
     body: dict[str, Any] = {"seq": seq, "did": did, "time": TIME, "active": active}
     if status is not None:
         body["status"] = status
@@ -194,6 +199,7 @@ def account_frame(seq: int, did: str, active: bool, status: str | None = None) -
 
 
 def identity_frame(seq: int, did: str, handle: str) -> bytes:
+    """An ``#identity`` frame."""
     return frame("#identity", {"seq": seq, "did": did, "time": TIME, "handle": handle})
 
 
@@ -228,6 +234,7 @@ def jetstream_commit(
 
 
 def jetstream_account(time_us: int, did: str, active: bool, status: str | None = None) -> str:
+    """A Jetstream account message."""
     account: dict[str, Any] = {"active": active, "did": did, "seq": 1, "time": TIME}
     if status is not None:
         account["status"] = status
@@ -246,16 +253,19 @@ class Timeline:
     frames: list[tuple[int, bytes]] = field(default_factory=list)
 
     def commit(self, repo: str, *ops: Op) -> int:
+        """Append a commit of ``ops`` to ``repo``; returns its seq."""
         seq = len(self.frames) + 1
         self.frames.append((seq, commit_frame(seq, repo, tid(seq), ops)))
         return seq
 
     def account(self, did: str, active: bool, status: str | None = None) -> int:
+        """Append an ``#account`` event; returns its seq."""
         seq = len(self.frames) + 1
         self.frames.append((seq, account_frame(seq, did, active, status)))
         return seq
 
     def identity(self, did: str, handle: str) -> int:
+        """Append an ``#identity`` event; returns its seq."""
         seq = len(self.frames) + 1
         self.frames.append((seq, identity_frame(seq, did, handle)))
         return seq
