@@ -445,9 +445,12 @@ class SqlStore(ABC):
                 )
             updates = []
             for key in sorted(planned.keys):
-                linked = key in planned.linked or self._exec(
-                    cur, f"SELECT EXISTS (SELECT 1 FROM ingest_links WHERE {KEY_MATCH})", key
-                ).fetchone()[0]
+                linked = (
+                    key in planned.linked
+                    or self._exec(
+                        cur, f"SELECT EXISTS (SELECT 1 FROM ingest_links WHERE {KEY_MATCH})", key
+                    ).fetchone()[0]
+                )
                 rel = planned.relationships.get(key) or Relationship.from_key(key)
                 op = Operation.TOUCH if linked else Operation.DELETE
                 updates.append(RelationshipUpdate(op, rel))

@@ -58,7 +58,12 @@ class StreamServer:
 
         async def start() -> None:
             self._server = await serve(
-                self._handle, "127.0.0.1", 0, process_request=self._http, max_size=None
+                self._handle,
+                "127.0.0.1",
+                0,
+                process_request=self._http,
+                max_size=None,
+                compression=None,
             )
             self._ready.set()
 
