@@ -15,7 +15,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from policyd import Engine, parse_object, parse_subject
 from policyd.filters import RelationshipFilter
 from policyd.ingest.source import source_name
 from policyd.store.sqlite import SqliteStore
+from tests.ingest.process import start_ingest
 
 pytestmark = pytest.mark.slow
 
@@ -137,20 +137,8 @@ def test_ingest_follows_a_real_pds(network: Network, tmp_path: Path) -> None:
     network("delete", **{"as": erin}, collection=FOLLOW, rkey=gone["rkey"])
 
     firehose = network.ready["firehose"]
-    ingester = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "policyd.cli", "ingest", firehose, "--db", f"sqlite:///{db}"),
-            *("--backfill", bob, "--backfill", erin, "--metrics-listen", "off"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    ingester = start_ingest(firehose, db, "--backfill", bob, "--backfill", erin)
     try:
-        assert ingester.stdout is not None
-        assert ingester.stdout.readline().startswith("policyd ingest:")
         wait_for(
             lambda: f"account:{alice}#follower@account:{bob}" in relationships(), "the backfill"
         )

@@ -7,11 +7,8 @@ last run to the end of the stream, exactly what all of them lead to.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,12 +20,14 @@ from policyd.ingest.testing.encode import BLOCK, FOLLOW, POST, Op, Timeline, blo
 from policyd.ingest.testing.server import StreamScript, StreamServer
 from policyd.store.sqlite import SqliteStore
 
-from .conftest import POLICY, ROOT, WAIT_SECONDS, relationships
+from .conftest import POLICY, WAIT_SECONDS, relationships
+from .process import start_ingest
 
 pytestmark = pytest.mark.slow
 
 EVENTS = 6000
 KILLS = 5
+FAST = ("--batch-size", "40", "--batch-seconds", "0.01")
 
 
 class Truth:
@@ -106,24 +105,6 @@ def _text(repo: str, collection: str, subject: str) -> str:
     return f"account:{repo}#blocked@account:{subject}"
 
 
-def start(url: str, db: Path) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "policyd.cli", "ingest", url, "--db", f"sqlite:///{db}"),
-            *("--batch-size", "40", "--batch-seconds", "0.01", "--metrics-listen", "off"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("policyd ingest:"), line
-    return process
-
-
 def test_sigkill_at_random_moments_never_loses_or_repeats(tmp_path: Path) -> None:
     timeline, truth = script(seed=14)
     db = tmp_path / "kill.db"
@@ -135,14 +116,14 @@ def test_sigkill_at_random_moments_never_loses_or_repeats(tmp_path: Path) -> Non
     positions = []
     try:
         for _ in range(KILLS):
-            process = start(server.url, db)
+            process = start_ingest(server.url, db, *FAST)
             time.sleep(rng.uniform(0.05, 0.8))  # a random moment to kill at, not a wait
             process.send_signal(signal.SIGKILL)
             process.wait(WAIT_SECONDS)
             position = store.ingest_position(name) or 0
             positions.append(position)
             assert relationships(store) == truth.at(position), f"after a kill at {position}"
-        process = start(server.url, db)
+        process = start_ingest(server.url, db, *FAST)
         deadline = time.monotonic() + WAIT_SECONDS * 4
         while (store.ingest_position(name) or 0) < EVENTS and time.monotonic() < deadline:
             if process.poll() is not None:
