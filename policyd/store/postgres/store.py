@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -139,6 +139,12 @@ class PostgresStore(SqlStore):
         if empty:
             for ddl in SECONDARY_INDEXES.values():
                 cur.execute(ddl.encode())
+
+    def _many(self, cur: SqlCursor, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not isinstance(cur, psycopg.Connection):
+            raise TypeError("PostgresStore writes on psycopg connections")
+        with cur.cursor() as c:
+            c.executemany(text.encode(), rows)
 
     def drop(self) -> None:
         """Drop this store's PostgreSQL schema and everything in it (tests use it to clean up)."""
