@@ -18,6 +18,7 @@ from policyd.errors import (
     AlreadyExistsError,
     InvalidRequestError,
     PolicyChangeRefusedError,
+    PolicydError,
     PreconditionFailedError,
     RevisionUnavailableError,
 )
@@ -35,6 +36,8 @@ from policyd.store.base import (
     Cursor,
     ExportRow,
     GcResult,
+    GroupRequest,
+    Outcome,
     Precondition,
     PreconditionKind,
     ReadPage,
@@ -43,6 +46,7 @@ from policyd.store.base import (
     RevisionHold,
     SnapshotReader,
     StoredPolicy,
+    apply_request,
     check_limit,
     check_preconditions,
     check_read,
@@ -235,6 +239,21 @@ class MemoryStore:
             for rel in batch:
                 self._apply(RelationshipUpdate(Operation.CREATE, rel), revision, now)
             return revision
+
+    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply each request in turn under one hold of the lock (see Writer.write_group).
+
+        Every single write here checks before it changes anything, so a failed
+        request leaves nothing behind; there is no disk to share a commit on.
+        """
+        outcomes: list[Outcome] = []
+        with self._lock:
+            for request in requests:
+                try:
+                    outcomes.append(apply_request(self, request))
+                except PolicydError as e:
+                    outcomes.append(e)
+        return outcomes
 
     # ---- reads ---------------------------------------------------------------------------------
 
