@@ -29,14 +29,17 @@ from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
 from policyd.errors import InvalidRequestError
 from policyd.relationship import Relationship
-from policyd.store.base import Cursor, Store
+from policyd.store.base import Cursor, DeleteRequest, Store, WriteRequest
+from policyd.store.group_commit import GroupWriter
 
 
 class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServicer):
     """Write, Delete, Read, Watch, Import and Export over one Engine and its Store.
 
-    Writes and store reads run in threads (``writes`` and ``reads``), never on
-    the event loop; Watch streams share one ``ChangeFeed``.
+    Writes and deletes queue to the server's writer (store.group_commit), which
+    commits concurrent ones together; imports and store reads run in threads
+    (``writes`` and ``reads``), never on the event loop; Watch streams share
+    one ``ChangeFeed``.
     """
 
     def __init__(
@@ -45,10 +48,12 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
         store: Store,
         limits: Limits,
         feed: ChangeFeed,
+        writer: GroupWriter,
         writes: Threads,
         reads: Threads,
     ) -> None:
         self._engine = engine
+        self._writer = writer
         self._store = store
         self._tokens = engine.tokens
         self._limits = limits
@@ -71,7 +76,9 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
             precondition_from_proto(p, f"preconditions[{i}]")
             for i, p in enumerate(request.preconditions)
         ]
-        token = await self._writes.run(self._engine.write, updates, preconditions)
+        revision = await self._writer.apply(WriteRequest(tuple(updates), tuple(preconditions)))
+        assert isinstance(revision, int)
+        token = self._engine.written(revision)
         self._feed.poke()
         return pb.WriteRelationshipsResponse(consistency_token=token_to_proto(token))
 
@@ -84,9 +91,12 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
             raise InvalidRequestError(
                 "a delete needs a filter with at least one field", field="filter"
             )
-        token, count = await self._writes.run(
-            self._engine.delete, relationship_filter, limit_from_proto(request.limit)
+        outcome = await self._writer.apply(
+            DeleteRequest(relationship_filter, limit_from_proto(request.limit))
         )
+        assert isinstance(outcome, tuple)
+        revision, count = outcome
+        token = self._engine.written(revision)
         self._feed.poke()
         return pb.DeleteRelationshipsResponse(
             consistency_token=token_to_proto(token), deleted_count=count

@@ -262,7 +262,13 @@ class Engine:
         self, updates: Sequence[RelationshipUpdate], preconditions: Sequence[Precondition] = ()
     ) -> str:
         """Apply a batch atomically; returns the consistency token of the new revision."""
-        revision = self.store.write(updates, preconditions)
+        return self.written(self.store.write(updates, preconditions))
+
+    def written(self, revision: Revision) -> str:
+        """A write reached the store at ``revision`` (here or through the server's writer).
+
+        Later requests through this engine see it; returns its consistency token.
+        """
         self._revisions.wrote(revision)
         return self.tokens.token(revision)
 
@@ -283,8 +289,7 @@ class Engine:
     ) -> tuple[str, int]:
         """Delete relationships matching a filter; returns the token and how many went."""
         revision, count = self.store.delete(relationship_filter, limit)
-        self._revisions.wrote(revision)
-        return self.tokens.token(revision), count
+        return self.written(revision), count
 
     # ---- decisions -------------------------------------------------------------------------
 

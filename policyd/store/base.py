@@ -561,6 +561,13 @@ class Store(Writer, ChangeLog, Retention, Protocol):
         """A reader at ``revision``; ``None`` reads the head once, here, and stays at it."""
         ...
 
+    def opener(self) -> Callable[[], Store] | None:
+        """How another process opens this same store, or ``None`` when none can (memory).
+
+        The callable pickles, so a server can hand it to its writer process.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...

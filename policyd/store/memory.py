@@ -369,6 +369,10 @@ class MemoryStore:
             self._revision_times = {r: t for r, t in self._revision_times.items() if r >= point}
             return GcResult(removed, point)
 
+    def opener(self) -> None:
+        """None: no other process can see this store."""
+        return None
+
     def close(self) -> None:
         """Mark the store closed."""
         self._closed = True

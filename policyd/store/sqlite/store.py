@@ -9,11 +9,12 @@ connection guarded by a lock (a second connection would see another database).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ class SqliteStore(SqlStore):
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise InvalidRequestError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
         self._path = str(path)
+        self._settings: dict[str, Any] = {
+            "clock": clock,
+            "synchronous": synchronous,
+            "busy_timeout": busy_timeout,
+            "cache_size_kib": cache_size_kib,
+        }
         self._memory = self._path == ":memory:"
         self._cache_size_kib = int(cache_size_kib)
         self._pragmas = (
@@ -177,6 +184,12 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as e:
             raise StoreError(f"SQLite read failed: {e}") from e
         return row
+
+    def opener(self) -> Callable[[], SqliteStore] | None:
+        """Opens this file again with the same settings; None for ``:memory:``."""
+        if self._memory:
+            return None
+        return functools.partial(SqliteStore, self._path, **self._settings)
 
     def close(self) -> None:
         """Close every connection this store opened, in any thread."""
