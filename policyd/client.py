@@ -72,6 +72,7 @@ from policyd.errors import (
     Severity,
     SourceSpan,
     StoreError,
+    StoreUnwritableError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -94,6 +95,7 @@ _ERRORS: dict[str, type[PolicydError]] = {
         ResourceExhaustedError,
         CaveatError,
         StoreError,
+        StoreUnwritableError,
         InternalError,
         UnauthenticatedError,
         UnavailableError,

@@ -214,6 +214,15 @@ class StoreError(PolicydError):
     code = "store-error"
 
 
+class StoreUnwritableError(StoreError):
+    """A write the store cannot take now (its disk is full, it is read-only); reads still work.
+
+    Writes resume by themselves once the store can take them again.
+    """
+
+    code = "store-unwritable"
+
+
 class InternalError(PolicydError):
     """A broken invariant: a bug in policyd, never the caller's fault."""
 

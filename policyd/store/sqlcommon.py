@@ -34,6 +34,7 @@ SQL here is written with ``?`` placeholders; a backend's ``_sql`` rewrites them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -51,6 +52,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
     StoreError,
+    StoreUnwritableError,
 )
 from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
@@ -607,6 +609,27 @@ class SqlStore(ABC):
 
         return RevisionHold(revision, release, renew)
 
+    @contextlib.contextmanager
+    def _export_hold(self, revision: Revision) -> Iterator[None]:
+        """Hold ``revision`` while an export pages through it, when the store can take writes.
+
+        A store that cannot take writes (a full disk) cannot collect garbage
+        either, and every page checks its revision against the oldest kept, so
+        an export there goes on without the hold rather than fail the start-up
+        that loads the index: at worst a collection that started meanwhile ends
+        it with RevisionUnavailableError, never with a partial answer.
+        """
+        try:
+            hold = self.hold(revision)
+        except StoreUnwritableError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(StoreUnwritableError):  # the lease lapses by itself
+                hold.release()
+
     def _lock_state_sql(self) -> str:
         """Read head and oldest, locking out GC until commit (PostgreSQL adds FOR UPDATE)."""
         return "SELECT head, oldest FROM store_state"
@@ -732,7 +755,7 @@ class SqlSnapshot:
             f"(?, ?, ?, ?, ?, ?) ORDER BY {KEY} LIMIT ?"
         )
         after: tuple[str, ...] = ("", "", "", "", "", "")
-        with store.hold(at):
+        with store._export_hold(at):
             while True:
                 rows = store._select_at(data, (at, at, store._now(), *after, page_size), at)
                 for row in rows:
@@ -743,7 +766,7 @@ class SqlSnapshot:
 
     def export_relationships(self) -> Iterator[Relationship]:
         """Every live relationship in key order, paged under a hold."""
-        with self._store.hold(self.revision):
+        with self._store._export_hold(self.revision):
             cursor: Cursor | None = None
             everything = RelationshipFilter()
             while True:
