@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -107,3 +108,22 @@ def test_opening_an_up_to_date_store_takes_no_write_lock(tmp_path: Path) -> None
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+@pytest.mark.postgres
+def test_an_up_to_date_postgres_store_opens_in_a_read_only_session(pg_dsn: str) -> None:
+    from policyd.store.postgres import PostgresStore
+
+    schema_name = f"ro_{uuid.uuid4().hex[:12]}"
+    writable = PostgresStore(pg_dsn, schema_name=schema_name)
+    writable.write_policy(POLICY_TEXT, base_schema())
+    writable.write(touch("document:1#viewer@user:a"))
+    sep = "&" if "?" in pg_dsn else "?"
+    read_only_dsn = f"{pg_dsn}{sep}options=-c%20default_transaction_read_only%3Don"
+    try:
+        store = PostgresStore(read_only_dsn, schema_name=schema_name)
+        assert everything(store) == ["document:1#viewer@user:a"]
+        store.close()
+    finally:
+        writable.drop()
+        writable.close()
