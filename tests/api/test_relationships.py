@@ -17,15 +17,16 @@ from prometheus_client import CollectorRegistry
 
 from policyd.api.relationships import SMALL_IMPORT
 from policyd.api.server import PolicydServer, ServerConfig
-from policyd.client import Filter, PolicydClient
+from policyd.client import PolicydClient
 from policyd.consistency import Consistency
 from policyd.engine import Engine
 from policyd.errors import AlreadyExistsError, InvalidRelationshipError, PolicydError
+from policyd.filters import RelationshipFilter
 from policyd.relationship import Operation, Relationship, RelationshipUpdate, parse_relationship
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
-from tests.api.conftest import POLICY
+from tests.api.sample import POLICY
 
 BIG = 3 * SMALL_IMPORT + 7
 
@@ -50,7 +51,7 @@ def members(n: int, prefix: str = "m") -> list[Relationship]:
 
 def count(client: PolicydClient, token: str) -> int:
     fresh = Consistency.at_least_as_fresh(token)
-    return sum(1 for _ in client.read(Filter(resource_id="big"), consistency=fresh))
+    return sum(1 for _ in client.read(RelationshipFilter(resource_id="big"), consistency=fresh))
 
 
 def test_concurrent_writes_each_commit_or_fail_alone(client: PolicydClient) -> None:
