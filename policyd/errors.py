@@ -75,6 +75,20 @@ class PolicydError(Exception):
         where = f"{self.span}: " if self.span is not None else ""
         return f"{where}{self.message}"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross processes (a server's writer process answers with them), and
+        # subclasses take other constructor arguments than ``args``: rebuild from state.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[PolicydError], args: tuple[object, ...], state: dict[str, object]
+) -> PolicydError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class PolicySyntaxError(PolicydError, ValueError):
     """A policy text that does not parse; ``span`` points at the offending token."""
@@ -214,6 +228,15 @@ class StoreError(PolicydError):
     """A storage backend failure that is not the caller's fault."""
 
     code = "store-error"
+
+
+class StoreUnwritableError(StoreError):
+    """A write the store cannot take now (its disk is full, it is read-only); reads still work.
+
+    Writes resume by themselves once the store can take them again.
+    """
+
+    code = "store-unwritable"
 
 
 class InternalError(PolicydError):

@@ -40,6 +40,7 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "store-error": grpc.StatusCode.UNAVAILABLE,
+    "store-unwritable": grpc.StatusCode.UNAVAILABLE,
     "deadline-exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
     "cancelled": grpc.StatusCode.CANCELLED,
     "snapshot-moved": grpc.StatusCode.ABORTED,
@@ -75,7 +76,11 @@ class RichStatusError(PolicydError):
 
 
 # Codes whose message may carry internals (a DSN, a driver message): sent as a fixed text.
-_PRIVATE_MESSAGES = {"store-error": STORE_MESSAGE}
+_PRIVATE_MESSAGES = {
+    "store-error": STORE_MESSAGE,
+    "store-unwritable": "the store cannot take writes now (its disk is full or it is read-only); "
+    "reads still work; retry",
+}
 
 
 def status_for(error: PolicydError) -> grpc.StatusCode:

@@ -49,8 +49,9 @@ from policyd.api.relationships import RelationshipServicer
 from policyd.api.scheduling import Threads
 from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
-from policyd.errors import InvalidRequestError, PolicydError
+from policyd.errors import InvalidRequestError, PolicydError, StoreError
 from policyd.store.base import DEFAULT_GC_WINDOW, Store
+from policyd.store.group_commit import writer_for
 
 T = TypeVar("T")
 
@@ -152,13 +153,24 @@ class PolicydServer:
         self._feed = ChangeFeed(
             self.store, self._reads, limits.watch_poll_seconds, limits.page_size
         )
+        self._writer = writer_for(self.store)
+        try:
+            await self._writer.start()
+        except StoreError as e:  # serve reads anyway; writes retry starting it
+            LOG.warning("the writer could not open the store (writes will retry): %s", e)
         permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
             PermissionServicer(self.engine, limits, self._feed, self._reads, self.metrics),
             self._server,
         )
         relationship_service_pb2_grpc.add_RelationshipServiceServicer_to_server(
             RelationshipServicer(
-                self.engine, self.store, limits, self._feed, self._writes, self._reads
+                self.engine,
+                self.store,
+                limits,
+                self._feed,
+                self._writer,
+                self._writes,
+                self._reads,
             ),
             self._server,
         )
@@ -287,6 +299,7 @@ class PolicydServer:
             task.cancel()
         await self._feed.close()
         await self._server.stop(grace)
+        await self._writer.close()
         self.engine.close()
 
     def _close_loop(self) -> None:

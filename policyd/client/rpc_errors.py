@@ -28,6 +28,7 @@ from policyd.errors import (
     SnapshotMovedError,
     SourceSpan,
     StoreError,
+    StoreUnwritableError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -48,6 +49,7 @@ _ERRORS: dict[str, type[PolicydError]] = {
         SnapshotMovedError,
         CaveatError,
         StoreError,
+        StoreUnwritableError,
         InternalError,
         UnauthenticatedError,
         UnavailableError,

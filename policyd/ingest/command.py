@@ -75,20 +75,25 @@ def run(
     if serve_metrics is not None and args.metrics_listen != "off":
         serve_metrics(registry, args.metrics_listen)
     position = applier.position
-    print(
+    started = (
         f"policyd ingest: {name} from position {position if position is not None else 'live'}, "
-        f"collections {', '.join(sorted(mapping.collections))}",
-        flush=True,
+        f"collections {', '.join(sorted(mapping.collections))}"
     )
     ingester = Ingester(applier, settings, metrics)
-    asyncio.run(_until_signalled(ingester))
+    asyncio.run(_until_signalled(ingester, started))
     print(f"policyd ingest: stopped at position {applier.position}", flush=True)
     return 0
 
 
-async def _until_signalled(ingester: Ingester) -> None:
+async def _until_signalled(ingester: Ingester, started: str) -> None:
+    """Run until SIGTERM or SIGINT; ``started`` is printed once they are handled.
+
+    So the start line tells a supervisor (or a test) that a SIGTERM from then
+    on stops the ingester cleanly, never kills it mid-batch or goes unheard.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    print(started, flush=True)
     await ingester.run(stop)

@@ -176,6 +176,8 @@ class Ingester:
                     url, max_size=MAX_FRAME_BYTES, open_timeout=10, compression=COMPRESSION
                 ) as socket:
                     self._socket = socket
+                    if stop.is_set():  # stopped while connecting: _close_on found no socket
+                        return
                     self._connected.set()
                     log.info("ingest: connected to %s", url)
                     async for message in socket:

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
 
-from policyd.errors import InvalidRequestError
+from policyd.errors import InvalidRequestError, PolicydError
 from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import (
     Relationship,
@@ -114,6 +114,44 @@ class ChangeEvent:
     revision: Revision
     kind: ChangeKind
     relationship: Relationship | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """``Writer.write`` as a value, for ``Writer.write_group``; its outcome is a Revision."""
+
+    updates: tuple[RelationshipUpdate, ...]
+    preconditions: tuple[Precondition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """``Writer.delete`` as a value; its outcome is ``(revision, deleted count)``."""
+
+    filter: RelationshipFilter
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """``Writer.write_policy`` as a value; its outcome is a Revision."""
+
+    text: str
+    schema: Schema
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRequest:
+    """``Writer.import_relationships`` of a small batch as a value; its outcome is a Revision."""
+
+    relationships: tuple[Relationship, ...]
+
+
+GroupRequest: TypeAlias = WriteRequest | DeleteRequest | PolicyRequest | ImportRequest
+"""One request of a group commit (``Writer.write_group``)."""
+
+Outcome: TypeAlias = Revision | tuple[Revision, int] | PolicydError
+"""What one request of a group came to: its method's return value, or the error it raised."""
 
 
 class StoredPolicy(NamedTuple):
@@ -343,6 +381,22 @@ class Writer(Protocol):
         """
         ...
 
+    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply several requests in one transaction with one commit (group commit).
+
+        Each request is applied in order, all or nothing, exactly as its own
+        method would apply it, and yields its own revision (so revisions stay
+        one per request, in commit order, and the change log and Watch show
+        each request as its own revision). A request that fails changes
+        nothing and gets its error in its place in the result; the others
+        still commit. Nothing is visible to readers, and nothing is durable,
+        until the whole group commits.
+
+        Raises:
+            StoreError: the store itself failed; nothing of the group was written.
+        """
+        ...
+
 
 class ChangeLog(Protocol):
     """The head revision and what each revision changed, for followers (the index, Watch).
@@ -445,6 +499,13 @@ class Store(Writer, ChangeLog, Retention, RecordSink, Protocol):
         """A reader at ``revision``; ``None`` reads the head once, here, and stays at it."""
         ...
 
+    def opener(self) -> Callable[[], Store] | None:
+        """How another process opens this same store, or ``None`` when none can (memory).
+
+        The callable pickles, so a server can hand it to its writer process.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
@@ -503,3 +564,18 @@ def check_read(
         raise InvalidRequestError(
             f"cursor is for revision {cursor.revision}, not {revision}", field="cursor"
         )
+
+
+def apply_request(writer: Writer, request: GroupRequest) -> Revision | tuple[Revision, int]:
+    """Apply one group request through ``writer``'s own method (what ``write_group`` means)."""
+    match request:
+        case WriteRequest():
+            return writer.write(request.updates, request.preconditions)
+        case DeleteRequest():
+            return writer.delete(request.filter, request.limit)
+        case PolicyRequest():
+            return writer.write_policy(request.text, request.schema)
+        case ImportRequest():
+            return writer.import_relationships(request.relationships)
+        case _:
+            assert_never(request)

@@ -18,6 +18,7 @@ from policyd.errors import (
     AlreadyExistsError,
     InvalidRequestError,
     PolicyChangeRefusedError,
+    PolicydError,
     PreconditionFailedError,
     RevisionUnavailableError,
 )
@@ -37,11 +38,14 @@ from policyd.store.base import (
     Cursor,
     ExportRow,
     GcResult,
+    GroupRequest,
+    Outcome,
     ReadPage,
     Revision,
     RevisionHold,
     SnapshotReader,
     StoredPolicy,
+    apply_request,
     check_limit,
     check_preconditions,
     check_read,
@@ -276,6 +280,21 @@ class MemoryStore:
         with self._lock:
             return self._positions.get(source)
 
+    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply each request in turn under one hold of the lock (see Writer.write_group).
+
+        Every single write here checks before it changes anything, so a failed
+        request leaves nothing behind; there is no disk to share a commit on.
+        """
+        outcomes: list[Outcome] = []
+        with self._lock:
+            for request in requests:
+                try:
+                    outcomes.append(apply_request(self, request))
+                except PolicydError as e:
+                    outcomes.append(e)
+        return outcomes
+
     # ---- reads ---------------------------------------------------------------------------------
 
     def snapshot(self, revision: Revision | None = None) -> SnapshotReader:
@@ -398,6 +417,10 @@ class MemoryStore:
             self._oldest = point
             self._revision_times = {r: t for r, t in self._revision_times.items() if r >= point}
             return GcResult(removed, point)
+
+    def opener(self) -> None:
+        """None: no other process can see this store."""
+        return None
 
     def close(self) -> None:
         """Mark the store closed."""

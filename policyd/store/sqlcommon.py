@@ -37,6 +37,7 @@ SQL here is written with ``?`` placeholders; a backend's ``_sql`` rewrites them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -44,14 +45,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from policyd.errors import (
     AlreadyExistsError,
     InvalidRequestError,
     PolicyChangeRefusedError,
+    PolicydError,
     PreconditionFailedError,
     RevisionUnavailableError,
+    StoreError,
+    StoreUnwritableError,
 )
 from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
 from policyd.relationship import (
@@ -74,13 +78,19 @@ from policyd.store.base import (
     ChangeKind,
     Clock,
     Cursor,
+    DeleteRequest,
     ExportRow,
     GcResult,
+    GroupRequest,
+    ImportRequest,
+    Outcome,
+    PolicyRequest,
     ReadPage,
     Revision,
     RevisionHold,
     SnapshotReader,
     StoredPolicy,
+    WriteRequest,
     check_limit,
     check_preconditions,
     check_read,
@@ -295,13 +305,21 @@ class SqlStore(ABC):
         """Apply a batch atomically (see Writer.write)."""
         check_preconditions(preconditions)
         with self._write() as cur:
-            revision, validator = self._begin(cur)
-            validator.check_updates(updates)
-            now = self._now()
-            for p in preconditions:
-                self._check_precondition(cur, p, now)
-            for i, update in enumerate(updates):
-                self._apply(cur, i, update, revision, now)
+            return self._write_in(cur, updates, preconditions)
+
+    def _write_in(
+        self,
+        cur: SqlCursor,
+        updates: Sequence[RelationshipUpdate],
+        preconditions: Sequence[Precondition],
+    ) -> Revision:
+        revision, validator = self._begin(cur)
+        validator.check_updates(updates)
+        now = self._now()
+        for p in preconditions:
+            self._check_precondition(cur, p, now)
+        for i, update in enumerate(updates):
+            self._apply(cur, i, update, revision, now)
         return revision
 
     def _check_precondition(self, cur: SqlCursor, p: Precondition, now: int) -> None:
@@ -345,48 +363,59 @@ class SqlStore(ABC):
         self, relationship_filter: RelationshipFilter, limit: int | None = None
     ) -> tuple[Revision, int]:
         """Delete live relationships matching the filter (see Writer.delete)."""
+        self._check_delete(relationship_filter, limit)
+        with self._write() as cur:
+            return self._delete_in(cur, relationship_filter, limit)
+
+    @staticmethod
+    def _check_delete(relationship_filter: RelationshipFilter, limit: int | None) -> None:
         check_limit(limit)
         relationship_filter.validate()
         if relationship_filter.is_empty():
             raise InvalidRequestError("delete needs a non-empty filter", field="filter")
+
+    def _delete_in(
+        self, cur: SqlCursor, relationship_filter: RelationshipFilter, limit: int | None
+    ) -> tuple[Revision, int]:
         where, params = filter_sql(relationship_filter)
-        with self._write() as cur:
-            revision, _ = self._begin(cur)
-            now = self._now()
-            if limit is None:
-                count = self._exec(
-                    cur,
-                    f"UPDATE relationships SET deleted_revision = ? WHERE {where} AND {LIVE_NOW}",
-                    (revision, *params, now),
-                ).rowcount
-                return revision, int(count)
-            rows = self._exec(
+        revision, _ = self._begin(cur)
+        now = self._now()
+        if limit is None:
+            count = self._exec(
                 cur,
-                f"SELECT {KEY}, created_revision FROM relationships WHERE {where} AND {LIVE_NOW} "
-                f"ORDER BY {KEY} LIMIT ?",
-                (*params, now, limit),
-            ).fetchall()
-            for row in rows:
-                self._exec(cur, RETIRE, (revision, *row))
+                f"UPDATE relationships SET deleted_revision = ? WHERE {where} AND {LIVE_NOW}",
+                (revision, *params, now),
+            ).rowcount
+            return revision, int(count)
+        rows = self._exec(
+            cur,
+            f"SELECT {KEY}, created_revision FROM relationships WHERE {where} AND {LIVE_NOW} "
+            f"ORDER BY {KEY} LIMIT ?",
+            (*params, now, limit),
+        ).fetchall()
+        for row in rows:
+            self._exec(cur, RETIRE, (revision, *row))
         return revision, len(rows)
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
         """Bulk-create relationships in one transaction (see Writer.import_relationships)."""
         with self._write() as cur:
-            revision, validator = self._begin(cur)
-            now = self._now()
-            empty = self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
-            empty = not empty
-            check = validator.check
+            return self._import_in(cur, relationships)
 
-            def rows() -> Iterator[tuple[Any, ...]]:
-                for i, rel in enumerate(relationships):
-                    check(rel, f"relationships[{i}]")
-                    yield row_values(rel, revision)
+    def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
+        revision, validator = self._begin(cur)
+        now = self._now()
+        empty = not self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
+        check = validator.check
 
-            self._bulk_insert(cur, rows(), empty)
-            if not empty:
-                self._finish_import(cur, revision, now)
+        def rows() -> Iterator[tuple[Any, ...]]:
+            for i, rel in enumerate(relationships):
+                check(rel, f"relationships[{i}]")
+                yield row_values(rel, revision)
+
+        self._bulk_insert(cur, rows(), empty)
+        if not empty:
+            self._finish_import(cur, revision, now)
         return revision
 
     def _finish_import(self, cur: SqlCursor, revision: Revision, now: int) -> None:
@@ -514,20 +543,22 @@ class SqlStore(ABC):
 
     def write_policy(self, text: str, schema: Schema) -> Revision:
         """Store a new policy unless it orphans live relationships or their context parameters."""
-        schema_json = schema_to_json(schema)
         with self._write() as cur:
-            revision, validator = self._begin(cur)
-            blockers = self._blockers(cur, validator.schema, schema)
-            if blockers:
-                raise PolicyChangeRefusedError(
-                    "the new policy would orphan stored relationships", blockers
-                )
-            self._exec(
-                cur,
-                "INSERT INTO policies (revision, text, schema_json) VALUES (?, ?, ?)",
-                (revision, text, schema_json),
+            return self._write_policy_in(cur, text, schema)
+
+    def _write_policy_in(self, cur: SqlCursor, text: str, schema: Schema) -> Revision:
+        revision, validator = self._begin(cur)
+        blockers = self._blockers(cur, validator.schema, schema)
+        if blockers:
+            raise PolicyChangeRefusedError(
+                "the new policy would orphan stored relationships", blockers
             )
-            self._exec(cur, "UPDATE store_state SET policy_revision = ?", (revision,))
+        self._exec(
+            cur,
+            "INSERT INTO policies (revision, text, schema_json) VALUES (?, ?, ?)",
+            (revision, text, schema_to_json(schema)),
+        )
+        self._exec(cur, "UPDATE store_state SET policy_revision = ?", (revision,))
         return revision
 
     def policy_blockers(self, schema: Schema) -> list[str]:
@@ -557,6 +588,55 @@ class SqlStore(ABC):
         return orphan_blockers(schema, shapes) + context_blockers(
             old, schema, ((r[0], r[1], int(r[2])) for r in keys)
         )
+
+    # ---- group commit --------------------------------------------------------------------------
+
+    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply each request in its own savepoint of one transaction (see Writer.write_group).
+
+        A request that raises a PolicydError is rolled back to its savepoint
+        (and so gives its revision back: the next request takes it), and the
+        error takes its place in the result. Any other failure is the store's:
+        the transaction rolls back whole and the error propagates.
+        """
+        outcomes: list[Outcome] = []
+        if not requests:
+            return outcomes
+        try:
+            with self._write() as cur:
+                for request in requests:
+                    self._exec(cur, "SAVEPOINT request")
+                    try:
+                        outcomes.append(self._apply_request(cur, request))
+                    except StoreError:
+                        raise
+                    except PolicydError as e:
+                        self._exec(cur, "ROLLBACK TO SAVEPOINT request")
+                        outcomes.append(e)
+                    self._exec(cur, "RELEASE SAVEPOINT request")
+        except BaseException:
+            # A later request may have cached the validator of a policy written earlier in
+            # this group; that policy revision was never committed, so forget it.
+            self._validator = (-1, Validator(None))
+            raise
+        return outcomes
+
+    def _apply_request(
+        self, cur: SqlCursor, request: GroupRequest
+    ) -> Revision | tuple[Revision, int]:
+        match request:
+            case WriteRequest():
+                check_preconditions(request.preconditions)
+                return self._write_in(cur, request.updates, request.preconditions)
+            case DeleteRequest():
+                self._check_delete(request.filter, request.limit)
+                return self._delete_in(cur, request.filter, request.limit)
+            case PolicyRequest():
+                return self._write_policy_in(cur, request.text, request.schema)
+            case ImportRequest():
+                return self._import_in(cur, request.relationships)
+            case _:
+                assert_never(request)
 
     # ---- change log ----------------------------------------------------------------------------
 
@@ -638,6 +718,27 @@ class SqlStore(ABC):
                 )
 
         return RevisionHold(revision, release, renew)
+
+    @contextlib.contextmanager
+    def _export_hold(self, revision: Revision) -> Iterator[None]:
+        """Hold ``revision`` while an export pages through it, when the store can take writes.
+
+        A store that cannot take writes (a full disk) cannot collect garbage
+        either, and every page checks its revision against the oldest kept, so
+        an export there goes on without the hold rather than fail the start-up
+        that loads the index: at worst a collection that started meanwhile ends
+        it with RevisionUnavailableError, never with a partial answer.
+        """
+        try:
+            hold = self.hold(revision)
+        except StoreUnwritableError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            with contextlib.suppress(StoreUnwritableError):  # the lease lapses by itself
+                hold.release()
 
     def _lock_state_sql(self) -> str:
         """Read head and oldest, locking out GC until commit (PostgreSQL adds FOR UPDATE)."""
@@ -764,7 +865,7 @@ class SqlSnapshot:
             f"(?, ?, ?, ?, ?, ?) ORDER BY {KEY} LIMIT ?"
         )
         after: tuple[str, ...] = ("", "", "", "", "", "")
-        with store.hold(at):
+        with store._export_hold(at):
             while True:
                 rows = store._select_at(data, (at, at, store._now(), *after, page_size), at)
                 for row in rows:
@@ -775,7 +876,7 @@ class SqlSnapshot:
 
     def export_relationships(self) -> Iterator[Relationship]:
         """Every live relationship in key order, paged under a hold."""
-        with self._store.hold(self.revision):
+        with self._store._export_hold(self.revision):
             cursor: Cursor | None = None
             everything = RelationshipFilter()
             while True:

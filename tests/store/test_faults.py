@@ -1,4 +1,4 @@
-"""Faults across processes: SIGKILL mid-write, racing CREATEs, concurrent writers in order."""
+"""Faults across processes: SIGKILL mid-write and mid-group, racing CREATEs, writers in order."""
 
 from __future__ import annotations
 
@@ -96,6 +96,64 @@ def test_sigkill_mid_write_leaves_no_partial_batch(store_url: str, use_import: b
             (text for _, text in acked), key=lambda t: (t.split("#")[0], t)
         )
         store.write_policy(POLICY_TEXT, base_schema())  # the store still takes writes
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_group_loses_no_acknowledged_write_and_splits_no_request(
+    store_url: str,
+) -> None:
+    """Kill a writer process and the process feeding it while groups of requests commit."""
+    store = open_store(store_url)
+    start = store.head_revision()
+    store.close()
+    size = 20  # relationships per request, so a group takes a while to apply
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.store.worker",
+            "group-writes",
+            store_url,
+            "--size",
+            str(size),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,  # the writer process joins its process group
+    )
+    assert proc.stdout is not None
+    acked: dict[str, int] = {}
+    for line in proc.stdout:
+        _, revision, request = line.split()
+        acked[request] = int(revision)
+        if len(acked) >= 400:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    for line in proc.stdout.read().splitlines():  # acknowledged before the kill landed
+        _, revision, request = line.split()
+        acked[request] = int(revision)
+    proc.wait()
+    store = open_store(store_url)
+    try:
+        found: dict[str, set[int]] = {}
+        count: dict[str, int] = {}
+        for event in store.changes(start, limit=1_000_000):
+            assert event.relationship is not None
+            request = event.relationship.resource.id
+            found.setdefault(request, set()).add(event.revision)
+            count[request] = count.get(request, 0) + 1
+        for request, at in acked.items():
+            assert found.get(request) == {at}, f"acknowledged {request} lost"
+        for request, where in found.items():
+            assert count[request] == size, f"{request} written in part"
+            assert len(where) == 1, f"{request} split across revisions"
+        # One revision per request, with no gaps, up to the head.
+        every = sorted(r for rs in found.values() for r in rs)
+        assert every == list(range(start + 1, store.head_revision() + 1))
     finally:
         store.close()
 

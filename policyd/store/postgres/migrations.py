@@ -99,7 +99,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], schema_name: str) -> None:
-    """Create ``schema_name`` if needed and apply every migration not yet applied there."""
+    """Create ``schema_name`` if needed and apply every migration not yet applied there.
+
+    A schema that lacks none is only read, so start-up needs no write (a
+    read-only transaction, a database out of disk space, still opens).
+    """
+    if not pending(conn, schema_name):
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema_name)))
@@ -114,3 +120,18 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema_name: str) -> N
                 for statement in statements:
                     conn.execute(statement.encode())
                 conn.execute("INSERT INTO migrations (name) VALUES (%s)", (name,))
+
+
+def pending(conn: psycopg.Connection[tuple[object, ...]], schema_name: str) -> bool:
+    """Whether ``schema_name`` lacks its tables or any migration (read, no lock taken)."""
+    table = f'"{schema_name}".migrations'
+    (exists,) = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone() or (False,)
+    if not exists:
+        return True
+    applied = {
+        row[0]
+        for row in conn.execute(
+            sql.SQL("SELECT name FROM {}.migrations").format(sql.Identifier(schema_name))
+        )
+    }
+    return any(name not in applied for name, _ in MIGRATIONS)

@@ -10,9 +10,10 @@ autocommit, one statement each (see sqlcommon), on pooled connections.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -57,6 +58,7 @@ class PostgresStore(SqlStore):
         if not _SCHEMA_NAME.fullmatch(schema_name):
             raise InvalidRequestError(f"invalid schema name {schema_name!r}", field="schema")
         self._schema_name = schema_name
+        self._dsn = dsn
         self._sql_cache: dict[str, str] = {}
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
@@ -145,6 +147,12 @@ class PostgresStore(SqlStore):
             raise TypeError("PostgresStore writes on psycopg connections")
         with cur.cursor() as c:
             c.executemany(text.encode(), rows)
+
+    def opener(self) -> Callable[[], PostgresStore]:
+        """Connects to the same database and schema again."""
+        return functools.partial(
+            PostgresStore, self._dsn, schema_name=self._schema_name, clock=self.clock
+        )
 
     def drop(self) -> None:
         """Drop this store's PostgreSQL schema and everything in it (tests use it to clean up)."""

@@ -115,7 +115,13 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply every migration not yet applied; ``conn`` must be in autocommit mode."""
+    """Apply every migration not yet applied; ``conn`` must be in autocommit mode.
+
+    A file that lacks none is only read, so start-up needs no write: a store
+    on a full disk or in a read-only file still opens and serves reads.
+    """
+    if not pending(conn):
+        return
     db = sqlite_utils.Database(conn, execute_plugins=False)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -134,3 +140,14 @@ def migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def pending(conn: sqlite3.Connection) -> bool:
+    """Whether any migration is still to be applied (read without taking the write lock)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
+    ).fetchone()
+    if exists is None:
+        return True
+    applied = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+    return any(name not in applied for name, _ in MIGRATIONS)
