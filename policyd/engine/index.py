@@ -21,10 +21,15 @@ per relationship at 10M on the groups workload, 106 s to load):
   subject type, subject relation) as compressed sparse rows: ``starts[k]`` ..
   ``starts[k + 1]`` delimit key ``k``'s targets in one ``array('I')``, sorted,
   4 bytes a relationship per direction. Large id sets are just long runs of
-  that array, already in id order: measured against pyroaring and plain sets
-  (benchmarks/index_bench.py), a roaring bitmap of 1M random ids out of 10M
-  took 2.2 bytes an id but every bitmap costs a Python object, and most keys
-  hold one or two ids, where the shared array costs 4 bytes and no object.
+  that array, already in id order. Measured against pyroaring bitmaps and
+  Python sets (benchmarks/index_bench.py, RSS per id, each in a fresh
+  process): for a million keys of one or two ids (the common shape: a
+  document's owner, a post's author) arrays took 6.8 bytes an id, bitmaps
+  155 and sets 157, since every bitmap is a Python object; for a thousand
+  keys of a thousand ids arrays 4.0, bitmaps 3.7; for one key of a million
+  ids out of ten million arrays 4.1, bitmaps 1.7. Bitmaps answered
+  membership 2-3x faster on large rows, but a large row is bisected only for
+  a direct relationship, and the memory of the common shape decides.
 - Changes since the build go to small dicts beside the arrays (``added`` and
   ``removed``), so a write never moves an array; a rebuild (a load, or a
   snapshot written and read back) folds them in.
