@@ -511,6 +511,16 @@ def _ensure_policy(engine: Engine, path: str) -> None:
         LOG.info("wrote policy %s at revision %d", path, written.revision)
 
 
+def _index_snapshot(args: argparse.Namespace) -> Path | None:
+    """The index snapshot file of ``--index-snapshot``, or its default for the store."""
+    chosen: str | None = args.index_snapshot
+    if chosen == "off" or args.store == "memory":
+        return None
+    if chosen:
+        return Path(chosen)
+    return Path(f"{args.db}.index") if args.store == "sqlite" else None
+
+
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()):
@@ -594,7 +604,7 @@ def _serve_one(
     from policyd.api.server import PolicydServer, ServerConfig
 
     store = open_store(url)
-    engine = Engine(store, max_depth=args.max_depth)
+    engine = Engine(store, max_depth=args.max_depth, index_snapshot=_index_snapshot(args))
     if args.policy:
         _ensure_policy(engine, args.policy)
     config = ServerConfig(
@@ -680,6 +690,8 @@ def _supervise(
             "--max-message-bytes", str(args.max_message_bytes),
             "--max-depth", str(args.max_depth), "--log-level", args.log_level,
         ]  # fmt: skip
+        if args.index_snapshot:
+            command += ["--index-snapshot", args.index_snapshot]
         if args.metrics_listen == "off":
             command += ["--metrics-listen", "off"]
         else:
@@ -886,6 +898,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
+    )
+    serve.add_argument(
+        "--index-snapshot",
+        metavar="FILE|off",
+        help="the in-memory index is saved here and a restart loads it and replays the "
+        "change log since, instead of reading every relationship (default: beside the "
+        "SQLite file, DB.index; off for PostgreSQL unless given)",
     )
     serve.add_argument(
         "--log-level",

@@ -57,9 +57,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running ``policyd serve``: its address and process id (the server's own with 1 worker)."""
+
+    target: str
+    pid: int
+
+
 @contextmanager
-def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) -> Iterator[str]:
-    """Run ``policyd serve`` on ``db`` until the block ends; yields ``host:port``.
+def serve(
+    db: Path,
+    workers: int,
+    token: str,
+    startup_seconds: float = 300.0,
+    extra: Sequence[str] = (),
+) -> Iterator[Served]:
+    """Run ``policyd serve`` on ``db`` (with ``extra`` options) until the block ends.
 
     It yields once every worker has printed that it listens.
 
@@ -86,6 +100,7 @@ def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) ->
         "1",
         "--log-level",
         "warning",
+        *extra,
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -118,7 +133,7 @@ def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) ->
             # "with N workers" to its own line.
             if re.fullmatch(r"policyd listening on \S+\s*", line):
                 listening += 1
-        yield target
+        yield Served(target, process.pid)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -375,7 +390,8 @@ def measure_grpc(
         "rels": len(workload.relationships),
         "workers": workers,
     }
-    with serve(db, workers, token) as target:
+    with serve(db, workers, token) as served:
+        target = served.target
         for kind in ("empty", "check", "batch"):
             for n in clients:
                 spec = LoadSpec(kind, target, token, seconds, max_requests, queries)

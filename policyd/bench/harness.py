@@ -14,6 +14,9 @@ Sections (``--sections``, all by default):
 - ``xrpc``: ``com.atproto.simplespace.checkUserAccess`` on loopback, every
   request with its own service-auth JWT verified (``policyd.bench.xrpc_load``),
   and the cost of one signature verification per library.
+- ``startup``: ``policyd serve`` from spawn to its first answered Check and
+  its RSS then, without an index snapshot, building one, from one, and from a
+  corrupt one (``policyd.bench.startup``).
 
 Every measurement is bounded by ``--seconds`` (and by counts), and each
 workload's process by ``--timeout``. Benchmarks print numbers; they never fail
@@ -276,6 +279,15 @@ def grpc_rows(
         )
 
 
+def startup_rows(name: str, scale: float, seed: int) -> list[dict[str, object]]:
+    """``policyd serve`` start-up to the first Check and RSS (in an isolated process)."""
+    from policyd.bench.startup import measure_startup
+
+    workload = workloads.build(name, scale, seed)
+    with tempfile.TemporaryDirectory(prefix="policyd-bench-") as tmp:
+        return measure_startup(workload, Path(tmp))
+
+
 def xrpc_rows(seconds: float) -> dict[str, list[dict[str, object]]]:
     """The checkUserAccess load table and signature costs (in an isolated process)."""
     from policyd.bench.xrpc_load import measure_xrpc, verify_costs
@@ -311,8 +323,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sections",
-        default="inprocess,spicedb,python,grpc,xrpc",
-        help="comma-separated: inprocess, spicedb, python, grpc, xrpc",
+        default="inprocess,spicedb,python,grpc,xrpc,startup",
+        help="comma-separated: inprocess, spicedb, python, grpc, xrpc, startup",
     )
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument(
@@ -330,6 +342,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-workload", default="groups", help="workload served over gRPC")
     p.add_argument("--grpc-scale", type=float, default=None, help="default: --scale")
     p.add_argument("--workers", type=int, default=2, help="policyd serve --workers")
+    p.add_argument("--startup-workload", default="groups", help="workload of the start-up section")
+    p.add_argument("--startup-scale", type=float, default=None, help="default: --scale")
     p.add_argument(
         "--clients",
         type=int,
@@ -439,6 +453,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(table(measured["verify"]))
             print(table(measured["load"]), flush=True)
+
+    if "startup" in sections:
+        scale = args.scale if args.startup_scale is None else args.startup_scale
+        started = (args.startup_workload, scale, args.seed)
+        rows = isolated(startup_rows, started, args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"start": "all", **rows}]
+        results["startup"] = rows
+        print(
+            f"\n== policyd serve: spawn to first Check answered, and RSS after it (scale {scale}; "
+            "above_empty: less the RSS of a server on an empty store)"
+        )
+        print(table(rows), flush=True)
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
