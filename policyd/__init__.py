@@ -31,9 +31,16 @@ from policyd.errors import PolicydError
 if TYPE_CHECKING:
     from policyd.client import PolicydClient
     from policyd.consistency import Consistency
-    from policyd.decisions import CheckRequest, CheckResult, Permissionship
+    from policyd.decisions import (
+        Audience,
+        AudienceChange,
+        CheckRequest,
+        CheckResult,
+        Permissionship,
+    )
     from policyd.dsl.compiler import compile_policy
     from policyd.engine import Engine
+    from policyd.filters import Precondition, RelationshipFilter
     from policyd.relationship import (
         ObjectRef,
         Relationship,
@@ -45,6 +52,8 @@ if TYPE_CHECKING:
     from policyd.store import open_store
 
 _HOMES = {
+    "Audience": "policyd.decisions",
+    "AudienceChange": "policyd.decisions",
     "CheckRequest": "policyd.decisions",
     "CheckResult": "policyd.decisions",
     "Consistency": "policyd.consistency",
@@ -52,7 +61,9 @@ _HOMES = {
     "ObjectRef": "policyd.relationship",
     "Permissionship": "policyd.decisions",
     "PolicydClient": "policyd.client",
+    "Precondition": "policyd.filters",
     "Relationship": "policyd.relationship",
+    "RelationshipFilter": "policyd.filters",
     "SubjectRef": "policyd.relationship",
     "compile_policy": "policyd.dsl.compiler",
     "open_store": "policyd.store",
@@ -63,6 +74,8 @@ _HOMES = {
 """Where each public name lives; ``__getattr__`` imports it from there on first use."""
 
 __all__ = [
+    "Audience",
+    "AudienceChange",
     "CheckRequest",
     "CheckResult",
     "Consistency",
@@ -71,7 +84,9 @@ __all__ = [
     "Permissionship",
     "PolicydClient",
     "PolicydError",
+    "Precondition",
     "Relationship",
+    "RelationshipFilter",
     "SubjectRef",
     "compile_policy",
     "open_store",

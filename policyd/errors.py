@@ -107,6 +107,12 @@ class PolicyErrors(PolicydError, ValueError):
         return tuple(d for d in self.diagnostics if d.severity is Severity.ERROR)
 
 
+class ConversionError(PolicydError, ValueError):
+    """Another system's model or test file that policyd cannot express; ``span`` points at it."""
+
+    code = "no-equivalent"
+
+
 class InvalidRequestError(PolicydError, ValueError):
     """A request that is malformed or names things the policy does not define."""
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from functools import lru_cache
 from typing import Any, TypeAlias
 
 from policyd.errors import InvalidRelationshipError
+from policyd.timestamps import format_timestamp, parse_timestamp
 
 WILDCARD = "*"
 ELLIPSIS = "..."
@@ -34,6 +35,16 @@ MAX_OBJECT_ID_LENGTH = 1024
 RelationshipKey: TypeAlias = tuple[str, str, str, str, str, str]
 """``Relationship.key``: resource type, resource id, relation, subject type, subject id,
 subject relation ('' for none)."""
+
+KEY_FIELDS = (
+    "resource_type",
+    "resource_id",
+    "relation",
+    "subject_type",
+    "subject_id",
+    "subject_relation",
+)
+"""The names of ``RelationshipKey``'s parts, in order: filter fields, message fields, columns."""
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str, field_name: str, part: str) -> None:
@@ -193,20 +204,6 @@ class RelationshipUpdate:
     relationship: Relationship
 
 
-def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z suffix, as SpiceDB prints timestamps."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(text: str, field_name: str = "expiration") -> datetime:
-    """Parse an RFC 3339 timestamp; a naive one is taken as UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as e:
-        raise InvalidRelationshipError(f"invalid timestamp {text!r}", field=field_name) from e
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def parse_object(text: str, field_name: str = "object") -> ObjectRef:
     """Parse ``type:id``; the id is everything after the first colon (DIDs keep theirs)."""
     type_, sep, id_ = text.partition(":")
@@ -241,7 +238,10 @@ def parse_relationship(text: str) -> Relationship:
             raise InvalidRelationshipError(f"unbalanced brackets in {text!r}", field="relationship")
         start, name, arg = match
         if name == "expiration" and arg is not None and not arg.lstrip().startswith("{"):
-            expires_at = parse_timestamp(arg)
+            try:
+                expires_at = parse_timestamp(arg.strip())
+            except ValueError as e:
+                raise InvalidRelationshipError(str(e), field="expiration") from e
         else:
             caveat_name = name
             if arg:

@@ -258,8 +258,10 @@ class ObservingInterceptor(_ServerInterceptor):
                 else:
                     self._finish(method, start, None)
                 finally:
-                    await responses.aclose()
-                    self._leave(method)
+                    try:
+                        await responses.aclose()
+                    finally:  # aclose itself may be cancelled: the count still comes down
+                        self._leave(method)
 
             return streaming
 

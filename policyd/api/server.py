@@ -28,6 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from policyd.api.authzed import SERVICE_NAMES as AUTHZED_SERVICE_NAMES
+from policyd.api.authzed import add_authzed_services
 from policyd.api.gen import (
     permission_service_pb2,
     permission_service_pb2_grpc,
@@ -59,6 +61,7 @@ SERVICE_NAMES = (
     permission_service_pb2.DESCRIPTOR.services_by_name["PermissionService"].full_name,
     relationship_service_pb2.DESCRIPTOR.services_by_name["RelationshipService"].full_name,
     policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+    *AUTHZED_SERVICE_NAMES,
 )
 
 
@@ -148,7 +151,8 @@ class PolicydServer:
             self.store, self._reads, limits.watch_poll_seconds, limits.page_size
         )
         permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
-            PermissionServicer(self.engine, limits, self.metrics), self._server
+            PermissionServicer(self.engine, limits, self._feed, self._reads, self.metrics),
+            self._server,
         )
         relationship_service_pb2_grpc.add_RelationshipServiceServicer_to_server(
             RelationshipServicer(
@@ -158,6 +162,16 @@ class PolicydServer:
         )
         policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(
             PolicyServicer(self.engine, self._writes), self._server
+        )
+        add_authzed_services(
+            self._server,
+            self.engine,
+            self.store,
+            limits,
+            self._feed,
+            self._writes,
+            self._reads,
+            self.metrics,
         )
         # grpc-stubs describe only the sync servicer; grpc_health ships the asyncio one too.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from policyd.bench.grpc_load import load_database, serve
+from policyd.bench.grpc_load import load_database, serve_process
 from policyd.bench.workloads import GROUPS_POLICY, Query, Workload
 from policyd.client import PolicydClient
 from policyd.errors import UnavailableError
@@ -64,7 +64,8 @@ def start_once(db: Path, snapshot: str, query: Query) -> Start:
     """Start ``policyd serve`` on ``db`` and time it to the first Check answered."""
     token = secrets.token_hex(16)
     started = time.perf_counter()
-    with serve(db, 1, token, FIRST_CHECK_SECONDS, ["--index-snapshot", snapshot]) as served:
+    options = ["--index-snapshot", snapshot]
+    with serve_process(db, 1, token, options, startup_seconds=FIRST_CHECK_SECONDS) as served:
         answer = first_check(served.target, token, query)
         seconds = time.perf_counter() - started
         rss = server_rss(served.pid)

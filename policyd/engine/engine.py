@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from policyd.caveats import check_request_context
-from policyd.consistency import Consistency
+from policyd.consistency import Consistency, ConsistencyMode
 from policyd.decisions import (
     CheckRequest,
     CheckResult,
@@ -29,6 +29,7 @@ from policyd.decisions import (
     Permissionship,
     answer_for,
 )
+from policyd.engine.audience import AudienceTracker, Watched
 from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, Dependencies, decision_key
 from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.deadline import Deadline, items
@@ -45,9 +46,10 @@ from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
 from policyd.engine.snapshot import SnapshotFile
 from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError, SnapshotMovedError
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
-from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
+from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
@@ -284,13 +286,25 @@ class Engine:
         store at the same revision instead, and one that finds the epoch moved
         afterwards (``_moved``) does its reading again.
         """
-        reader = self._revisions.reader(consistency)
+        reader: GraphReader = self._revisions.reader(consistency)
         epoch: int | None = None
         if isinstance(reader, IndexReader):
             epoch = reader.index.epoch
             if epoch % 2:
-                reader, epoch = StoreReader(self.store.snapshot(reader.revision)), None
+                reader, epoch = self._store_instead(reader.revision, consistency), None
         return reader, self._policies.at(reader.revision), epoch
+
+    def _store_instead(self, revision: Revision, consistency: Consistency | None) -> StoreReader:
+        """The store's reader for a request the index moved under.
+
+        An exact snapshot reads the store at its revision. Any other request
+        may read newer, and reads the store's head: the index's own revision
+        may be collected already when the follower is reloading it after GC.
+        """
+        exact = consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
+        if not exact:
+            revision = max(revision, self._revisions.store_head())
+        return StoreReader(self.store.snapshot(revision))
 
     def _moved(self, epoch: int | None) -> bool:
         """Whether the index applied changes since a reader saw ``epoch``."""
@@ -425,9 +439,9 @@ class Engine:
         if context:
             check_request_context(context)
         reader, compiled, epoch = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
-        self._validate(plan, resource.type, permission, subject)
         while True:
+            plan, revision = compiled.plan, reader.revision
+            self._validate(plan, resource.type, permission, subject)
             if explain:
                 run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
                 value = run.check(resource.type, resource.id, permission, 0)
@@ -437,7 +451,8 @@ class Engine:
                 explanation = None
             if not self._moved(epoch):
                 return self._result(resource, permission, subject, value, revision, explanation)
-            reader, epoch = StoreReader(self.store.snapshot(revision)), None
+            reader, epoch = self._store_instead(revision, consistency), None
+            compiled = self._policies.at(reader.revision)
 
     def _decide(
         self,
@@ -519,9 +534,8 @@ class Engine:
         reader, compiled, epoch = self._snapshot(consistency)
         results = self._check_each(requests, compiled, reader)
         if self._moved(epoch):
-            results = self._check_each(
-                requests, compiled, StoreReader(self.store.snapshot(reader.revision))
-            )
+            reader = self._store_instead(reader.revision, consistency)
+            results = self._check_each(requests, self._policies.at(reader.revision), reader)
         return results
 
     def _check_each(
@@ -707,6 +721,25 @@ class Engine:
         )
         subjects = tuple(items(found.steps, deadline))
         return SubjectsResult(subjects, found.revision, found.token, found.cursor)
+
+    def track_audience(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject_type: str,
+        subject_relation: str | None = None,
+    ) -> AudienceTracker:
+        """Follow who holds ``permission`` on ``resource`` revision by revision (WatchPermission).
+
+        The question is validated against the policy in force now
+        (engine/audience.py says how each revision's change is computed).
+        """
+        watched = Watched(resource, permission, subject_type, subject_relation)
+        plan = self._policies.at(self.revision_for(None)).plan
+        self._validate(
+            plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
+        )
+        return AudienceTracker(self, watched)
 
     def stream_expand(
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None

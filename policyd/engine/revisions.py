@@ -84,7 +84,17 @@ class Revisions:
     # ---- applying the change log -------------------------------------------------------------
 
     def refresh(self) -> Revision:
-        """Learn the store's head; with an index, apply the change log up to it."""
+        """Learn the store's head; with an index, apply the change log up to it.
+
+        An index behind collected history (the log no longer reaches back to
+        it) is reloaded at the head instead.
+        """
+        try:
+            return self._apply_log()
+        except RevisionUnavailableError:
+            return self.resync()
+
+    def _apply_log(self) -> Revision:
         with self._lock:
             index = self._index
             if index is None:
@@ -154,12 +164,12 @@ class Revisions:
             return self._head
         consistency.validate()
         if consistency.mode is ConsistencyMode.FULLY_CONSISTENT:
-            return self._store_head() if following else self.refresh()
+            return self.store_head() if following else self.refresh()
         assert consistency.token is not None
         wanted = self._tokens.revision(consistency.token)
         head = self._head
         if wanted > head:
-            head = self._store_head() if following else self.refresh()
+            head = self.store_head() if following else self.refresh()
         if wanted > head:
             raise RevisionUnavailableError(
                 f"the token's revision {wanted} is newer than this store's head {head}; "
@@ -170,7 +180,7 @@ class Revisions:
             return wanted
         return head
 
-    def _store_head(self) -> Revision:
+    def store_head(self) -> Revision:
         """The store's head, read now; the follower is told to catch up to it."""
         head = max(self._head, self._store.head_revision())
         if self._follower is not None and head > self._head:
@@ -258,8 +268,6 @@ class _Follower:
         while not self._stopped.is_set():
             try:
                 revisions.refresh()
-            except RevisionUnavailableError:
-                self._recover(revisions.resync)
             except PolicydError as e:
                 if revisions.healthy:
                     LOG.error("the store is unreachable; the index stays at its revision: %s", e)
@@ -276,10 +284,3 @@ class _Follower:
                     revisions.save_snapshot()
             self._wake.wait(self._interval)
             self._wake.clear()
-
-    def _recover(self, resync: Callable[[], Revision]) -> None:
-        try:
-            resync()
-        except PolicydError as e:
-            LOG.error("reloading the index failed: %s", e)
-            self._revisions.healthy = False

@@ -21,6 +21,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
+from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
 from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
 from policyd.store.base import (
@@ -35,10 +36,7 @@ from policyd.store.base import (
     Cursor,
     ExportRow,
     GcResult,
-    Precondition,
-    PreconditionKind,
     ReadPage,
-    RelationshipFilter,
     Revision,
     RevisionHold,
     SnapshotReader,

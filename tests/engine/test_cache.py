@@ -20,9 +20,9 @@ from policyd.engine import Engine
 from policyd.engine.cache import DecisionCache, Dependencies
 from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, SubjectRef
 from policyd.store.memory import MemoryStore
+from tests.clock import FakeClock
 from tests.engine.queries import check, rel
 from tests.engine.worlds import FRESH, OBJECT_IDS, World, possible_relationships, worlds
-from tests.store.clock import FakeClock
 
 KEY = ("doc", "1", "view", "user", "ann", "")
 

@@ -127,3 +127,33 @@ def test_a_lookup_the_index_moves_under_stops_instead_of_mixing_revisions(
     view(follower, Consistency.fully_consistent())  # the index applies the new revision
     with pytest.raises(SnapshotMovedError, match="resume from the last answer's cursor"):
         list(steps)
+
+
+def test_a_check_that_meets_a_reload_after_gc_reads_the_store_head(
+    pair: tuple[Engine, Engine],
+) -> None:
+    writer, follower = pair
+    index = follower._index
+    assert index is not None
+    assert index.revision == 1
+    grant(writer)
+    grant(writer, "doc:1#viewer@user:bob")
+    writer.store.gc(timedelta(0))  # revision 1, where the index stands, is collected
+    with index.applying():
+        # The index is being reloaded; its revision is gone from the store, so the
+        # store answers at its head (a minimize-latency request may read newer).
+        result = follower.check(DOC, "view", ANN)
+    assert result.permissionship is Permissionship.HAS_PERMISSION
+    assert follower.tokens.revision(result.token) == 3
+
+
+def test_an_embedded_engine_behind_collected_history_reloads(
+    pair: tuple[Engine, Engine],
+) -> None:
+    writer, embedded = pair  # no follower thread: it catches up on requests
+    grant(writer)
+    writer.write([RelationshipUpdate(Operation.DELETE, rel("doc:1#viewer@user:ann"))])
+    grant(writer)
+    writer.store.gc(timedelta(0))
+    assert view(embedded, Consistency.fully_consistent()) is Permissionship.HAS_PERMISSION
+    assert view(embedded) is Permissionship.HAS_PERMISSION
