@@ -20,6 +20,9 @@ Sections (``--sections``, all by default):
   single writes at the serving durability alone and beside Check load and a
   streamed import's peak RSS (``policyd.bench.write_load``), and one worker
   under heavy ListSubjects and idle Watch streams (``policyd.bench.fairness``).
+- ``startup``: ``policyd serve`` from spawn to its first answered Check and
+  its RSS then, without an index snapshot, building one, from one, and from a
+  corrupt one (``policyd.bench.startup``).
 
 Every measurement is bounded by ``--seconds`` (and by counts), and each
 workload's process by ``--timeout``. Benchmarks print numbers; they never fail
@@ -300,6 +303,15 @@ def ingest_rows(events: int, seed: int) -> list[dict[str, object]]:
     return measure_ingest(events, seed)
 
 
+def startup_rows(name: str, scale: float, seed: int) -> list[dict[str, object]]:
+    """``policyd serve`` start-up to the first Check and RSS (in an isolated process)."""
+    from policyd.bench.startup import measure_startup
+
+    workload = workloads.build(name, scale, seed)
+    with tempfile.TemporaryDirectory(prefix="policyd-bench-") as tmp:
+        return measure_startup(workload, Path(tmp))
+
+
 def serving_rows(
     section: str, name: str, scale: float, seed: int, seconds: float, workers: int, clients: int
 ) -> list[dict[str, object]]:
@@ -349,9 +361,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sections",
-        default=",".join(["inprocess", "spicedb", "python", "grpc", "xrpc", "ingest", *SERVING]),
+        default=",".join(
+            ["inprocess", "spicedb", "python", "grpc", "xrpc", "ingest", *SERVING, "startup"]
+        ),
         help="comma-separated: inprocess, spicedb, python, grpc, xrpc, ingest, "
-        + ", ".join(SERVING),
+        + ", ".join(SERVING)
+        + ", startup",
     )
     p.add_argument(
         "--ingest-events",
@@ -378,6 +393,8 @@ def parser() -> argparse.ArgumentParser:
         "--fairness-workload", default="deep-30", help="workload of grpc-fairness (at --grpc-scale)"
     )
     p.add_argument("--workers", type=int, default=2, help="policyd serve --workers")
+    p.add_argument("--startup-workload", default="groups", help="workload of the start-up section")
+    p.add_argument("--startup-scale", type=float, default=None, help="default: --scale")
     p.add_argument(
         "--clients",
         type=int,
@@ -505,6 +522,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = rows if isinstance(rows, list) else [{"workload": "all", **rows}]
         results["ingest"] = rows
         print("\n== policyd ingest: a loopback firehose into SQLite (synchronous FULL)")
+        print(table(rows), flush=True)
+
+    if "startup" in sections:
+        scale = args.scale if args.startup_scale is None else args.startup_scale
+        started = (args.startup_workload, scale, args.seed)
+        rows = isolated(startup_rows, started, args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"start": "all", **rows}]
+        results["startup"] = rows
+        print(
+            f"\n== policyd serve: spawn to first Check answered, and RSS after it (scale {scale}; "
+            "above_empty: less the RSS of a server on an empty store)"
+        )
         print(table(rows), flush=True)
 
     if args.json:

@@ -15,12 +15,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from policyd.cli.exits import EXIT_NO, EXIT_OK, CommandError, print_diagnostic
-from policyd.cli.options import read_bytes, read_text, store_options, store_url
+from policyd.cli.options import read_bytes, read_text, sqlite_file, store_options, store_url
 from policyd.engine.cache import DEFAULT_CAPACITY
 from policyd.errors import InvalidRequestError
 
@@ -53,6 +54,8 @@ class ServeSettings:
     max_message_bytes: int = 4 * 1024 * 1024
     max_depth: int = 50
     decision_cache_size: int = DEFAULT_CAPACITY
+    index_snapshot: str | None = None
+    """``--index-snapshot``: a file, "off", or None for the store's default."""
     log_level: str = "info"
     reuse_port: bool = False
     xrpc_listen: str | None = None
@@ -178,6 +181,13 @@ def _count(_ctx: click.Context, param: click.Parameter, value: object) -> int:
     help="compute every decision (--decision-cache-size 0), e.g. to measure cold checks",
 )
 @click.option(
+    "--index-snapshot",
+    metavar="FILE|off",
+    help="the in-memory index is saved here and a restart loads it and replays the change "
+    "log since, instead of reading every relationship (default: beside the SQLite file, "
+    "DB.index; off for PostgreSQL and memory unless given)",
+)
+@click.option(
     "--log-level",
     default="info",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -248,6 +258,17 @@ def serve_settings(ctx: click.Context) -> ServeSettings:
             )
         params["decision_cache_size"] = 0
     return ServeSettings(store=store, **params)
+
+
+def index_snapshot(settings: ServeSettings) -> Path | None:
+    """The index snapshot file ``--index-snapshot`` names, or the store's default (SQLite only)."""
+    chosen = settings.index_snapshot
+    if chosen == "off" or settings.store.startswith("memory:"):
+        return None
+    if chosen:
+        return Path(chosen)
+    database = sqlite_file(settings.store)
+    return Path(f"{database}.index") if database is not None else None
 
 
 def _check(settings: ServeSettings, token: str | None) -> None:
@@ -357,7 +378,10 @@ def serve_one(settings: ServeSettings, token: str | None, xrpc: XrpcSettings | N
 
     store = open_store(settings.store)
     engine = Engine(
-        store, max_depth=settings.max_depth, cache_capacity=settings.decision_cache_size
+        store,
+        max_depth=settings.max_depth,
+        cache_capacity=settings.decision_cache_size,
+        index_snapshot=index_snapshot(settings),
     )
     if settings.policy:
         ensure_policy(engine, settings.policy)

@@ -10,8 +10,11 @@ computed from the revision's changed relationships, not by listing again:
    subject itself, the members of a userset subject (``group:eng#member``),
    and, when the relation is an arrow's tupleset (``folder`` in
    ``folder->view``), the holders of the arrow's target on the object it
-   names. Each is looked up just before and at the revision, so a subject that
-   left is found as surely as one that arrived.
+   names; when it is the tupleset of an ``.all()`` arrow, every holder of the
+   permissions with that arrow on its resource too (all the objects must
+   agree, so one more or one fewer changes them all). Each is looked up
+   just before and at the revision, so a subject that left is found as
+   surely as one that arrived.
 3. Each candidate is checked before and at the revision; the ones whose answer
    differs are the change.
 
@@ -38,7 +41,7 @@ from policyd.consistency import Consistency
 from policyd.decisions import AudienceChange, CheckRequest, CheckResult, FoundSubject
 from policyd.engine.reachability import signed_leaves
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, SubjectRef
-from policyd.schema.ir import Arrow, RelationRef, Schema
+from policyd.schema.ir import Arrow, ArrowKind, RelationRef, Schema
 from policyd.store.base import ChangeEvent, ChangeKind, Revision
 
 if TYPE_CHECKING:
@@ -108,6 +111,24 @@ def arrow_targets(schema: Schema, type_name: str, tupleset: str) -> frozenset[st
         for permission in definition.permissions.values()
         for leaf, _ in signed_leaves(permission.rewrite)
         if isinstance(leaf, Arrow) and leaf.tupleset == tupleset
+    )
+
+
+def all_arrow_permissions(schema: Schema, type_name: str, tupleset: str) -> frozenset[str]:
+    """The permissions of ``type_name`` with an ``.all()`` arrow over ``tupleset``.
+
+    Every object an ``.all()`` arrow walks to must agree, so one more (or one
+    fewer) object named by the tupleset can change the answer of every holder
+    of the permission, not only of the subjects reaching that object.
+    """
+    definition = schema.definitions.get(type_name)
+    if definition is None:
+        return frozenset()
+    return frozenset(
+        name
+        for name, permission in definition.permissions.items()
+        for leaf, _ in signed_leaves(permission.rewrite)
+        if isinstance(leaf, Arrow) and leaf.tupleset == tupleset and leaf.kind is ArrowKind.ALL
     )
 
 
@@ -199,6 +220,10 @@ class AudienceTracker:
                 if definition is not None and definition.member(member) is not None:
                     for at in (before, revision):
                         found |= self._holders(target, member, at)
+            resource = relationship.resource
+            for permission in all_arrow_permissions(schema, resource.type, relationship.relation):
+                for at in (before, revision):
+                    found |= self._holders(resource, permission, at)
         return found
 
     def _holders(self, target: ObjectRef, member: str, revision: Revision) -> set[SubjectRef]:

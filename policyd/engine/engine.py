@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from policyd.caveats import check_request_context
@@ -43,6 +44,7 @@ from policyd.engine.policies import CompiledPolicy, PolicyCache
 from policyd.engine.reader import GraphReader, IndexReader, RecordingReader, StoreReader
 from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
+from policyd.engine.snapshot import SnapshotFile
 from policyd.errors import (
     Diagnostic,
     InvalidRequestError,
@@ -161,6 +163,9 @@ class Engine:
     in memory (``RelationshipIndex``), loaded once and kept current from the
     store's change log, and answers from it; reads at an exact older snapshot
     go to the store. With ``index=False`` every read goes to the store.
+    ``index_snapshot`` names a file the index is saved to and started from
+    (engine/snapshot.py): a restart then loads it and applies the change log
+    since, instead of reading every relationship from the store.
     """
 
     def __init__(
@@ -174,6 +179,7 @@ class Engine:
         cache_capacity: int = DEFAULT_CAPACITY,
         max_subject_visits: int = MAX_SUBJECT_VISITS,
         max_expand_nodes: int = MAX_EXPAND_NODES,
+        index_snapshot: Path | None = None,
     ) -> None:
         if max_depth < 1:
             raise InvalidRequestError("max depth must be at least 1", field="max_depth")
@@ -187,10 +193,16 @@ class Engine:
         """How many nodes and relationships an Expand tree may hold (RESOURCE_EXHAUSTED past)."""
         self._index: RelationshipIndex | None = None
         self._closures: Closures | None = None
+        self._snapshots: SnapshotFile | None = None
         head = store.head_revision()
         if index:
             self._index = RelationshipIndex(clock=store.clock)
-            self._index.load(store.snapshot(head))
+            if index_snapshot is None:
+                self._index.load(store.snapshot(head))
+            else:
+                self._snapshots = SnapshotFile(index_snapshot, store.identity)
+                self._snapshots.start(self._index, store, head)
+                head = max(head, self._index.revision)
             self._closures = Closures(self._index)
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions, valid at the index revision until a relationship they read
@@ -207,6 +219,7 @@ class Engine:
             self._advanced,
             head_staleness=head_staleness,
             clock=clock,
+            snapshots=self._snapshots,
         )
         if index and store.snapshot(head).read_policy() is not None:
             self._policies.at(head)  # compile and warm up before the first request
@@ -251,8 +264,12 @@ class Engine:
         return self._revisions.healthy
 
     def close(self) -> None:
-        """Stop following the change log (the store is the caller's to close)."""
+        """Stop following the change log; save the index snapshot if it moved.
+
+        The store is the caller's to close.
+        """
         self._revisions.stop()
+        self._revisions.save_snapshot()
 
     # ---- revisions and policies ------------------------------------------------------------
 

@@ -152,12 +152,7 @@ class Closures:
         return closure
 
     def _userset_edges(self, type_name: str, relation: str) -> list[tuple[str, str]]:
-        edges: list[tuple[str, str]] = []
-        for (rtype, rid, rel, stype, srel), slot in self._index.forward.items():
-            if rtype == type_name and rel == relation and stype == type_name and srel == relation:
-                members = [slot[0]] if isinstance(slot, tuple) else list(slot)
-                edges.extend((rid, member) for member in members)
-        return edges
+        return self._index.pairs(type_name, relation, type_name, relation)
 
     def _changed(
         self, rtype: str, rid: str, relation: str, stype: str, sid: str, srel: str, added: bool

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from policyd.decisions import FoundObject
@@ -28,12 +28,12 @@ from policyd.relationship import WILDCARD, SubjectRef
 class Candidates:
     """Resource ids that may hold a permission.
 
-    ``runs`` are ascending lists taken as they are from large index slots, so
-    the first page of an answer needs no full sort.
+    ``runs`` are ascending sequences taken as they are from large index rows,
+    so the first page of an answer needs no full sort.
     """
 
     ids: set[str] = field(default_factory=set)
-    runs: list[list[str]] = field(default_factory=list)
+    runs: list[Sequence[str]] = field(default_factory=list)
 
     def ascending(self, after: str | None) -> Iterator[str]:
         """Every candidate above ``after`` once, in ascending order, lazily."""

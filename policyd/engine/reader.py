@@ -16,7 +16,7 @@ take the subject side by keyword, so swapped strings fail loudly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,13 +80,13 @@ class GraphReader(Protocol):
         subject_type: str,
         subject_ids: Iterable[str],
         subject_relation: str | None,
-    ) -> tuple[set[str], list[list[str]]]:
+    ) -> tuple[set[str], list[Sequence[str]]]:
         """``resource_ids`` as a set plus ascending runs (large answers need not be sorted)."""
         ...
 
     def subject_id_runs(
         self, rtype: str, rid: str, relation: str, *, subject_type: str, subject_relation: str
-    ) -> tuple[set[str], list[list[str]]]:
+    ) -> tuple[set[str], list[Sequence[str]]]:
         """Ids of the live ``rtype:rid#relation@subject_type:…[#subject_relation]``.
 
         A set, plus ascending runs: a large group's members need not be sorted to page them.
@@ -161,7 +161,7 @@ class StoreReader:
         subject_type: str,
         subject_ids: Iterable[str],
         subject_relation: str | None,
-    ) -> tuple[set[str], list[list[str]]]:
+    ) -> tuple[set[str], list[Sequence[str]]]:
         """Every id in the set: the store has no sorted runs to offer."""
         ids = self.resource_ids(
             rtype,
@@ -174,7 +174,7 @@ class StoreReader:
 
     def subject_id_runs(
         self, rtype: str, rid: str, relation: str, *, subject_type: str, subject_relation: str
-    ) -> tuple[set[str], list[list[str]]]:
+    ) -> tuple[set[str], list[Sequence[str]]]:
         """Every id in the set: the store has no sorted runs to offer."""
         edges = self.subject_edges(rtype, rid, relation, subject_type, subject_relation)
         return {sid for sid, _ in edges}, []
@@ -239,7 +239,7 @@ class IndexReader:
 
     def subject_id_runs(
         self, rtype: str, rid: str, relation: str, *, subject_type: str, subject_relation: str
-    ) -> tuple[set[str], list[list[str]]]:
+    ) -> tuple[set[str], list[Sequence[str]]]:
         """A large slot as its sorted copy, unless expiring relationships need filtering."""
         index = self.index
         if index.expiring:
@@ -265,7 +265,7 @@ class IndexReader:
         subject_type: str,
         subject_ids: Iterable[str],
         subject_relation: str | None,
-    ) -> tuple[set[str], list[list[str]]]:
+    ) -> tuple[set[str], list[Sequence[str]]]:
         """Like ``resource_ids``, but large slots come back as ascending runs.
 
         They are not copied into the set, so a caller after the first page of

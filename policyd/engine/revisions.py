@@ -16,18 +16,23 @@ that needs a revision the index has not reached yet reads the store at that
 revision; ``minimize_latency`` reads the index as it is, unless the follower
 has fallen further than ``max_lag`` behind, when it reads the store's head
 too. A follower that finds the change log collected past the index (GC)
-reloads the index instead of failing every request.
+reloads the index instead of failing every request. With an index snapshot
+file (engine/snapshot.py), a reload saves it, and the follower saves it every
+``SNAPSHOT_INTERVAL`` seconds while the index moves, so a restart replays
+little of the log.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from policyd.consistency import Consistency, ConsistencyMode
 from policyd.engine.index import ImportedRows, RelationshipIndex
 from policyd.engine.reader import GraphReader, IndexReader, StoreReader
+from policyd.engine.snapshot import SnapshotFile
 from policyd.errors import PolicydError, RevisionUnavailableError
 from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
@@ -35,6 +40,8 @@ from policyd.tokens import TokenCodec
 LOG = logging.getLogger("policyd.engine")
 
 DEFAULT_HEAD_STALENESS = 0.1
+SNAPSHOT_INTERVAL = 600.0
+"""Seconds between the follower's saves of a moving index's snapshot."""
 DEFAULT_MAX_LAG = 5.0
 """Seconds a follower may go without reaching the store's head before minimize_latency
 reads stop trusting the index."""
@@ -57,8 +64,10 @@ class Revisions:
         *,
         head_staleness: float,
         clock: Callable[[], float],
+        snapshots: SnapshotFile | None = None,
     ) -> None:
         self._store = store
+        self._snapshots = snapshots
         self._tokens = tokens
         self._index = index
         self._head = head
@@ -110,7 +119,15 @@ class Revisions:
             self._head_read_at = self._clock()
             self._advanced(before, head, True)
             LOG.warning("the index was reloaded at revision %d (the log was collected)", head)
-            return head
+        if self._snapshots is not None:
+            self._snapshots.save(index)
+        return head
+
+    def save_snapshot(self) -> None:
+        """Save the index snapshot, if there is a file for it and the index moved since."""
+        snapshots, index = self._snapshots, self._index
+        if snapshots is not None and index is not None and snapshots.saved != index.revision:
+            snapshots.save(index)
 
     def follow(self, interval: float, max_lag: float = DEFAULT_MAX_LAG) -> None:
         """Apply the change log on a background thread from now on (a server's mode)."""
@@ -245,6 +262,7 @@ class _Follower:
 
     def _run(self) -> None:
         revisions = self._revisions
+        saved_at = time.monotonic()
         while not self._stopped.is_set():
             try:
                 revisions.refresh()
@@ -259,5 +277,8 @@ class _Follower:
                 if not revisions.healthy:
                     LOG.warning("the store is reachable again")
                 revisions.healthy = True
+                if time.monotonic() - saved_at >= SNAPSHOT_INTERVAL:
+                    saved_at = time.monotonic()
+                    revisions.save_snapshot()
             self._wake.wait(self._interval)
             self._wake.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -223,6 +224,32 @@ def test_metrics_scraped_over_http(server: ServerProcess) -> None:
     assert "policyd_grpc_errors_total" in text
     assert "policyd_grpc_request_duration_seconds_bucket" in text
     assert "policyd_revision " in text
+
+
+def test_a_restart_starts_from_the_index_snapshot_and_rebuilds_a_corrupt_one(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "policyd.db.index"  # the default: beside the SQLite file
+    server = start_server("--policy", str(POLICY_FILE))
+    with server.client() as client:
+        _setup(client)
+    assert server.terminate() == 0  # SIGTERM saves the index at its last revision
+    assert snapshot.exists()
+    server = start_server()
+    with server.client() as client:
+        assert client.check(POST, "view", BOB).allowed
+        assert not client.check(POST, "view", parse_subject("account:did:plc:eve")).allowed
+        client.touch([parse_relationship(f"{POST}#viewer@account:did:plc:eve")])
+    assert server.terminate() == 0
+    assert f"index loaded from {snapshot}" in "".join(server.stderr)
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    snapshot.write_bytes(bytes(data))
+    server = start_server()
+    with server.client() as client:
+        assert client.check(POST, "view", parse_subject("account:did:plc:eve")).allowed
+    server.terminate()
+    assert "the file is corrupt; building from the store" in "".join(server.stderr)
 
 
 def test_refuses_to_start_without_a_token(start_server: ServerFactory) -> None:
