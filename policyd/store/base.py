@@ -27,10 +27,12 @@ full; the roles and the values they pass are one contract, read together.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
 
@@ -61,6 +63,22 @@ DEFAULT_GC_WINDOW = timedelta(hours=24)
 DEFAULT_HOLD_TTL = timedelta(hours=1)
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_CHANGES_LIMIT = 1000
+
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("policyd_call_deadline", default=None)
+"""The ``time.monotonic()`` by which the current call must be answered, or None.
+
+The API sets it per call from the client's deadline; a store bounds its waits
+(a pooled connection, a lock) by it, so a call never waits on the store past
+the moment its client stops listening.
+"""
+
+
+def wait_bound(limit: float) -> float:
+    """Seconds a store may wait now: ``limit``, or less when the call's deadline is nearer."""
+    deadline = CALL_DEADLINE.get()
+    if deadline is None:
+        return limit
+    return max(0.0, min(limit, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,15 @@ updates the one ``store_state`` row (``head = head + 1``), whose row lock is
 held until commit: writers are serialised, revisions commit in order, and a
 reader who sees revision R sees every write at or below R. Reads run in
 autocommit, one statement each (see sqlcommon), on pooled connections.
+
+Nothing waits on PostgreSQL without a bound (``PgTimeouts``): connecting,
+every statement, every lock wait and a transaction left idle each have a
+timeout set on the session, and a wait for a pooled connection is bounded
+by the call's deadline (``CALL_DEADLINE``). When a connection breaks
+(PostgreSQL stopped, the network dropped), the store marks PostgreSQL
+unreachable and fails every call at once with StoreError (UNAVAILABLE)
+instead of queueing it on a pool that cannot fill; a probe, at most one per
+``probe_interval``, lets calls through again as soon as a connection opens.
 """
 
 from __future__ import annotations
@@ -12,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -21,13 +32,50 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
-from policyd.store.base import Clock
+from policyd.store.base import Clock, wait_bound
 from policyd.store.postgres.migrations import SECONDARY_INDEXES, migrate
 from policyd.store.sqlcommon import ROW_COLUMNS, SqlCursor, SqlStore
 
 # ASCII only, at most PostgreSQL's 63-byte identifier limit: the name also goes into a
 # ``search_path`` option, where anything else would need quoting rules of its own.
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_]{1,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class PgTimeouts:
+    """How long PostgreSQL work may take, in seconds; each one is a PostgreSQL setting.
+
+    ``connect`` is libpq's ``connect_timeout`` (whole seconds, at least 1 in
+    libpq; 2 here), ``statement``, ``lock`` and ``idle_in_transaction`` are the
+    session's ``statement_timeout``, ``lock_timeout`` and
+    ``idle_in_transaction_session_timeout``: a query that runs away, a write
+    queued behind a stuck writer and a paused process holding a transaction open
+    all end. ``bulk_statement`` replaces ``statement`` in a bulk import, whose
+    COPY runs as long as the input lasts. ``pool`` bounds the wait for a pooled
+    connection (less when the call's deadline is nearer); ``probe_interval`` is
+    how often an unreachable PostgreSQL is tried again.
+    """
+
+    connect: int = 2
+    statement: float = 30.0
+    bulk_statement: float = 600.0
+    lock: float = 5.0
+    idle_in_transaction: float = 10.0
+    pool: float = 5.0
+    probe_interval: float = 0.25
+
+    def options(self) -> str:
+        """The libpq ``options`` that set the session timeouts."""
+        return (
+            f"-c statement_timeout={int(self.statement * 1000)} "
+            f"-c lock_timeout={int(self.lock * 1000)} "
+            f"-c idle_in_transaction_session_timeout={int(self.idle_in_transaction * 1000)}"
+        )
+
+
+# A connection that dies without a word (a host gone, a cable pulled) is noticed by TCP
+# keepalives within about idle + interval * count seconds, not the kernel's two hours.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 
 
 class PostgresStore(SqlStore):
@@ -41,7 +89,7 @@ class PostgresStore(SqlStore):
         clock: Clock = time.time,
         min_connections: int = 1,
         max_connections: int = 10,
-        timeout: float = 30.0,
+        timeouts: PgTimeouts | None = None,
     ) -> None:
         """Connect to ``dsn`` and migrate the tables in ``schema_name``.
 
@@ -52,7 +100,7 @@ class PostgresStore(SqlStore):
             clock: the time source for expiry, holds and GC.
             min_connections: connections the pool keeps open.
             max_connections: connections the pool opens at most.
-            timeout: seconds to wait for a pooled connection.
+            timeouts: the connect, statement, lock, idle and pool timeouts.
         """
         super().__init__(clock)
         if not _SCHEMA_NAME.fullmatch(schema_name):
@@ -60,15 +108,26 @@ class PostgresStore(SqlStore):
         self._schema_name = schema_name
         self._dsn = dsn
         self._sql_cache: dict[str, str] = {}
+        self.timeouts = timeouts = timeouts or PgTimeouts()
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": timeouts.connect,
+            "options": f"-c search_path={schema_name} {timeouts.options()}",
+            **_KEEPALIVES,
+        }
+        self._unreachable: str | None = None
+        """Why PostgreSQL is taken to be unreachable, or None while it answers."""
+        self._probed_at = 0.0
+        self._probe_lock = threading.Lock()
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(dsn, **self._connect_kwargs) as conn:
                 migrate(conn, schema_name)
             self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
                 dsn,
                 min_size=min_connections,
                 max_size=max_connections,
-                timeout=timeout,
-                kwargs={"autocommit": True, "options": f"-c search_path={schema_name}"},
+                timeout=timeouts.pool,
+                kwargs=self._connect_kwargs,
                 open=True,
             )
         except psycopg.Error as e:
@@ -80,15 +139,60 @@ class PostgresStore(SqlStore):
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        if self._unreachable is not None and not self._probe():
+            raise StoreError(f"PostgreSQL is unreachable: {self._unreachable}")
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=wait_bound(self.timeouts.pool)) as conn:
                 yield conn
         except PoolTimeout as e:
-            raise StoreError(f"no PostgreSQL connection available: {e}") from e
+            if self._unreachable is None and not self._probe(force=True):
+                raise StoreError(f"PostgreSQL is unreachable: {self._unreachable}") from e
+            raise StoreError(f"no PostgreSQL connection came free in time: {e}") from e
         except psycopg.errors.UniqueViolation as e:
             raise AlreadyExistsError(f"relationship already exists: {e}") from e
+        except psycopg.errors.LockNotAvailable as e:
+            raise StoreError(f"PostgreSQL lock wait timed out (lock_timeout): {e}") from e
+        except psycopg.errors.QueryCanceled as e:
+            raise StoreError(f"PostgreSQL statement timed out or was cancelled: {e}") from e
         except psycopg.Error as e:
+            if conn is not None and conn.broken:
+                self._lost(str(e))
             raise StoreError(f"PostgreSQL failed: {e}") from e
+
+    def _lost(self, reason: str) -> None:
+        """A connection broke: fail calls fast until a probe connects again."""
+        self._unreachable = reason.strip() or "the connection broke"
+        self._probed_at = time.monotonic()
+
+    def _probe(self, force: bool = False) -> bool:
+        """Whether PostgreSQL takes a new connection; tried at most once per probe interval.
+
+        Callers that find a probe under way or too recent get the last verdict
+        at once, so an outage costs each call no wait at all.
+        """
+        if not force and time.monotonic() - self._probed_at < self.timeouts.probe_interval:
+            return self._unreachable is None
+        if not self._probe_lock.acquire(blocking=False):
+            return self._unreachable is None
+        try:
+            self._probed_at = time.monotonic()
+            try:
+                psycopg.connect(self._dsn, **self._connect_kwargs).close()
+            except psycopg.Error as e:
+                self._unreachable = str(e).strip() or "cannot connect"
+                return False
+            if self._unreachable is not None:
+                self._unreachable = None
+                self._pool.check()  # drop the pooled connections that broke meanwhile
+            return True
+        finally:
+            self._probe_lock.release()
+
+    @property
+    def reachable(self) -> bool:
+        """Whether PostgreSQL is taken to answer (the last connection or probe worked)."""
+        return self._unreachable is None
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[SqlCursor]:
@@ -123,6 +227,9 @@ class PostgresStore(SqlStore):
     def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
         if not isinstance(cur, psycopg.Connection):
             raise TypeError("PostgresStore writes on psycopg connections")
+        # The COPY lasts as long as its input: give it the bulk bound, for this transaction only.
+        bulk_ms = int(self.timeouts.bulk_statement * 1000)
+        cur.execute(f"SET LOCAL statement_timeout = {bulk_ms}".encode())
         if empty:
             for name in SECONDARY_INDEXES:
                 cur.execute(f"DROP INDEX IF EXISTS {name}".encode())
@@ -145,7 +252,11 @@ class PostgresStore(SqlStore):
     def opener(self) -> Callable[[], PostgresStore]:
         """Connects to the same database and schema again."""
         return functools.partial(
-            PostgresStore, self._dsn, schema_name=self._schema_name, clock=self.clock
+            PostgresStore,
+            self._dsn,
+            schema_name=self._schema_name,
+            clock=self.clock,
+            timeouts=self.timeouts,
         )
 
     def drop(self) -> None:
