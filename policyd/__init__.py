@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from policyd.decisions import CheckRequest, CheckResult, Permissionship
     from policyd.dsl.compiler import compile_policy
     from policyd.engine import Engine
+    from policyd.filters import Precondition, RelationshipFilter
     from policyd.relationship import (
         ObjectRef,
         Relationship,
@@ -52,7 +53,9 @@ _HOMES = {
     "ObjectRef": "policyd.relationship",
     "Permissionship": "policyd.decisions",
     "PolicydClient": "policyd.client",
+    "Precondition": "policyd.filters",
     "Relationship": "policyd.relationship",
+    "RelationshipFilter": "policyd.filters",
     "SubjectRef": "policyd.relationship",
     "compile_policy": "policyd.dsl.compiler",
     "open_store": "policyd.store",
@@ -71,7 +74,9 @@ __all__ = [
     "Permissionship",
     "PolicydClient",
     "PolicydError",
+    "Precondition",
     "Relationship",
+    "RelationshipFilter",
     "SubjectRef",
     "compile_policy",
     "open_store",

@@ -14,6 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,26 +23,28 @@ from policyd.consistency import Consistency
 from policyd.dsl.compiler import compile_file
 from policyd.dsl.formatter import format_text
 from policyd.engine import Engine, format_explanation
+from policyd.engine.cache import DEFAULT_CAPACITY
 from policyd.errors import (
     Diagnostic,
+    InvalidRelationshipError,
     InvalidRequestError,
     NotFoundError,
     PolicydError,
     PolicyErrors,
 )
+from policyd.filters import RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
     Relationship,
     RelationshipUpdate,
     SubjectRef,
-    format_timestamp,
     parse_object,
     parse_relationship,
     parse_subject,
-    parse_timestamp,
 )
 from policyd.store import open_store
+from policyd.timestamps import format_timestamp, parse_timestamp
 from policyd.validationfile import load_engine, load_validation_files, run_validation_file
 
 if TYPE_CHECKING:
@@ -155,6 +158,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: ok: {assertions} assertions passed")
     return status
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Print the policy for an OpenFGA model, or validation files for an OpenFGA store file.
+
+    Example: ``policyd convert model.fga > model.policy``, then
+    ``policyd convert tests.fga.yaml > tests.yaml && policyd validate tests.yaml``.
+    """
+    from policyd.openfga import convert_model_file, convert_store_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"{path}: cannot read: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    store_file = path.suffix in (".yaml", ".yml")
+    try:
+        text = convert_store_file(path) if store_file else convert_model_file(path)
+    except PolicydError as e:
+        _print_error(e)
+        return EXIT_PROBLEMS
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def _engine_for(args: argparse.Namespace) -> Engine:
@@ -291,6 +319,15 @@ def relationship_to_json(relationship: Relationship) -> dict[str, Any]:
     return record
 
 
+def _expiry(text: object) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return parse_timestamp(str(text))
+    except ValueError as e:
+        raise InvalidRelationshipError(str(e), field="expires_at") from e
+
+
 def relationship_from_json(text: str) -> Relationship:
     """Parse one NDJSON line written by ``relationship_to_json``."""
     record = _json_object(text, "relationship")
@@ -305,7 +342,7 @@ def relationship_from_json(text: str) -> Relationship:
             ),
             record.get("caveat_name") or None,
             dict(record.get("caveat_context") or {}),
-            parse_timestamp(record["expires_at"]) if record.get("expires_at") else None,
+            _expiry(record.get("expires_at")),
         )
     except KeyError as e:
         raise InvalidRequestError(f"missing field {e.args[0]!r}", field=str(e.args[0])) from e
@@ -347,8 +384,8 @@ def run_write(args: argparse.Namespace, connection: client.PolicydClient) -> int
     return EXIT_OK
 
 
-def _filter(args: argparse.Namespace) -> client.Filter:
-    return client.Filter(
+def _filter(args: argparse.Namespace) -> RelationshipFilter:
+    return RelationshipFilter(
         resource_type=args.resource_type,
         resource_id=args.resource_id,
         relation=args.relation,
@@ -511,6 +548,13 @@ def _ensure_policy(engine: Engine, path: str) -> None:
         LOG.info("wrote policy %s at revision %d", path, written.revision)
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, zero or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()):
@@ -590,11 +634,16 @@ def _serve_one(
     from prometheus_client import CollectorRegistry
 
     from policyd.api.limits import Limits
-    from policyd.api.metrics import serve_metrics
+    from policyd.api.metrics import (
+        MetricsPublisher,
+        WorkerRegistry,
+        multiprocess_dir,
+        serve_metrics,
+    )
     from policyd.api.server import PolicydServer, ServerConfig
 
     store = open_store(url)
-    engine = Engine(store, max_depth=args.max_depth)
+    engine = Engine(store, max_depth=args.max_depth, cache_capacity=args.decision_cache_size)
     if args.policy:
         _ensure_policy(engine, args.policy)
     config = ServerConfig(
@@ -606,13 +655,19 @@ def _serve_one(
         reuse_port=args.reuse_port,
         limits=Limits(max_message_bytes=args.max_message_bytes),
     )
-    registry = CollectorRegistry()
+    # A worker of --workers N writes its metrics where the supervisor serves their sum.
+    shared = WorkerRegistry() if multiprocess_dir() is not None else None
+    registry = shared if shared is not None else CollectorRegistry()
     xrpc_server = None
     if xrpc is not None:
         from policyd.atproto import XrpcServer
 
         xrpc_server = XrpcServer(engine, xrpc, registry, grace=args.grace)
     server = PolicydServer(engine, store, config, registry)
+    if shared is not None:
+        publisher = MetricsPublisher(shared)
+        publisher.start()
+        server.on_stop(publisher.stop)
     metrics_server = None
     if args.metrics_listen != "off":
         metrics_server, metrics_port = serve_metrics(registry, args.metrics_listen)
@@ -638,12 +693,16 @@ def _supervise(
     """Run ``--workers`` processes sharing the port (SO_REUSEPORT); forward SIGTERM to them.
 
     Worker 0 alone serves ``--xrpc-listen``, so that one replay cache sees every
-    service-auth token (one process answers well past the target; README).
+    service-auth token (one process answers well past the target; README). The
+    supervisor serves ``--metrics-listen``: the sum of every worker's metrics
+    (api/metrics.py says how each one combines).
     """
     import signal
     import socket
     import subprocess
     import time
+
+    from policyd.api.metrics import SharedMetrics, serve_metrics
 
     host, port = _split_address(args.listen)
     if port == 0:
@@ -667,9 +726,11 @@ def _supervise(
         env["POLICYD_TOKEN"] = token
     if args.store == "postgres":
         env["POLICYD_DSN"] = url
-    metrics_host, metrics_port = ("", 0)
+    shared = None
     if args.metrics_listen != "off":
-        metrics_host, metrics_port = _split_address(args.metrics_listen)
+        _split_address(args.metrics_listen)
+        shared = SharedMetrics()
+        env.update(shared.environment())
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
         command = [
@@ -679,12 +740,8 @@ def _supervise(
             "--threads", str(args.threads), "--grace", str(args.grace),
             "--max-message-bytes", str(args.max_message_bytes),
             "--max-depth", str(args.max_depth), "--log-level", args.log_level,
+            "--decision-cache-size", str(args.decision_cache_size), "--metrics-listen", "off",
         ]  # fmt: skip
-        if args.metrics_listen == "off":
-            command += ["--metrics-listen", "off"]
-        else:
-            worker_port = metrics_port + index if metrics_port else 0
-            command += ["--metrics-listen", f"{metrics_host}:{worker_port}"]
         if token is None:
             command.append("--insecure-no-auth")
         if args.tls_cert:
@@ -707,6 +764,11 @@ def _supervise(
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    metrics_server = None
+    if shared is not None:
+        metrics_server, metrics_port = serve_metrics(shared.registry, args.metrics_listen)
+        metrics_host = args.metrics_listen.rpartition(":")[0]
+        print(f"policyd metrics on http://{metrics_host}:{metrics_port}/metrics", flush=True)
     workers = [spawn(i) for i in range(args.workers)]
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -716,6 +778,8 @@ def _supervise(
         time.sleep(0.2)
         for i, child in enumerate(workers):
             if not stopping and child.poll() is not None:
+                if shared is not None:
+                    shared.worker_exited(child.pid)
                 if restarts >= MAX_WORKER_RESTARTS:
                     LOG.error("worker %d exited with %s; giving up", i, child.returncode)
                     forward(signal.SIGTERM, None)
@@ -732,6 +796,10 @@ def _supervise(
             child.kill()
             child.wait(10)
             status = EXIT_PROBLEMS
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    if shared is not None:
+        shared.close()
     return status
 
 
@@ -740,6 +808,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from policyd.bench.harness import main as bench_main
 
     return bench_main(args.harness_args)
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    """Serve the playground page on loopback until interrupted (policyd.playground)."""
+    from policyd.playground.backends import MemoryBackend, ServerBackend
+    from policyd.playground.server import Playground, serve
+    from policyd.playground.workbench import Workbench
+    from policyd.playground.workspace import Workspace
+
+    path = Path(args.path)
+    root, initial = (path.parent, path.name) if path.is_file() else (path, None)
+    if not root.is_dir():
+        print(f"{args.path}: no such file or folder", file=sys.stderr)
+        return EXIT_USAGE
+    backend = ServerBackend(_client(args)) if args.server else MemoryBackend(args.max_depth)
+    playground = Playground(
+        Workbench(backend), Workspace(root), initial_file=initial, server_address=args.server
+    )
+    try:
+        host, port = _split_address(args.listen)
+    except PolicydError as e:
+        _print_error(e)
+        return EXIT_USAGE
+
+    def ready(url: str) -> None:
+        print(f"playground on {url}", flush=True)
+
+    serve(playground, host.strip("[]"), port, ready)
+    return EXIT_OK
+
+
+def cmd_lsp(args: argparse.Namespace) -> int:
+    """Serve the Language Server Protocol on stdin and stdout (policyd.lsp)."""
+    from policyd.lsp.server import main as serve_lsp
+
+    serve_lsp()
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -778,6 +883,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
     )
+
+    convert = command(
+        "convert",
+        cmd_convert,
+        "convert an OpenFGA model (.fga DSL 1.1 or .json) to a policy, or an OpenFGA store "
+        "file (.fga.yaml) to validation files",
+    )
+    convert.add_argument("file", metavar="FILE", help="model.fga, model.json or tests.fga.yaml")
+    convert.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
 
     def server_options(sub: argparse.ArgumentParser, *, required_server: bool = True) -> None:
         group = sub.add_argument_group("server connection")
@@ -840,7 +954,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-listen",
         default="127.0.0.1:9090",
         metavar="HOST:PORT|off",
-        help="Prometheus /metrics address (default: 127.0.0.1:9090); 'off' disables it",
+        help="Prometheus /metrics address (default: 127.0.0.1:9090); 'off' disables it. "
+        "With --workers N the one endpoint reports the sum of all workers",
     )
     serve.add_argument(
         "--store",
@@ -886,6 +1001,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
+    )
+    cache = serve.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--decision-cache-size",
+        type=_count,
+        default=DEFAULT_CAPACITY,
+        metavar="N",
+        help=f"decisions each worker caches (default: {DEFAULT_CAPACITY:,}; 0 turns the cache off)",
+    )
+    cache.add_argument(
+        "--no-decision-cache",
+        dest="decision_cache_size",
+        action="store_const",
+        const=0,
+        help="compute every decision (the same as --decision-cache-size 0), e.g. to measure "
+        "cold checks",
     )
     serve.add_argument(
         "--log-level",
@@ -1036,6 +1167,38 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             consistency_option(sub)
         server_options(sub)
+
+    playground = command(
+        "playground",
+        cmd_playground,
+        "a local web page to edit a policy, relationships and assertions and see decisions "
+        "as graphs",
+    )
+    playground.add_argument(
+        "path",
+        nargs="?",
+        default=".",
+        metavar="FILE_OR_FOLDER",
+        help="a validation file to open, or the folder whose YAML files to offer "
+        "(default: the working dir); saves stay inside that folder",
+    )
+    playground.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="page address (default: 127.0.0.1:8080; port 0 picks a free one)",
+    )
+    playground.add_argument(
+        "--max-depth", type=int, default=50, help="deepest nesting a check may follow"
+    )
+    server_options(playground, required_server=False)
+
+    command(
+        "lsp",
+        cmd_lsp,
+        "a language server for .policy files over stdio (diagnostics, hover, definitions, "
+        "references, rename, completion, formatting)",
+    )
 
     bench = command(
         "bench",

@@ -10,7 +10,7 @@ value, engine/results.py; these are what leaves it.)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -145,6 +145,66 @@ def answer_for(
                 return Permissionship.CONDITIONAL, excluded.missing
             return Permissionship.NO_PERMISSION, ()
     return wildcard.permissionship, wildcard.missing
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceChange:
+    """How the subjects holding a permission on a resource changed at one revision.
+
+    Each entry is a subject's answer from ``token``'s revision on; NO_PERMISSION
+    means it holds the permission no more. With ``reset`` the entries are the
+    whole audience (ListSubjects at that revision) and replace all before them.
+    """
+
+    token: str
+    subjects: tuple[FoundSubject, ...]
+    reset: bool = False
+
+
+class Audience:
+    """The subjects holding a permission, folded from a WatchPermission stream's changes.
+
+    ``answer_for`` then says of any subject what a fresh ListSubjects at the
+    last change's revision would: a subject that lost the permission while a
+    wildcard grants its type becomes one of the wildcard's exclusions.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[SubjectRef, FoundSubject] = {}
+        self.token = ""
+        """The revision the audience is at (the last change applied)."""
+
+    @property
+    def subjects(self) -> tuple[FoundSubject, ...]:
+        """The entries: subjects by name, and any wildcard with its exclusions."""
+        return tuple(self._entries.values())
+
+    def apply(self, change: AudienceChange) -> None:
+        """Fold one change in (changes must come in the stream's order)."""
+        if change.reset:
+            self._entries.clear()
+        for found in change.subjects:
+            subject = found.subject
+            wildcard = self._entries.get(SubjectRef(subject.type, WILDCARD))
+            if found.permissionship is not Permissionship.NO_PERMISSION:
+                self._entries[subject] = found
+                if wildcard is not None:
+                    self._exclude(wildcard, subject, keep=False)
+            else:
+                self._entries.pop(subject, None)
+                if wildcard is not None and subject.id != WILDCARD and subject.relation is None:
+                    self._exclude(wildcard, subject, keep=True)
+        self.token = change.token
+
+    def _exclude(self, wildcard: FoundSubject, subject: SubjectRef, *, keep: bool) -> None:
+        """Make ``subject`` one of the wildcard's certain exclusions (``keep``) or none of them."""
+        others = tuple(e for e in wildcard.excluded if e.subject != subject)
+        excluded = (*others, ExcludedSubject(subject)) if keep else others
+        self._entries[wildcard.subject] = replace(wildcard, excluded=excluded)
+
+    def answer_for(self, subject: SubjectRef) -> tuple[Permissionship, tuple[str, ...]]:
+        """What the audience says of one subject (``answer_for``)."""
+        return answer_for(self._entries.values(), subject)
 
 
 class ExpandKind(Enum):

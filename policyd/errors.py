@@ -121,6 +121,12 @@ class PolicyErrors(PolicydError, ValueError):
         return tuple(d for d in self.diagnostics if d.severity is Severity.ERROR)
 
 
+class ConversionError(PolicydError, ValueError):
+    """Another system's model or test file that policyd cannot express; ``span`` points at it."""
+
+    code = "no-equivalent"
+
+
 class InvalidRequestError(PolicydError, ValueError):
     """A request that is malformed or names things the policy does not define."""
 
@@ -194,6 +200,16 @@ class CancelledError(PolicydError):
     """A request its caller gave up on; the work stopped."""
 
     code = "cancelled"
+
+
+class SnapshotMovedError(PolicydError):
+    """A long read on the in-memory index that saw the index apply a newer revision midway.
+
+    Retry; a listing resumed from its last cursor reads the revision the cursor pins
+    and cannot be moved.
+    """
+
+    code = "snapshot-moved"
 
 
 class ResourceExhaustedError(PolicydError):

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from policyd.api.server import PolicydServer, ServerConfig
 from policyd.cli import build_parser, main, relationship_from_json, relationship_to_json
 from policyd.engine import Engine
+from policyd.errors import InvalidRelationshipError
 from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
 from policyd.tokens import TokenCodec
@@ -200,6 +201,20 @@ def test_ndjson_form_round_trips() -> None:
     assert back.caveat_context == rel.caveat_context
 
 
+def test_ndjson_keeps_an_expiry_to_the_microsecond() -> None:
+    rel = parse_relationship("doc:1#viewer@user:ann[expiration:2030-01-01T00:00:00.123456Z]")
+    record = relationship_to_json(rel)
+    assert record["expires_at"] == "2030-01-01T00:00:00.123456Z"
+    assert relationship_from_json(json.dumps(record)) == rel
+
+
+def test_ndjson_with_a_malformed_expiry_names_the_field() -> None:
+    record = relationship_to_json(parse_relationship("doc:1#viewer@user:ann"))
+    with pytest.raises(InvalidRelationshipError) as raised:
+        relationship_from_json(json.dumps({**record, "expires_at": "next tuesday"}))
+    assert raised.value.field == "expires_at"
+
+
 def test_serve_refuses_without_token(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -217,5 +232,41 @@ def test_serve_refuses_a_port_that_is_not_ascii_digits(
     assert "expected HOST:PORT" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "size"),
+    [([], 100_000), (["--no-decision-cache"], 0), (["--decision-cache-size", "5"], 5)],
+    ids=["default", "off", "sized"],
+)
+def test_serve_decision_cache_size(arguments: list[str], size: int) -> None:
+    assert build_parser().parse_args(["serve", *arguments]).decision_cache_size == size
+
+
+@pytest.mark.parametrize("size", ["-1", "1.5", "many"])
+def test_serve_refuses_a_cache_size_that_is_not_a_count(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--decision-cache-size", size])
+    assert "expected a whole number" in capsys.readouterr().err
+
+
 def _token_of(server: PolicydServer, revision: int) -> str:
     return TokenCodec(server.store.identity).token(revision)
+
+
+def test_convert_openfga_model_and_store_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = ROOT / "tests" / "openfga" / "models"
+    assert main(["convert", str(models / "github.fga")]) == 0
+    assert "permission reader = direct_reader + triager + owner->repo_reader" in (
+        capsys.readouterr().out
+    )
+    converted = tmp_path / "github.yaml"
+    assert main(["convert", str(models / "github.fga.yaml"), "-o", str(converted)]) == 0
+    assert main(["validate", str(converted)]) == 0
+    broken = tmp_path / "old.fga"
+    broken.write_text("model\n  schema 1.0\ntype user\n", encoding="utf-8")
+    assert main(["convert", str(broken)]) == 1
+    error = capsys.readouterr().err
+    assert "old.fga:2:1: no-equivalent: OpenFGA schema 1.0: only schema 1.1 converts" in error

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from policyd.api.gen import policy_service_pb2
-from policyd.client import Filter, PolicydClient, consistency_message, error_from_rpc
+from policyd.client import PolicydClient, consistency_message, error_from_rpc, filter_message
 from policyd.consistency import Consistency
 from policyd.errors import (
     InvalidRequestError,
@@ -21,6 +21,7 @@ from policyd.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from policyd.filters import RelationshipFilter
 
 
 def _free_loopback_port() -> int:
@@ -126,7 +127,7 @@ def test_no_server_at_all_is_unavailable() -> None:
         with pytest.raises(UnavailableError):
             client.read_policy()
         with pytest.raises(UnavailableError):
-            list(client.read(Filter(resource_type="x")))
+            list(client.read(RelationshipFilter(resource_type="x")))
 
 
 class _FakeError(grpc.RpcError, grpc.Call):
@@ -174,7 +175,7 @@ def test_consistency_messages() -> None:
 
 
 def test_filter_sets_only_given_fields() -> None:
-    message = Filter(resource_type="post", subject_relation="").to_proto()
+    message = filter_message(RelationshipFilter(resource_type="post", subject_relation=""))
     assert message.HasField("resource_type")
     assert message.HasField("subject_relation")
     assert not message.HasField("resource_id")

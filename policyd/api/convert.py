@@ -31,6 +31,7 @@ from policyd.errors import (
     Severity,
     SourceSpan,
 )
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
@@ -38,7 +39,7 @@ from policyd.relationship import (
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.store.base import ChangeEvent, ChangeKind, Precondition, RelationshipFilter
+from policyd.store.base import ChangeEvent, ChangeKind
 
 PERMISSIONSHIP_TO_PROTO = {
     Permissionship.HAS_PERMISSION: permission_service_pb2.PERMISSIONSHIP_HAS_PERMISSION,
@@ -125,11 +126,16 @@ def context_to_proto(context: Mapping[str, Any], target: struct_pb2.Struct, fiel
 
 
 def object_from_proto(message: core_pb2.ObjectReference, field: str) -> ObjectRef:
-    """An ObjectRef, validated; errors name ``field.object_type`` or ``field.object_id``."""
-    ref = ObjectRef(
-        required(message.object_type, f"{field}.object_type"),
-        required(message.object_id, f"{field}.object_id"),
-    )
+    """An ObjectRef, validated; errors name ``field.object_type`` or ``field.object_id``.
+
+    Field names are built only for an error: BatchCheck converts 200 references a
+    call (benchmarks: the servicer's instructions per decision).
+    """
+    type_name, object_id = message.object_type, message.object_id
+    if not type_name or not object_id:
+        required(type_name, f"{field}.object_type")
+        required(object_id, f"{field}.object_id")
+    ref = ObjectRef(type_name, object_id)
     try:
         ref.validate("resource")
     except PolicydError as e:
@@ -146,11 +152,11 @@ def object_to_proto(ref: ObjectRef) -> core_pb2.ObjectReference:
 def subject_from_proto(message: core_pb2.SubjectReference, field: str) -> SubjectRef:
     """A SubjectRef, validated; errors name ``field.object.object_id`` and so on."""
     obj = message.object
-    subject = SubjectRef(
-        required(obj.object_type, f"{field}.object.object_type"),
-        required(obj.object_id, f"{field}.object.object_id"),
-        message.optional_relation or None,
-    )
+    type_name, object_id = obj.object_type, obj.object_id
+    if not type_name or not object_id:
+        required(type_name, f"{field}.object.object_type")
+        required(object_id, f"{field}.object.object_id")
+    subject = SubjectRef(type_name, object_id, message.optional_relation or None)
     try:
         subject.validate("subject")
     except PolicydError as e:
@@ -307,12 +313,16 @@ def explanation_to_proto(explanation: Explanation) -> permission_service_pb2.Exp
 
 
 def check_to_proto(result: CheckResult) -> permission_service_pb2.CheckResponse:
-    """The CheckResponse for a CheckResult."""
+    """The CheckResponse for a CheckResult.
+
+    An empty repeated field is not passed: passing one costs more than the rest of the message.
+    """
     response = permission_service_pb2.CheckResponse(
         consistency_token=token_to_proto(result.token),
         permissionship=PERMISSIONSHIP_TO_PROTO[result.permissionship],
-        missing_context=result.missing,
     )
+    if result.missing:
+        response.missing_context.extend(result.missing)
     if result.explanation is not None:
         response.explanation.CopyFrom(explanation_to_proto(result.explanation))
     return response

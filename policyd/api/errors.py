@@ -5,6 +5,11 @@ trailing metadata entry ``policyd-error-bin``, an ``ErrorDetail`` with the
 stable code, the field at fault and any diagnostics, so the client can raise
 the same error class. An error that is not a PolicydError becomes INTERNAL
 with a fixed message: it is logged, never sent.
+
+An API spoken for another project's clients (authzed.api.v1) has its own
+codes and error details; its servicers raise ``RichStatusError``, which
+carries the status, message and ``google.rpc.Status`` details to send as
+they are (gRPC's rich error model, ``grpc-status-details-bin``).
 """
 
 from __future__ import annotations
@@ -38,8 +43,37 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "store-unwritable": grpc.StatusCode.UNAVAILABLE,
     "deadline-exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
     "cancelled": grpc.StatusCode.CANCELLED,
+    "snapshot-moved": grpc.StatusCode.ABORTED,
 }
 """Every policyd error code the API sends as itself; anything else is INTERNAL."""
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""The trailing-metadata key of gRPC's rich error model: a serialized google.rpc.Status."""
+
+
+class RichStatusError(PolicydError):
+    """An error with the status and details another API defines, sent as they are.
+
+    ``details`` is a serialized google.rpc.Status whose code and message are
+    ``status`` and ``message``, as gRPC clients check; ``code`` names the error
+    in logs and metrics as any policyd code does.
+    """
+
+    code = "rich-status"
+
+    def __init__(
+        self,
+        status: grpc.StatusCode,
+        message: str,
+        details: bytes,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message, field=field, code=code)
+        self.status = status
+        self.details = details
+
 
 # Codes whose message may carry internals (a DSN, a driver message): sent as a fixed text.
 _PRIVATE_MESSAGES = {
@@ -51,11 +85,15 @@ _PRIVATE_MESSAGES = {
 
 def status_for(error: PolicydError) -> grpc.StatusCode:
     """The gRPC status code of a policyd error; INTERNAL for codes not in the table."""
+    if isinstance(error, RichStatusError):
+        return error.status
     return STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
 
 
 def is_internal(error: BaseException) -> bool:
     """True when the error must be logged with its traceback and hidden from the caller."""
+    if isinstance(error, RichStatusError):
+        return False
     return not isinstance(error, PolicydError) or error.code not in STATUS_BY_CODE
 
 
@@ -83,5 +121,8 @@ def error_detail(error: PolicydError) -> core_pb2.ErrorDetail:
 
 
 def trailing_metadata(error: PolicydError) -> tuple[tuple[str, str | bytes], ...]:
-    """The trailing metadata that carries the ErrorDetail."""
-    return ((ERROR_DETAIL_KEY, error_detail(error).SerializeToString()),)
+    """The trailing metadata that carries the ErrorDetail (and a RichStatusError's details)."""
+    detail = (ERROR_DETAIL_KEY, error_detail(error).SerializeToString())
+    if isinstance(error, RichStatusError):
+        return (detail, (STATUS_DETAILS_KEY, error.details))
+    return (detail,)

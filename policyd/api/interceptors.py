@@ -28,7 +28,6 @@ from policyd.api.errors import is_internal, public_message, status_for, trailing
 from policyd.api.limits import Limits
 from policyd.api.metrics import Metrics
 from policyd.api.scheduling import Context
-from policyd.store.base import CALL_DEADLINE
 from policyd.errors import (
     InternalError,
     InvalidRequestError,
@@ -36,6 +35,7 @@ from policyd.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
+from policyd.store.base import CALL_DEADLINE
 
 LOG = logging.getLogger("policyd.api")
 
@@ -262,8 +262,10 @@ class ObservingInterceptor(_ServerInterceptor):
                 else:
                     self._finish(method, start, None)
                 finally:
-                    await responses.aclose()
-                    self._leave(method)
+                    try:
+                        await responses.aclose()
+                    finally:  # aclose itself may be cancelled: the count still comes down
+                        self._leave(method)
 
             return streaming
 

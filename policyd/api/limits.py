@@ -14,6 +14,12 @@ HEAVY_METHODS = frozenset(
         "ReadRelationships",
         "ExportRelationships",
         "ImportRelationships",
+        # authzed.api.v1's names for the same work
+        "LookupResources",
+        "LookupSubjects",
+        "ExpandPermissionTree",
+        "ImportBulkRelationships",
+        "ExportBulkRelationships",
     }
 )
 """Calls that may work for seconds: at most ``max_heavy_calls`` of each run at once."""

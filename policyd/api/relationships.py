@@ -24,6 +24,7 @@ from policyd.api.convert import (
 from policyd.api.gen import relationship_service_pb2 as pb
 from policyd.api.gen import relationship_service_pb2_grpc
 from policyd.api.limits import Limits
+from policyd.api.paging import read_pages
 from policyd.api.scheduling import Context, Threads
 from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
@@ -107,7 +108,6 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
     ) -> AsyncIterator[pb.ReadRelationshipsResponse]:
         """Stream the matching relationships from one snapshot, a page per store read."""
         relationship_filter = filter_from_proto(request.filter)
-        remaining = limit_from_proto(request.limit)
         cursor = Cursor.decode(request.cursor, self._tokens) if request.cursor else None
         revision = (
             cursor.revision
@@ -115,23 +115,21 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
             else self._engine.revision_for(consistency_from_proto(request.consistency))
         )
         token = token_to_proto(self._tokens.token(revision))
-        snapshot = self._store.snapshot(revision)
-        while True:
-            page_size = self._limits.page_size
-            if remaining is not None:
-                page_size = min(page_size, remaining)
-            page = await self._reads.run(snapshot.read, relationship_filter, cursor, page_size)
-            for relationship in page.relationships:
-                yield pb.ReadRelationshipsResponse(
-                    consistency_token=token,
-                    relationship=relationship_to_proto(relationship),
-                    after_cursor=Cursor(revision, relationship.key).encode(self._tokens),
-                )
-            if remaining is not None:
-                remaining -= len(page.relationships)
-            if page.cursor is None or remaining == 0:
-                return
-            cursor = page.cursor
+        pages = read_pages(
+            self._store,
+            self._reads,
+            revision,
+            relationship_filter,
+            cursor,
+            limit_from_proto(request.limit),
+            self._limits.page_size,
+        )
+        async for relationship, after in pages:
+            yield pb.ReadRelationshipsResponse(
+                consistency_token=token,
+                relationship=relationship_to_proto(relationship),
+                after_cursor=after.encode(self._tokens),
+            )
 
     async def Watch(
         self, request: pb.WatchRequest, context: Context

@@ -19,6 +19,7 @@ import signal
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -27,6 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from policyd.api.authzed import SERVICE_NAMES as AUTHZED_SERVICE_NAMES
+from policyd.api.authzed import add_authzed_services
 from policyd.api.gen import (
     permission_service_pb2,
     permission_service_pb2_grpc,
@@ -44,11 +47,14 @@ from policyd.api.relationships import RelationshipServicer
 from policyd.api.scheduling import Threads
 from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
-from policyd.errors import InvalidRequestError, StoreError
-from policyd.store.base import Store
+from policyd.errors import InvalidRequestError, PolicydError, StoreError
+from policyd.store.base import DEFAULT_GC_WINDOW, Store
 from policyd.store.group_commit import writer_for
 
 T = TypeVar("T")
+
+HEALTH_CHECK_SECONDS = 0.5
+"""How often the health service looks at whether the store is reachable."""
 
 LOG = logging.getLogger("policyd.api")
 
@@ -56,6 +62,7 @@ SERVICE_NAMES = (
     permission_service_pb2.DESCRIPTOR.services_by_name["PermissionService"].full_name,
     relationship_service_pb2.DESCRIPTOR.services_by_name["RelationshipService"].full_name,
     policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+    *AUTHZED_SERVICE_NAMES,
 )
 
 
@@ -76,6 +83,12 @@ class ServerConfig:
     threads: int = 4
     reuse_port: bool = False
     limits: Limits = field(default_factory=Limits)
+    follow_seconds: float = 0.05
+    """How often the index looks for other writers' changes (it is also poked by its own)."""
+    gc_every: float = 600.0
+    """Seconds between garbage collections of old row versions; 0 turns them off."""
+    gc_window: timedelta = DEFAULT_GC_WINDOW
+    """How long deleted row versions stay readable (snapshot reads, Watch resumption)."""
 
 
 class PolicydServer:
@@ -101,6 +114,7 @@ class PolicydServer:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stop_hooks: list[Callable[[], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._writes = Threads(config.threads, "policyd-write")
         self._reads = Threads(config.threads, "policyd-read")
         self._loop = asyncio.new_event_loop()
@@ -160,6 +174,16 @@ class PolicydServer:
         policy_service_pb2_grpc.add_PolicyServiceServicer_to_server(
             PolicyServicer(self.engine, self._writes), self._server
         )
+        add_authzed_services(
+            self._server,
+            self.engine,
+            self.store,
+            limits,
+            self._feed,
+            self._writes,
+            self._reads,
+            self.metrics,
+        )
         # grpc-stubs describe only the sync servicer; grpc_health ships the asyncio one too.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -203,9 +227,47 @@ class PolicydServer:
     async def _start(self) -> None:
         await self._server.start()
         self._feed.start()
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.engine.follow(self.config.follow_seconds)
+        await self._report(serving=True)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watch_health(), name="health")]
+        if self.config.gc_every > 0:
+            self._tasks.append(loop.create_task(self._collect(), name="gc"))
+
+    async def _report(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._health.set("", status)
         for name in SERVICE_NAMES:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, status)
+
+    async def _watch_health(self) -> None:
+        """Report NOT_SERVING while the store is unreachable and SERVING again after."""
+        serving = True
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_SECONDS)
+            if self.engine.healthy != serving:
+                serving = self.engine.healthy
+                await self._report(serving)
+
+    async def _collect(self) -> None:
+        """Collect old row versions every ``gc_every`` seconds (holds keep what readers need)."""
+        while True:
+            await asyncio.sleep(self.config.gc_every)
+            try:
+                result = await self._writes.run(self.store.gc, self.config.gc_window)
+            except PolicydError as e:
+                LOG.warning("garbage collection failed: %s", e)
+            else:
+                LOG.info(
+                    "garbage collection removed %d row versions; the oldest readable "
+                    "revision is %d",
+                    result.removed,
+                    result.oldest_revision,
+                )
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting calls, let in-flight calls finish within ``grace``, close the store."""
@@ -227,9 +289,12 @@ class PolicydServer:
 
     async def _stop(self, grace: float) -> None:
         await self._health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
         await self._feed.close()
         await self._server.stop(grace)
         await self._writer.close()
+        self.engine.close()
 
     def _close_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

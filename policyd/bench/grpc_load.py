@@ -57,11 +57,35 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running ``policyd serve``: its address, process id and metrics URL (if asked for)."""
+
+    target: str
+    pid: int
+    metrics_url: str | None
+
+
 @contextmanager
 def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) -> Iterator[str]:
-    """Run ``policyd serve`` on ``db`` until the block ends; yields ``host:port``.
+    """Run ``policyd serve`` on ``db`` until the block ends; yields ``host:port``."""
+    with serve_process(db, workers, token, startup_seconds=startup_seconds) as served:
+        yield served.target
 
-    It yields once every worker has printed that it listens.
+
+@contextmanager
+def serve_process(
+    db: Path,
+    workers: int,
+    token: str,
+    options: Sequence[str] = (),
+    metrics: bool = False,
+    startup_seconds: float = 300.0,
+) -> Iterator[Served]:
+    """Run ``policyd serve`` on ``db`` with extra ``options`` until the block ends.
+
+    It yields once every worker has printed that it listens. With ``metrics``
+    the server serves /metrics on a free loopback port.
 
     Raises:
         RuntimeError: the server exited or did not come up within ``startup_seconds``.
@@ -81,11 +105,12 @@ def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) ->
         "--workers",
         str(workers),
         "--metrics-listen",
-        "off",
+        f"{LOOPBACK}:0" if metrics else "off",
         "--grace",
         "1",
         "--log-level",
         "warning",
+        *options,
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -101,6 +126,7 @@ def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) ->
     threading.Thread(target=read, daemon=True).start()
     try:
         listening = 0
+        metrics_url = None
         deadline = time.monotonic() + startup_seconds
         while listening < workers:
             if time.monotonic() > deadline:
@@ -114,11 +140,13 @@ def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) ->
                     ) from None
                 continue
             output.append(line)
+            if line.startswith("policyd metrics on ") and metrics_url is None:
+                metrics_url = line.split()[-1]
             # Each worker prints "policyd listening on HOST:PORT"; the supervisor adds
             # "with N workers" to its own line.
             if re.fullmatch(r"policyd listening on \S+\s*", line):
                 listening += 1
-        yield target
+        yield Served(target, process.pid, metrics_url)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -241,6 +269,57 @@ def _grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
+H2LOAD_MISSING = "h2load is not installed (apt-get install nghttp2-client)"
+
+
+def h2load_command(
+    target: str,
+    path: str,
+    body: Path,
+    token: str,
+    requests: int,
+    connections: int,
+    streams: int = 10,
+    duration: float | None = None,
+) -> list[str]:
+    """The h2load command sending ``body`` (a gRPC frame in a file) to one method.
+
+    ``duration`` seconds, when given, bound the run instead of ``requests``.
+
+    Raises:
+        FileNotFoundError: h2load is not installed.
+    """
+    executable = shutil.which("h2load")
+    if executable is None:
+        raise FileNotFoundError(H2LOAD_MISSING)
+    bound = ["-D", f"{duration:g}"] if duration is not None else ["-n", str(requests)]
+    return [
+        executable,
+        *bound,
+        "-c",
+        str(connections),
+        "-m",
+        str(streams),
+        "-t",
+        "1",
+        "-d",
+        str(body),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "-H",
+        f"authorization: Bearer {token}",
+        f"http://{target}{path}",
+    ]
+
+
+def write_frame(message: bytes, file: Any) -> None:
+    """Write ``message`` as one gRPC frame to an open binary file, for h2load's ``-d``."""
+    file.write(_grpc_frame(message))
+    file.flush()
+
+
 def h2load(
     target: str,
     path: str,
@@ -250,34 +329,16 @@ def h2load(
     connections: int,
     streams: int = 10,
     timeout: float = 120.0,
+    duration: float | None = None,
 ) -> dict[str, object]:
     """Drive one gRPC method with h2load; requests/s and mean latency as h2load reports them."""
-    executable = shutil.which("h2load")
-    if executable is None:
-        return {"skipped": "h2load is not installed (apt-get install nghttp2-client)"}
+    if shutil.which("h2load") is None:
+        return {"skipped": H2LOAD_MISSING}
     with tempfile.NamedTemporaryFile(suffix=".grpc") as body:
-        body.write(_grpc_frame(message))
-        body.flush()
-        command = [
-            executable,
-            "-n",
-            str(requests),
-            "-c",
-            str(connections),
-            "-m",
-            str(streams),
-            "-t",
-            "1",
-            "-d",
-            body.name,
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "-H",
-            f"authorization: Bearer {token}",
-            f"http://{target}{path}",
-        ]
+        write_frame(message, body)
+        command = h2load_command(
+            target, path, Path(body.name), token, requests, connections, streams, duration
+        )
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=timeout, check=False
@@ -325,13 +386,15 @@ def _check_fields(q: Query) -> dict[str, Any]:
     }
 
 
-def _check_message(q: Query) -> bytes:
+def check_message(q: Query) -> bytes:
+    """A serialized CheckRequest for ``q``."""
     from policyd.api.gen import permission_service_pb2
 
     return permission_service_pb2.CheckRequest(**_check_fields(q)).SerializeToString()
 
 
-def _check_path(method: str = "Check") -> str:
+def permission_method(method: str = "Check") -> str:
+    """The full gRPC path of a PermissionService method."""
     from policyd.api.gen import permission_service_pb2
 
     service = permission_service_pb2.DESCRIPTOR.services_by_name["PermissionService"]
@@ -388,7 +451,7 @@ def measure_grpc(
                     **base,
                     "rpc": "-",
                     "driver": "h2load",
-                    "skipped": "h2load is not installed (apt-get install nghttp2-client)",
+                    "skipped": H2LOAD_MISSING,
                 }
             )
             return rows
@@ -408,7 +471,9 @@ def measure_grpc(
         verified = _verify_with_client(target, token, q)
         row = {**base, "rpc": _RPC_NAMES["check"], "driver": f"h2load c{connections}"}
         row.update(
-            h2load(target, _check_path(), _check_message(q), token, h2load_requests, connections)
+            h2load(
+                target, permission_method(), check_message(q), token, h2load_requests, connections
+            )
         )
         row["wrong"] = 0 if verified else 1
         rows.append(row)
@@ -419,8 +484,8 @@ def measure_grpc(
         row.update(
             h2load(
                 target,
-                _check_path("BatchCheck"),
-                _batch_message(batch),
+                permission_method("BatchCheck"),
+                batch_message(batch),
                 token,
                 max(1, h2load_requests // 20),
                 connections,
@@ -448,7 +513,8 @@ def _verify_batch_with_client(target: str, token: str, batch: list[Query]) -> in
     )
 
 
-def _batch_message(batch: list[Query]) -> bytes:
+def batch_message(batch: list[Query]) -> bytes:
+    """A serialized BatchCheckRequest for ``batch``."""
     from policyd.api.gen import permission_service_pb2
 
     request = permission_service_pb2.BatchCheckRequest(

@@ -14,6 +14,11 @@ Sections (``--sections``, all by default):
 - ``xrpc``: ``com.atproto.simplespace.checkUserAccess`` on loopback, every
   request with its own service-auth JWT verified (``policyd.bench.xrpc_load``),
   and the cost of one signature verification per library.
+- ``grpc-cold``, ``grpc-mix``, ``grpc-fairness`` (``SERVING``): distinct
+  queries cold and warm beside grpcio's empty-RPC ceiling
+  (``policyd.bench.serving``), 10% writes among repeating Checks, and one
+  worker under heavy ListSubjects and idle Watch streams
+  (``policyd.bench.fairness``).
 
 Every measurement is bounded by ``--seconds`` (and by counts), and each
 workload's process by ``--timeout``. Benchmarks print numbers; they never fail
@@ -37,13 +42,22 @@ from pathlib import Path
 from typing import Any
 
 from policyd.bench import workloads
-from policyd.bench.measure import machine, ratio, table, time_calls
+from policyd.bench.measure import load_average, machine, ratio, table, time_calls
 
 SIDE_BY_SIDE = ("chain-10", "chain-25", "chain-45", "groups", "social")
 """Workloads run against SpiceDB too (at --peer-scale)."""
 
 AGREEMENT_SAMPLE = 500
 """Queries whose answers policyd and each peer must agree on."""
+
+SERVING = {
+    "grpc-cold": "BatchCheck(100) and Check over gRPC, distinct queries, decision cache off "
+    "and on, beside grpcio's empty-RPC ceiling",
+    "grpc-mix": "repeating Checks over gRPC with 0% and 10% writes (decision cache on)",
+    "grpc-fairness": "one worker: first subject of ListSubjects, and cheap Check latency idle, "
+    "under 3 ListSubjects of the whole group and with 1,000 idle Watch streams",
+}
+"""The serving sections and their titles."""
 
 
 # ---- isolated runs ---------------------------------------------------------------------------
@@ -276,6 +290,18 @@ def grpc_rows(
         )
 
 
+def serving_rows(
+    section: str, name: str, scale: float, seed: int, seconds: float, workers: int, clients: int
+) -> list[dict[str, object]]:
+    """One of the SERVING sections (in an isolated process); fairness serves ``name`` alone."""
+    from policyd.bench import fairness, serving
+
+    if section == "grpc-fairness":
+        return fairness.fairness_rows(name, scale, seed, seconds)
+    rows_of = serving.cold_warm_rows if section == "grpc-cold" else serving.write_mix_rows
+    return rows_of(name, scale, seed, seconds, workers, clients)
+
+
 def xrpc_rows(seconds: float) -> dict[str, list[dict[str, object]]]:
     """The checkUserAccess load table and signature costs (in an isolated process)."""
     from policyd.bench.xrpc_load import measure_xrpc, verify_costs
@@ -311,8 +337,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sections",
-        default="inprocess,spicedb,python,grpc,xrpc",
-        help="comma-separated: inprocess, spicedb, python, grpc, xrpc",
+        default=",".join(["inprocess", "spicedb", "python", "grpc", "xrpc", *SERVING]),
+        help=f"comma-separated: inprocess, spicedb, python, grpc, xrpc, {', '.join(SERVING)}",
     )
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument(
@@ -329,6 +355,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--grpc-workload", default="groups", help="workload served over gRPC")
     p.add_argument("--grpc-scale", type=float, default=None, help="default: --scale")
+    p.add_argument(
+        "--fairness-workload", default="deep-30", help="workload of grpc-fairness (at --grpc-scale)"
+    )
     p.add_argument("--workers", type=int, default=2, help="policyd serve --workers")
     p.add_argument(
         "--clients",
@@ -428,6 +457,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = rows if isinstance(rows, list) else [{"rpc": "all", **rows}]
         results["grpc"] = rows
         print(f"\n== over gRPC: policyd serve --workers {args.workers} (scale {scale})")
+        print(table(rows), flush=True)
+
+    scale = args.scale if args.grpc_scale is None else args.grpc_scale
+    for section, title in SERVING.items():
+        if section not in sections:
+            continue
+        name = args.fairness_workload if section == "grpc-fairness" else args.grpc_workload
+        section_arguments = (section, name, scale, args.seed, args.seconds, args.workers, clients)
+        rows = isolated(serving_rows, section_arguments, args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"section": section, **rows}]
+        results[section] = rows
+        print(f"\n== {title} ({name}, scale {scale}; load average {load_average()})")
         print(table(rows), flush=True)
 
     if "xrpc" in sections:

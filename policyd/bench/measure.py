@@ -97,9 +97,49 @@ def machine() -> dict[str, object]:
     }
 
 
-def _status_kib(field: str) -> int:
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, for saying how busy it was."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - not Unix
+        return "-"
+
+
+def process_tree(pid: int) -> list[int]:
+    """A live process and its live descendants (Linux ``/proc``); empty once it has exited."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        found.append(current)
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """The CPU time (user and system) the live processes ``pids`` have used so far."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_of_mib(pids: Sequence[int]) -> float:
+    """The resident memory of the live processes ``pids`` together, in MiB."""
+    return round(sum(_status_kib("VmRSS", pid) for pid in pids) / 1024, 1)
+
+
+def _status_kib(field: str, pid: int | str = "self") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:

@@ -396,27 +396,30 @@ def known(name: str) -> bool:
     return (kind in ("chain", "deep") and number.isdigit()) or name in ("groups", "social", "peers")
 
 
-def build(name: str, scale: float = 1.0, seed: int = 1) -> Workload:
+def build(name: str, scale: float = 1.0, seed: int = 1, queries: int | None = None) -> Workload:
     """The workload called ``name`` at ``scale`` × the issue's sizes.
 
     ``chain-N``: groups nested N deep (not scaled). ``deep-N``: a group of 1M
     members nested N deep. ``groups``: 100k users in 10k groups nested 4 deep,
     1M documents. ``social``: 100k accounts (about 5M follows), 1M posts.
     ``peers``: 1,000 users, 100 groups nested 5 deep, 10k documents (not scaled),
-    the workload the Python-native peers can express.
+    the workload the Python-native peers can express. ``queries`` overrides how
+    many check queries the workload's generator makes.
 
     Raises:
         ValueError: for an unknown name.
     """
     kind, _, number = name.partition("-")
+    asked = {} if queries is None else {"queries": queries}
     if kind == "chain" and number.isdigit():
-        return chain(int(number), seed)
+        return chain(int(number), seed, **asked)
     if kind == "deep" and number.isdigit():
-        return chain(int(number), seed, members=max(1, int(1_000_000 * scale)))
+        return chain(int(number), seed, members=max(1, int(1_000_000 * scale)), **asked)
     if name == "groups":
-        return groups(int(100_000 * scale), int(10_000 * scale), int(1_000_000 * scale), 4, seed)
+        size = (int(100_000 * scale), int(10_000 * scale), int(1_000_000 * scale))
+        return groups(*size, 4, seed, **asked)
     if name == "social":
-        return social(int(100_000 * scale), int(1_000_000 * scale), seed=seed)
+        return social(int(100_000 * scale), int(1_000_000 * scale), seed=seed, **asked)
     if name == "peers":
-        return groups(1000, 100, 10_000, depth=5, seed=seed)
+        return groups(1000, 100, 10_000, depth=5, seed=seed, **asked)
     raise ValueError(f"unknown workload {name!r}: chain-N, deep-N, groups, social or peers")

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, TypeAlias
 
+from policyd.timestamps import parse_timestamp
+
 __all__ = [
     "BadValue",
     "Converter",
@@ -167,28 +169,6 @@ def parse_duration(text: str) -> dt.timedelta:
         raise ValueError(f"invalid duration {text!r}: expected a Go duration such as '1h30m'")
     sign = -1 if text.startswith("-") else 1
     return dt.timedelta(microseconds=sign * int(nanoseconds / 1000))
-
-
-# RFC 3339's shape; ``fromisoformat`` alone also takes dates, week dates and no time zone.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
-
-
-def parse_timestamp(text: str) -> dt.datetime:
-    """An RFC 3339 timestamp (``"2024-12-01T00:00:00Z"``) as an aware datetime.
-
-    Fractions finer than a microsecond are truncated (``datetime.fromisoformat`` does it).
-
-    Raises:
-        ValueError: ``text`` is not an RFC 3339 timestamp.
-    """
-    if _RFC3339.fullmatch(text) is None:
-        raise ValueError(
-            f"invalid timestamp {text!r}: expected RFC 3339 such as '2024-12-01T00:00:00Z'"
-        )
-    try:
-        return dt.datetime.fromisoformat(text.upper())  # 3.11 takes "Z", not "t" or "z"
-    except ValueError as e:
-        raise ValueError(f"invalid timestamp {text!r}: {e}") from e
 
 
 def _to_duration(value: object) -> dt.timedelta:

@@ -14,19 +14,21 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from policyd.caveats import check_request_context
-from policyd.consistency import Consistency
+from policyd.consistency import Consistency, ConsistencyMode
 from policyd.decisions import (
     CheckRequest,
     CheckResult,
     ExpandNode,
+    Explanation,
     FoundObject,
     FoundSubject,
     Permissionship,
     answer_for,
 )
+from policyd.engine.audience import AudienceTracker, Watched
 from policyd.engine.cache import DEFAULT_CAPACITY, DecisionCache, Dependencies, decision_key
 from policyd.engine.check import CheckRun, TracingRun
 from policyd.engine.deadline import Deadline, items
@@ -38,16 +40,19 @@ from policyd.engine.lookup_resources import found_objects, reachable_resources
 from policyd.engine.lookup_subjects import found_subjects, walk_subjects
 from policyd.engine.plan import Plan
 from policyd.engine.policies import CompiledPolicy, PolicyCache
-from policyd.engine.reader import GraphReader, IndexReader, RecordingReader
+from policyd.engine.reader import GraphReader, IndexReader, RecordingReader, StoreReader
 from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
-from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError
+from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError, SnapshotMovedError
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
 from policyd.schema.ir import Schema
-from policyd.store.base import Precondition, RelationshipFilter, Revision, Store
+from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
 
 DEFAULT_MAX_DEPTH = 50
+T = TypeVar("T")
+
 MAX_SUBJECT_VISITS = 1_000_000
 MAX_EXPAND_NODES = 100_000
 
@@ -106,6 +111,10 @@ class EngineStats:
     cache_entries: int
     index_revision: Revision | None
     index_relationships: int | None
+    index_lag_seconds: float = 0.0
+    """Seconds since the index last reached the store's head."""
+    store_reachable: bool = True
+    """False while the follower cannot reach the store (health reports NOT_SERVING)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +167,9 @@ class Engine:
         self.cache = DecisionCache(cache_capacity if index else 0)
         """Recent decisions, valid at the index revision until a relationship they read
         changes; ``cache.hits``/``misses`` feed metrics."""
-        if self._index is not None:
+        if self._index is not None and self._closures is not None:
             self._index.on_change(self._changed)
+            self._closures.on_change(self.cache.closure_changed)
         self._policies = PolicyCache(store, self._closures)
         self._revisions = Revisions(
             store,
@@ -195,7 +205,26 @@ class Engine:
             len(self.cache),
             index.revision if index is not None else None,
             index.size if index is not None else None,
+            self._revisions.lag,
+            self._revisions.healthy,
         )
+
+    def follow(self, interval: float = 0.05) -> None:
+        """Apply the store's change log on a background thread from now on (servers do).
+
+        Requests then never apply it themselves; one that needs a revision the
+        index has not reached reads the store (engine/revisions.py).
+        """
+        self._revisions.follow(interval)
+
+    @property
+    def healthy(self) -> bool:
+        """False while a following engine cannot reach its store."""
+        return self._revisions.healthy
+
+    def close(self) -> None:
+        """Stop following the change log (the store is the caller's to close)."""
+        self._revisions.stop()
 
     # ---- revisions and policies ------------------------------------------------------------
 
@@ -230,10 +259,49 @@ class Engine:
         )
         return _CachedRun(run, dependencies, serial)
 
-    def _snapshot(self, consistency: Consistency | None) -> tuple[GraphReader, CompiledPolicy]:
-        """The reader and the compiled policy a request uses."""
-        reader = self._revisions.reader(consistency)
-        return reader, self._policies.at(reader.revision)
+    def _snapshot(
+        self, consistency: Consistency | None
+    ) -> tuple[GraphReader, CompiledPolicy, int | None]:
+        """The reader and the compiled policy a request uses, and the index epoch it saw.
+
+        The epoch (index.py) is None for store reads. The follower applies the
+        change log on another thread: a reader that finds it mid-batch reads the
+        store at the same revision instead, and one that finds the epoch moved
+        afterwards (``_moved``) does its reading again.
+        """
+        reader: GraphReader = self._revisions.reader(consistency)
+        epoch: int | None = None
+        if isinstance(reader, IndexReader):
+            epoch = reader.index.epoch
+            if epoch % 2:
+                reader, epoch = self._store_instead(reader.revision, consistency), None
+        return reader, self._policies.at(reader.revision), epoch
+
+    def _store_instead(self, revision: Revision, consistency: Consistency | None) -> StoreReader:
+        """The store's reader for a request the index moved under.
+
+        An exact snapshot reads the store at its revision. Any other request
+        may read newer, and reads the store's head: the index's own revision
+        may be collected already when the follower is reloading it after GC.
+        """
+        exact = consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
+        if not exact:
+            revision = max(revision, self._revisions.store_head())
+        return StoreReader(self.store.snapshot(revision))
+
+    def _moved(self, epoch: int | None) -> bool:
+        """Whether the index applied changes since a reader saw ``epoch``."""
+        return epoch is not None and self._index is not None and self._index.epoch != epoch
+
+    def _steady(self, steps: Iterator[T | None], epoch: int | None) -> Iterator[T | None]:
+        """A lookup's steps, stopped with SnapshotMovedError if the index moves under them."""
+        for step in steps:
+            if step is None and self._moved(epoch):
+                raise SnapshotMovedError(
+                    "the in-memory index applied a newer revision while this lookup read it; "
+                    "retry it, or resume from the last answer's cursor (which pins its revision)"
+                )
+            yield step
 
     def schema(self, consistency: Consistency | None = None) -> Schema:
         """The compiled policy in force at the consistency's revision."""
@@ -358,20 +426,21 @@ class Engine:
         """Decide whether ``subject`` holds ``permission`` on ``resource``."""
         if context:
             check_request_context(context)
-        reader, compiled = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
-        self._validate(plan, resource.type, permission, subject)
-        if explain:
-            run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
-            value = run.check(resource.type, resource.id, permission, 0)
-            return self._result(resource, permission, subject, value, revision, run.explanation())
-        return self._result(
-            resource,
-            permission,
-            subject,
-            self._decide(compiled, reader, resource, permission, subject, context),
-            revision,
-        )
+        reader, compiled, epoch = self._snapshot(consistency)
+        while True:
+            plan, revision = compiled.plan, reader.revision
+            self._validate(plan, resource.type, permission, subject)
+            if explain:
+                run = TracingRun(plan, reader, subject, context or {}, self.max_depth)
+                value = run.check(resource.type, resource.id, permission, 0)
+                explanation: Explanation | None = run.explanation()
+            else:
+                value = self._decide(compiled, reader, resource, permission, subject, context)
+                explanation = None
+            if not self._moved(epoch):
+                return self._result(resource, permission, subject, value, revision, explanation)
+            reader, epoch = self._store_instead(revision, consistency), None
+            compiled = self._policies.at(reader.revision)
 
     def _decide(
         self,
@@ -450,8 +519,19 @@ class Engine:
         self, requests: Sequence[CheckRequest], *, consistency: Consistency | None = None
     ) -> list[CheckResult]:
         """Answer many checks at one revision, sharing work between checks of one subject."""
-        reader, compiled = self._snapshot(consistency)
-        plan, revision = compiled.plan, reader.revision
+        reader, compiled, epoch = self._snapshot(consistency)
+        results = self._check_each(requests, compiled, reader)
+        if self._moved(epoch):
+            reader = self._store_instead(reader.revision, consistency)
+            results = self._check_each(requests, self._policies.at(reader.revision), reader)
+        return results
+
+    def _check_each(
+        self, requests: Sequence[CheckRequest], compiled: CompiledPolicy, reader: GraphReader
+    ) -> list[CheckResult]:
+        """The answers of a batch on one reader, sharing a run (and its memo) per subject."""
+        plan = compiled.plan
+        token = self.tokens.token(reader.revision)
         runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] = {}
         results: list[CheckResult] = []
         for i, request in enumerate(requests):
@@ -471,7 +551,14 @@ class Engine:
                 runs,
             )
             results.append(
-                self._result(request.resource, request.permission, request.subject, value, revision)
+                CheckResult(
+                    request.resource,
+                    request.permission,
+                    request.subject,
+                    permissionship(value),
+                    token,
+                    missing_of(value),
+                )
             )
         return results
 
@@ -496,11 +583,11 @@ class Engine:
         pinned, after = resume(self.tokens, cursor, request)
         if pinned is not None:
             consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         self._validate(compiled.plan, resource_type, permission, subject)
         walk = reachable_resources(reader, compiled.reverse, subject, resource_type, permission)
         run = self._run(compiled, reader, subject, context)
-        stream = found_objects(walk, run, resource_type, permission, after)
+        stream = self._steady(found_objects(walk, run, resource_type, permission, after), epoch)
         return listing(
             stream,
             reader.revision,
@@ -563,7 +650,7 @@ class Engine:
         pinned, after = resume(self.tokens, cursor, request)
         if pinned is not None:
             consistency = Consistency.at_exact_snapshot(self.tokens.token(pinned))
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         plan = compiled.plan
         self._validate(
             plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
@@ -589,7 +676,7 @@ class Engine:
             after,
         )
         return listing(
-            stream,
+            self._steady(stream, epoch),
             reader.revision,
             self.tokens,
             limit,
@@ -623,6 +710,25 @@ class Engine:
         subjects = tuple(items(found.steps, deadline))
         return SubjectsResult(subjects, found.revision, found.token, found.cursor)
 
+    def track_audience(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject_type: str,
+        subject_relation: str | None = None,
+    ) -> AudienceTracker:
+        """Follow who holds ``permission`` on ``resource`` revision by revision (WatchPermission).
+
+        The question is validated against the policy in force now
+        (engine/audience.py says how each revision's change is computed).
+        """
+        watched = Watched(resource, permission, subject_type, subject_relation)
+        plan = self._policies.at(self.revision_for(None)).plan
+        self._validate(
+            plan, resource.type, permission, SubjectRef(subject_type, "x", subject_relation)
+        )
+        return AudienceTracker(self, watched)
+
     def stream_expand(
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None
     ) -> Listing[ExpandNode]:
@@ -631,7 +737,7 @@ class Engine:
         Raises (from its steps):
             ResourceExhaustedError: the tree would hold more than ``max_expand_nodes``.
         """
-        reader, compiled = self._snapshot(consistency)
+        reader, compiled, epoch = self._snapshot(consistency)
         self._validate(compiled.plan, resource.type, permission, None)
         steps = expand(
             compiled.plan.schema,
@@ -645,7 +751,9 @@ class Engine:
         def tree() -> Iterator[ExpandNode | None]:
             yield (yield from steps)
 
-        return listing(tree(), reader.revision, self.tokens, None, lambda _: None)
+        return listing(
+            self._steady(tree(), epoch), reader.revision, self.tokens, None, lambda _: None
+        )
 
     def expand(
         self,

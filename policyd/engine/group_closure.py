@@ -22,11 +22,14 @@ see one half-updated.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from policyd.engine.index import RelationshipIndex
 
 _EMPTY: frozenset[str] = frozenset()
+
+ClosureListener: TypeAlias = "Callable[[str, str, list[str]], None]"
+"""Told (type, relation, objects) when those objects' ancestors in a closure changed."""
 
 
 class GroupClosure:
@@ -71,21 +74,29 @@ class GroupClosure:
                     stack.append(child)
         return order
 
-    def add(self, container: str, member: str) -> None:
-        """``container`` now contains ``member``: everything below gains its ancestors."""
+    def add(self, container: str, member: str) -> list[str]:
+        """``container`` now contains ``member``: everything below gains its ancestors.
+
+        Returns the objects whose ancestors changed (``member`` and all below it).
+        """
         if container in self.parents.get(member, ()):
-            return
+            return []
         self.parents.setdefault(member, set()).add(container)
         self.children.setdefault(container, set()).add(member)
         gained = self.ancestors.get(container, _EMPTY) | {container}
-        for node in self._below(member):
+        below = self._below(member)
+        for node in below:
             self.ancestors[node] = self.ancestors.get(node, _EMPTY) | gained
+        return below
 
-    def remove(self, container: str, member: str) -> None:
-        """``container`` no longer contains ``member``: recompute everything below exactly."""
+    def remove(self, container: str, member: str) -> list[str]:
+        """``container`` no longer contains ``member``: recompute everything below exactly.
+
+        Returns the objects whose ancestors may have changed (``member`` and all below it).
+        """
         parents = self.parents.get(member)
         if parents is None or container not in parents:
-            return
+            return []
         parents.discard(container)
         if not parents:
             del self.parents[member]
@@ -94,12 +105,14 @@ class GroupClosure:
             siblings.discard(member)
             if not siblings:
                 del self.children[container]
-        for node in self._below(member):
+        below = self._below(member)
+        for node in below:
             ancestors = self._walk_up(node)
             if ancestors:
                 self.ancestors[node] = ancestors
             else:
                 self.ancestors.pop(node, None)
+        return below
 
     def contains(self, container: str, member: str) -> bool:
         """True when ``member`` is nested, at any depth, in ``container``."""
@@ -113,7 +126,12 @@ class Closures:
         self._index = index
         self._closures: dict[tuple[str, str], GroupClosure] = {}
         self._generation = index.generation
+        self._listeners: list[ClosureListener] = []
         index.on_change(self._changed)
+
+    def on_change(self, listener: ClosureListener) -> None:
+        """Call ``listener(type, relation, objects)`` with the objects whose ancestors changed."""
+        self._listeners.append(listener)
 
     def get(self, type_name: str, relation: str) -> GroupClosure:
         """The closure of ``type_name#relation``, built from the index if new."""
@@ -154,28 +172,53 @@ class Closures:
         closure = self._closures.get((rtype, relation))
         if closure is None:
             return
-        if added:
-            closure.add(rid, sid)
-        else:
-            closure.remove(rid, sid)
+        moved = closure.add(rid, sid) if added else closure.remove(rid, sid)
+        if moved:
+            for listener in self._listeners:
+                listener(rtype, relation, moved)
+
+
+CLOSURE_READ = "^"
+"""Marks a decision cache read key ``(type, relation, object, CLOSURE_READ)``: the decision
+asked for that object's ancestors in the group closure of ``type#relation``."""
+
+
+class Membership(Protocol):
+    """What plans ask a group closure."""
+
+    def contains(self, container: str, member: str) -> bool:
+        """True when ``member`` is nested, at any depth, in ``container``."""
+        ...
 
 
 class ClosureSource(Protocol):
     """Where plans get group closures from (``Closures``, or one that notes each use)."""
 
-    def get(self, type_name: str, relation: str) -> GroupClosure:
+    def get(self, type_name: str, relation: str) -> Membership:
         """The closure of ``type_name#relation``."""
         ...
 
 
 class RecordingClosures:
-    """Closures that note each ``(type, relation)`` used, for the decision cache."""
+    """Closures that note whose ancestors each decision asked for, for the decision cache."""
 
     def __init__(self, closures: Closures, note: Callable[[tuple[str, ...]], None]) -> None:
         self._closures = closures
         self._note = note
 
-    def get(self, type_name: str, relation: str) -> GroupClosure:
-        """The closure of ``type_name#relation``; noted."""
-        self._note((type_name, relation))
-        return self._closures.get(type_name, relation)
+    def get(self, type_name: str, relation: str) -> Membership:
+        """The closure of ``type_name#relation``, noting each object asked about."""
+        return _NotedClosure(self._closures.get(type_name, relation), self._note)
+
+
+class _NotedClosure:
+    __slots__ = ("_closure", "_note")
+
+    def __init__(self, closure: GroupClosure, note: Callable[[tuple[str, ...]], None]) -> None:
+        self._closure = closure
+        self._note = note
+
+    def contains(self, container: str, member: str) -> bool:
+        closure = self._closure
+        self._note((closure.type_name, closure.relation, member, CLOSURE_READ))
+        return closure.contains(container, member)

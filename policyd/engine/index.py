@@ -27,7 +27,8 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -191,7 +192,20 @@ class RelationshipIndex:
         self._loading = False
         self.generation = 0
         """Incremented by every ``load``, so derived indexes know to rebuild."""
+        self.epoch = 0
+        """A sequence lock for readers on other threads: odd while changes are being applied,
+        incremented again when they are all in. A decision that saw the same even epoch
+        before and after read one whole revision; otherwise it may have read a mix."""
         self._listeners: list[Listener] = []
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """Mark a batch of changes in progress (``epoch`` odd) until it is all applied."""
+        self.epoch += 1
+        try:
+            yield
+        finally:
+            self.epoch += 1
 
     def on_change(self, listener: Listener) -> None:
         """Call ``listener(key…, added)`` after each add or remove (for derived indexes)."""
@@ -261,7 +275,7 @@ class RelationshipIndex:
 
     def load(self, snapshot: SnapshotReader) -> None:
         """Replace the contents with every live relationship of the snapshot, at its revision."""
-        with self.lock:
+        with self.lock, self.applying():
             self.forward = {}
             self.reverse = {}
             self.kinds = {}
@@ -318,7 +332,7 @@ class RelationshipIndex:
                 with self.lock:
                     self.revision = max(self.revision, head)
                 return policy_changed
-            with self.lock:
+            with self.lock, self.applying():
                 for event in events:
                     if event.revision <= self.revision:
                         continue

@@ -1,31 +1,48 @@
 """Package revisions picks the revision each request reads at, and the reader that serves it.
 
 Consistency (DESIGN.md §3) is a choice of revision: ``minimize_latency``
-reads the head as this process last learned it (at most ``head_staleness``
-seconds old), ``fully_consistent`` learns the head first, and a token's
-``at_least_as_fresh`` or ``at_exact_snapshot`` names a lower bound or an
-exact revision. With an in-memory index, learning the head means applying
-the store's change log to the index; the index then serves every request it
-is fresh enough for, and exact older snapshots read the store.
+reads the newest revision this process knows, ``fully_consistent`` the
+store's head, and a token's ``at_least_as_fresh`` or ``at_exact_snapshot``
+names a lower bound or an exact revision. With an in-memory index, knowing a
+revision means having applied the store's change log up to it.
+
+Who applies it. Embedded (``Engine`` alone), a request that finds the head
+older than ``head_staleness`` applies the log itself, which keeps a single
+process's reads after its own writes simple. A server runs a follower
+(``follow``) instead: one thread applies the log in the background, so no
+request ever waits for another server's large write to be applied (it took
+7–16 s inside a Check after a 200k import elsewhere, measured). A request
+that needs a revision the index has not reached yet reads the store at that
+revision; ``minimize_latency`` reads the index as it is, unless the follower
+has fallen further than ``max_lag`` behind, when it reads the store's head
+too. A follower that finds the change log collected past the index (GC)
+reloads the index instead of failing every request.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 
 from policyd.consistency import Consistency, ConsistencyMode
 from policyd.engine.index import RelationshipIndex
 from policyd.engine.reader import GraphReader, IndexReader, StoreReader
-from policyd.errors import RevisionUnavailableError
+from policyd.errors import PolicydError, RevisionUnavailableError
 from policyd.relationship import Relationship
 from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
 
+LOG = logging.getLogger("policyd.engine")
+
 DEFAULT_HEAD_STALENESS = 0.1
+DEFAULT_MAX_LAG = 5.0
+"""Seconds a follower may go without reaching the store's head before minimize_latency
+reads stop trusting the index."""
 
 Advanced = Callable[[Revision, Revision, bool], None]
-"""Told (known, upto, policy changed) when the index applied the change log (known, upto]."""
+"""Told (known, upto, reset) when the index applied the change log (known, upto]; ``reset``
+when a policy changed or the index was reloaded, which ends everything derived from it."""
 
 
 class Revisions:
@@ -51,9 +68,24 @@ class Revisions:
         self._clock = clock
         self._lock = threading.Lock()
         self._head_read_at = clock()
+        self._follower: _Follower | None = None
+        self.healthy = True
+        """False while the follower cannot reach the store."""
+
+    # ---- applying the change log -------------------------------------------------------------
 
     def refresh(self) -> Revision:
-        """Learn the store's head; with an index, apply the change log up to it."""
+        """Learn the store's head; with an index, apply the change log up to it.
+
+        An index behind collected history (the log no longer reaches back to
+        it) is reloaded at the head instead.
+        """
+        try:
+            return self._apply_log()
+        except RevisionUnavailableError:
+            return self.resync()
+
+    def _apply_log(self) -> Revision:
         with self._lock:
             index = self._index
             if index is None:
@@ -67,6 +99,34 @@ class Revisions:
             self._head_read_at = self._clock()
             return self._head
 
+    def resync(self) -> Revision:
+        """Reload the index at the store's head (the change log no longer reaches back to it)."""
+        with self._lock:
+            index = self._index
+            assert index is not None
+            before = index.revision
+            head = self._store.head_revision()
+            index.load(self._store.snapshot(head))
+            self._head = max(self._head, head)
+            self._head_read_at = self._clock()
+            self._advanced(before, head, True)
+            LOG.warning("the index was reloaded at revision %d (the log was collected)", head)
+            return head
+
+    def follow(self, interval: float, max_lag: float = DEFAULT_MAX_LAG) -> None:
+        """Apply the change log on a background thread from now on (a server's mode)."""
+        if self._follower is None and self._index is not None:
+            self._follower = _Follower(self, interval, max_lag)
+            self._follower.start()
+
+    def stop(self) -> None:
+        """Stop following."""
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
+
+    # ---- choosing revisions and readers --------------------------------------------------------
+
     def for_request(self, consistency: Consistency | None) -> Revision:
         """The revision a request with this consistency reads at (at least; see ``reader``).
 
@@ -74,16 +134,25 @@ class Revisions:
             InvalidRequestError: a malformed consistency or token.
             RevisionUnavailableError: a token from another store, or from its future.
         """
+        following = self._follower is not None
         if consistency is None or consistency.mode is ConsistencyMode.MINIMIZE_LATENCY:
-            if self._clock() - self._head_read_at > self._staleness:
+            stale = self._clock() - self._head_read_at
+            if following:
+                assert self._follower is not None
+                if stale > self._follower.max_lag:
+                    return max(self._head, self._store.head_revision())
+                return self._head
+            if stale > self._staleness:
                 return self.refresh()
             return self._head
         consistency.validate()
         if consistency.mode is ConsistencyMode.FULLY_CONSISTENT:
-            return self.refresh()
+            return self.store_head() if following else self.refresh()
         assert consistency.token is not None
         wanted = self._tokens.revision(consistency.token)
-        head = self._head if wanted <= self._head else self.refresh()
+        head = self._head
+        if wanted > head:
+            head = self.store_head() if following else self.refresh()
         if wanted > head:
             raise RevisionUnavailableError(
                 f"the token's revision {wanted} is newer than this store's head {head}; "
@@ -94,17 +163,24 @@ class Revisions:
             return wanted
         return head
 
+    def store_head(self) -> Revision:
+        """The store's head, read now; the follower is told to catch up to it."""
+        head = max(self._head, self._store.head_revision())
+        if self._follower is not None and head > self._head:
+            self._follower.poke()
+        return head
+
     def reader(self, consistency: Consistency | None) -> GraphReader:
         """The reader a request uses.
 
         The index serves any request it is fresh enough for; a newer index
-        revision than asked is fine except for an exact snapshot, which then
-        reads the store.
+        revision than asked is fine except for an exact snapshot. Otherwise
+        the store serves it, at the revision asked.
         """
         revision = self.for_request(consistency)
         index = self._index
         if index is not None:
-            if index.revision < revision:
+            if index.revision < revision and self._follower is None:
                 self.refresh()
             exact = (
                 consistency is not None and consistency.mode is ConsistencyMode.AT_EXACT_SNAPSHOT
@@ -114,7 +190,11 @@ class Revisions:
         return StoreReader(self._store.snapshot(revision))
 
     def wrote(self, revision: Revision) -> None:
-        """After a write through this process, later requests here see it (read your writes)."""
+        """After a write through this process, later requests here see it (read your writes).
+
+        The writer's own thread applies the log up to it, so the write is
+        acknowledged with the index already showing it.
+        """
         if revision > self._head:
             if self._index is not None:
                 self.refresh()
@@ -130,8 +210,56 @@ class Revisions:
         if index is not None:
             with self._lock:
                 if index.revision == revision - 1:
-                    with index.lock:
+                    with index.lock, index.applying():
                         for relationship in batch:
                             index.add(relationship)
                         index.revision = revision
         self.wrote(revision)
+
+    @property
+    def lag(self) -> float:
+        """Seconds since the index last reached the store's head (for metrics)."""
+        return max(0.0, self._clock() - self._head_read_at)
+
+
+class _Follower:
+    """The thread that applies the change log while the server serves."""
+
+    def __init__(self, revisions: Revisions, interval: float, max_lag: float) -> None:
+        self._revisions = revisions
+        self._interval = interval
+        self.max_lag = max_lag
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="policyd-follower", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Look at the change log now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        revisions = self._revisions
+        while not self._stopped.is_set():
+            try:
+                revisions.refresh()
+            except PolicydError as e:
+                if revisions.healthy:
+                    LOG.error("the store is unreachable; the index stays at its revision: %s", e)
+                revisions.healthy = False
+            except Exception:  # a bug must not end the thread: log it, keep following
+                LOG.exception("applying the change log failed")
+                revisions.healthy = False
+            else:
+                if not revisions.healthy:
+                    LOG.warning("the store is reachable again")
+                revisions.healthy = True
+            self._wake.wait(self._interval)
+            self._wake.clear()

@@ -7,6 +7,7 @@ sqlite-utils' backend nor psycopg.
 from __future__ import annotations
 
 from policyd.errors import InvalidRequestError
+from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
 from policyd.relationship import RelationshipKey
 from policyd.store.base import (
     ChangeEvent,
@@ -14,10 +15,7 @@ from policyd.store.base import (
     ChangeLog,
     Cursor,
     GcResult,
-    Precondition,
-    PreconditionKind,
     ReadPage,
-    RelationshipFilter,
     Retention,
     Revision,
     RevisionHold,

@@ -22,6 +22,7 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
+from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
 from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
 from policyd.store.base import (
@@ -38,10 +39,7 @@ from policyd.store.base import (
     GcResult,
     GroupRequest,
     Outcome,
-    Precondition,
-    PreconditionKind,
     ReadPage,
-    RelationshipFilter,
     Revision,
     RevisionHold,
     SnapshotReader,

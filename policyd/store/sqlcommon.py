@@ -54,7 +54,14 @@ from policyd.errors import (
     StoreError,
     StoreUnwritableError,
 )
-from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
+from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
+from policyd.relationship import (
+    KEY_FIELDS,
+    Operation,
+    Relationship,
+    RelationshipKey,
+    RelationshipUpdate,
+)
 from policyd.schema.ir import Schema
 from policyd.schema.serialize import schema_from_json, schema_to_json
 from policyd.store.base import (
@@ -74,10 +81,7 @@ from policyd.store.base import (
     ImportRequest,
     Outcome,
     PolicyRequest,
-    Precondition,
-    PreconditionKind,
     ReadPage,
-    RelationshipFilter,
     Revision,
     RevisionHold,
     SnapshotReader,
@@ -92,14 +96,7 @@ from policyd.store.base import (
 )
 from policyd.store.validation import Shape, Validator, context_blockers, orphan_blockers
 
-KEY_COLUMNS = (
-    "resource_type",
-    "resource_id",
-    "relation",
-    "subject_type",
-    "subject_id",
-    "subject_relation",
-)
+KEY_COLUMNS = KEY_FIELDS
 KEY = ", ".join(KEY_COLUMNS)
 ATTRS = "caveat_name, caveat_context, expires_at"
 COLUMNS = f"{KEY}, {ATTRS}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,22 +14,7 @@ from policyd.client import PolicydClient
 from policyd.engine import Engine
 from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
-
-POLICY = (Path(__file__).resolve().parents[2] / "policies" / "atproto.policy").read_text()
-
-RELATIONSHIPS = [
-    "space:cats#owner@account:did:plc:alice",
-    "space:cats#member@account:did:plc:bob",
-    "space:cats#member@space:kittens#member",
-    "space:kittens#member@account:did:plc:carol",
-    "space:cats#banned@account:did:plc:mallory",
-    "space:cats#member@account:did:plc:mallory",
-    "post:at://did:plc:alice/app.bsky.feed.post/1#space@space:cats",
-    "post:at://did:plc:alice/app.bsky.feed.post/1#author@account:did:plc:alice",
-    "post:at://did:plc:dave/app.bsky.feed.post/2#viewer@account:*",
-    "post:at://did:plc:dave/app.bsky.feed.post/2#author@account:did:plc:dave",
-    "creator:zoe#gold@account:did:plc:bob[active_subscription]",
-]
+from tests.api.sample import POLICY, RELATIONSHIPS
 
 
 @pytest.fixture

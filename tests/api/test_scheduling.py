@@ -113,9 +113,14 @@ LIST_SUBJECTS = "/policyd.v1.PermissionService/ListSubjects"
 
 
 def in_flight(registry: CollectorRegistry, method: str, count: int) -> bool:
-    """Wait (boundedly) until ``count`` calls of ``method`` are in; False if that never comes."""
+    """Wait (boundedly) until ``count`` calls of ``method`` are in; False if that never comes.
+
+    No sample at all is none in flight: a call whose deadline passed before the
+    server took it up (a loaded machine) was never admitted.
+    """
     for _ in range(200):
-        if registry.get_sample_value("policyd_grpc_in_flight", {"method": method}) == count:
+        value = registry.get_sample_value("policyd_grpc_in_flight", {"method": method})
+        if (value or 0) == count:
             return True
         time.sleep(0.05)
     return False

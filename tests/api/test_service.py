@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from policyd.api.gen import permission_service_pb2, permission_service_pb2_grpc
 from policyd.api.server import PolicydServer, ServerConfig
-from policyd.client import Change, Filter, PolicydClient, Precondition
+from policyd.client import Change, PolicydClient
 from policyd.consistency import Consistency
 from policyd.decisions import CheckRequest, ExpandKind, Permissionship
 from policyd.engine import Engine
@@ -31,6 +31,7 @@ from policyd.errors import (
     RevisionUnavailableError,
     UnauthenticatedError,
 )
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
@@ -43,7 +44,7 @@ from policyd.relationship import (
 )
 from policyd.store.memory import MemoryStore
 from policyd.tokens import TokenCodec
-from tests.api.conftest import POLICY, RELATIONSHIPS
+from tests.api.sample import POLICY, RELATIONSHIPS
 
 POST1 = parse_object("post:at://did:plc:alice/app.bsky.feed.post/1")
 POST2 = parse_object("post:at://did:plc:dave/app.bsky.feed.post/2")
@@ -167,20 +168,24 @@ def test_create_existing_is_already_exists(client: PolicydClient, loaded: str) -
 
 def test_preconditions(client: PolicydClient, loaded: str) -> None:
     new = parse_relationship("space:cats#moderator@account:did:plc:bob")
-    must_not = Precondition(Filter(resource_type="space", relation="owner"), must_match=False)
+    must_not = Precondition.must_not_match(
+        RelationshipFilter(resource_type="space", relation="owner")
+    )
     with pytest.raises(PreconditionFailedError):
         client.write([RelationshipUpdate(Operation.TOUCH, new)], [must_not])
-    must = Precondition(Filter(resource_type="space", relation="owner"))
+    must = Precondition.must_match(RelationshipFilter(resource_type="space", relation="owner"))
     assert client.write([RelationshipUpdate(Operation.TOUCH, new)], [must])
 
 
 def test_delete_with_filter_and_limit(client: PolicydClient, loaded: str) -> None:
-    _, deleted = client.delete(Filter(resource_type="space", relation="member"), limit=2)
+    _, deleted = client.delete(
+        RelationshipFilter(resource_type="space", relation="member"), limit=2
+    )
     assert deleted == 2
-    token, deleted = client.delete(Filter(resource_type="space", relation="member"))
+    token, deleted = client.delete(RelationshipFilter(resource_type="space", relation="member"))
     assert deleted == 2
     remaining = client.read(
-        Filter(resource_type="space", relation="member"),
+        RelationshipFilter(resource_type="space", relation="member"),
         consistency=Consistency.at_least_as_fresh(token),
     )
     assert list(remaining) == []
@@ -253,7 +258,9 @@ def test_import_duplicate_fails_whole(client: PolicydClient, loaded: str) -> Non
     with pytest.raises(AlreadyExistsError):
         client.import_relationships([fresh, parse_relationship(RELATIONSHIPS[0])])
     assert not list(
-        client.read(Filter(resource_id="new"), consistency=Consistency.fully_consistent())
+        client.read(
+            RelationshipFilter(resource_id="new"), consistency=Consistency.fully_consistent()
+        )
     )
 
 
@@ -267,7 +274,7 @@ def test_caveat_context_and_expiry_round_trip(client: PolicydClient, loaded: str
     [read] = [
         r.relationship
         for r in client.read(
-            Filter(resource_type="creator", relation="silver"),
+            RelationshipFilter(resource_type="creator", relation="silver"),
             consistency=Consistency.at_least_as_fresh(token),
         )
     ]
@@ -478,19 +485,23 @@ BAD_INPUTS: list[tuple[str, CheckCall, str]] = [
     ),
     (
         "newline-delete-filter",
-        lambda c: c.delete(Filter(resource_type="space", resource_id="cats\n")),
+        lambda c: c.delete(RelationshipFilter(resource_type="space", resource_id="cats\n")),
         "filter.resource_id",
     ),
-    ("newline-read-filter", lambda c: list(c.read(Filter(subject_id="m\n"))), "filter.subject_id"),
+    (
+        "newline-read-filter",
+        lambda c: list(c.read(RelationshipFilter(subject_id="m\n"))),
+        "filter.subject_id",
+    ),
     (
         "newline-precondition-filter",
         lambda c: c.write(
             [RelationshipUpdate(Operation.TOUCH, GRANT)],
-            [Precondition(Filter(resource_type="space\n"))],
+            [Precondition.must_match(RelationshipFilter(resource_type="space\n"))],
         ),
         "preconditions[0].filter.resource_type",
     ),
-    ("empty-delete-filter", lambda c: c.delete(Filter()), "filter"),
+    ("empty-delete-filter", lambda c: c.delete(RelationshipFilter()), "filter"),
     ("empty-write", lambda c: c.write([]), "updates"),
     ("bad-cursor", lambda c: list(c.read(cursor="nope")), "cursor"),
     ("empty-list-type", lambda c: list(c.list_objects("", "view", ALICE)), "resource_type"),

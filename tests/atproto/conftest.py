@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from policyd.atproto.testing import DirectoryServer
+from tests.clock import FakeClock
 
 
 @pytest.fixture
@@ -17,16 +18,6 @@ def directory() -> Iterator[DirectoryServer]:
     server.close()
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()

@@ -17,7 +17,7 @@ from policyd.atproto.did import (
 from policyd.atproto.keys import ES256, Keypair
 from policyd.atproto.testing import DirectoryServer, Identity, random_plc_did
 from policyd.errors import DidResolutionError, InvalidRequestError
-from tests.atproto.conftest import Clock
+from tests.clock import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_bad_documents(document: Any) -> None:
     assert caught.value.reason == "bad-document"
 
 
-def resolver(directory: DirectoryServer, clock: Clock, **settings: Any) -> DidResolver:
+def resolver(directory: DirectoryServer, clock: FakeClock, **settings: Any) -> DidResolver:
     config = ResolverConfig(plc_url=directory.url, allow_loopback_http=True, **settings)
     return DidResolver(config, clock=clock)
 
@@ -125,7 +125,7 @@ def run(resolver: DidResolver, *dids: str, refresh: bool = False) -> list[Any]:
     return asyncio.run(main())
 
 
-def test_plc_and_web_documents_resolve_once(directory: DirectoryServer, clock: Clock) -> None:
+def test_plc_and_web_documents_resolve_once(directory: DirectoryServer, clock: FakeClock) -> None:
     plc, web = Identity(random_plc_did()), Identity(directory.web_did, Keypair(ES256))
     directory.publish(plc)
     directory.publish(web)
@@ -143,7 +143,7 @@ def test_plc_and_web_documents_resolve_once(directory: DirectoryServer, clock: C
 
 
 def test_refresh_fetches_again_only_past_refresh_after(
-    directory: DirectoryServer, clock: Clock
+    directory: DirectoryServer, clock: FakeClock
 ) -> None:
     identity = Identity(random_plc_did())
     directory.publish(identity)
@@ -157,7 +157,7 @@ def test_refresh_fetches_again_only_past_refresh_after(
     assert len(directory.requests) == 2
 
 
-def test_documents_expire_from_the_cache(directory: DirectoryServer, clock: Clock) -> None:
+def test_documents_expire_from_the_cache(directory: DirectoryServer, clock: FakeClock) -> None:
     identity = Identity(random_plc_did())
     directory.publish(identity)
     dids = resolver(directory, clock, cache_ttl=60.0, cache_size=1)
@@ -171,7 +171,7 @@ def test_documents_expire_from_the_cache(directory: DirectoryServer, clock: Cloc
     assert len(directory.requests) == 4
 
 
-def test_unknown_dids_are_remembered_briefly(directory: DirectoryServer, clock: Clock) -> None:
+def test_unknown_dids_are_remembered_briefly(directory: DirectoryServer, clock: FakeClock) -> None:
     did = random_plc_did()
     dids = resolver(directory, clock, not_found_ttl=10.0)
     for _ in range(2):
@@ -184,7 +184,7 @@ def test_unknown_dids_are_remembered_briefly(directory: DirectoryServer, clock: 
     assert len(directory.requests) == 2
 
 
-def test_a_slow_directory_times_out(directory: DirectoryServer, clock: Clock) -> None:
+def test_a_slow_directory_times_out(directory: DirectoryServer, clock: FakeClock) -> None:
     identity = Identity(random_plc_did())
     directory.publish(identity)
     directory.hold()
@@ -194,7 +194,7 @@ def test_a_slow_directory_times_out(directory: DirectoryServer, clock: Clock) ->
 
 
 def test_large_and_malformed_documents_are_refused(
-    directory: DirectoryServer, clock: Clock
+    directory: DirectoryServer, clock: FakeClock
 ) -> None:
     large, broken = Identity(random_plc_did()), Identity(random_plc_did())
     directory.publish(large, {**large.document(), "padding": "x" * 70_000})
@@ -204,7 +204,7 @@ def test_large_and_malformed_documents_are_refused(
 
 
 def test_unsupported_methods_never_reach_the_network(
-    directory: DirectoryServer, clock: Clock
+    directory: DirectoryServer, clock: FakeClock
 ) -> None:
     errors = run(resolver(directory, clock), "did:key:zQ3shqwJEJyMBsBXCWyCBpUBMqxcon9oHB7mCvx4sSpM")
     assert [e.reason for e in errors] == ["unsupported"]

@@ -16,13 +16,13 @@ from policyd.atproto.service_auth import ReplayGuard, ServiceAuthVerifier, Servi
 from policyd.atproto.spaces import METHOD
 from policyd.atproto.testing import DirectoryServer, Identity, random_plc_did
 from policyd.errors import ServiceAuthError
-from tests.atproto.conftest import Clock
+from tests.clock import FakeClock
 
 APP = "did:plc:65zuidf2qgvu3noukzn2obpi#policyd"
 NOW = 1_796_026_802.0
 
 
-def verifier(directory: DirectoryServer, clock: Clock, **options: Any) -> ServiceAuthVerifier:
+def verifier(directory: DirectoryServer, clock: FakeClock, **options: Any) -> ServiceAuthVerifier:
     config = ResolverConfig(plc_url=directory.url, allow_loopback_http=True, timeout=5.0)
     return ServiceAuthVerifier(
         DidResolver(config, clock=clock), APP, METHOD, now=lambda: NOW, **options
@@ -59,7 +59,7 @@ def authority(directory: DirectoryServer) -> Identity:
 
 
 def test_the_alpha_pds_token_shape_verifies(
-    directory: DirectoryServer, clock: Clock, authority: Identity
+    directory: DirectoryServer, clock: FakeClock, authority: Identity
 ) -> None:
     token = authority.token(APP, METHOD, issued_at=NOW, jti="9dd566ac7d6ad55ae0555332b28d3a30")
     (verified,) = verify(verifier(directory, clock), (bearer(token), authority.did))
@@ -68,7 +68,7 @@ def test_the_alpha_pds_token_shape_verifies(
     )
 
 
-def test_p256_did_web_authorities_verify(directory: DirectoryServer, clock: Clock) -> None:
+def test_p256_did_web_authorities_verify(directory: DirectoryServer, clock: FakeClock) -> None:
     web = Identity(directory.web_did, Keypair(ES256))
     directory.publish(web)
     (verified,) = verify(
@@ -79,7 +79,7 @@ def test_p256_did_web_authorities_verify(directory: DirectoryServer, clock: Cloc
 
 
 def test_the_space_key_comes_before_the_account_key(
-    directory: DirectoryServer, clock: Clock, authority: Identity
+    directory: DirectoryServer, clock: FakeClock, authority: Identity
 ) -> None:
     space_key = Identity(authority.did, fragment="atproto_space")
     document = authority.document()
@@ -151,7 +151,7 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize("case", REFUSALS, ids=lambda c: c.id)
-def test_refusals(case: Refusal, directory: DirectoryServer, clock: Clock) -> None:
+def test_refusals(case: Refusal, directory: DirectoryServer, clock: FakeClock) -> None:
     authority, other = Identity(random_plc_did()), Identity(random_plc_did())
     directory.publish(authority)
     directory.publish(other)
@@ -183,7 +183,7 @@ def test_refusals(case: Refusal, directory: DirectoryServer, clock: Clock) -> No
     assert len(check.replay) == 0
 
 
-def test_signature_and_key_refusals(directory: DirectoryServer, clock: Clock) -> None:
+def test_signature_and_key_refusals(directory: DirectoryServer, clock: FakeClock) -> None:
     signed, impostor, keyless, broken, unknown = (Identity(random_plc_did()) for _ in range(5))
     for identity in (signed, keyless, broken):
         directory.publish(identity)
@@ -214,7 +214,7 @@ def test_signature_and_key_refusals(directory: DirectoryServer, clock: Clock) ->
 
 
 def test_a_replayed_token_is_refused_and_others_are_not(
-    directory: DirectoryServer, clock: Clock, authority: Identity
+    directory: DirectoryServer, clock: FakeClock, authority: Identity
 ) -> None:
     token = authority.token(APP, METHOD, issued_at=NOW)
     second = authority.token(APP, METHOD, issued_at=NOW)
@@ -228,7 +228,7 @@ def test_a_replayed_token_is_refused_and_others_are_not(
 
 
 def test_a_forged_token_is_not_remembered(
-    directory: DirectoryServer, clock: Clock, authority: Identity
+    directory: DirectoryServer, clock: FakeClock, authority: Identity
 ) -> None:
     """Forgeries cannot burn the jti of a real token, nor fill the replay cache."""
     impostor = Identity(random_plc_did())
@@ -242,7 +242,7 @@ def test_a_forged_token_is_not_remembered(
 
 
 def test_a_rotated_key_is_fetched_again_after_a_signature_failure(
-    directory: DirectoryServer, clock: Clock, authority: Identity
+    directory: DirectoryServer, clock: FakeClock, authority: Identity
 ) -> None:
     check = verifier(directory, clock)
     first = authority.token(APP, METHOD, issued_at=NOW)
@@ -263,7 +263,7 @@ def test_a_rotated_key_is_fetched_again_after_a_signature_failure(
 
 
 def test_forgeries_do_not_refetch_a_fresh_document(
-    directory: DirectoryServer, clock: Clock, authority: Identity
+    directory: DirectoryServer, clock: FakeClock, authority: Identity
 ) -> None:
     impostor = Identity(random_plc_did())
     forgeries = [

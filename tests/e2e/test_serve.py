@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from policyd.client import Filter, PolicydClient
+from policyd.client import PolicydClient
 from policyd.consistency import Consistency
 from policyd.decisions import CheckRequest
 from policyd.errors import (
@@ -21,6 +21,7 @@ from policyd.errors import (
     RevisionUnavailableError,
     UnauthenticatedError,
 )
+from policyd.filters import RelationshipFilter
 from policyd.relationship import (
     Operation,
     Relationship,
@@ -30,7 +31,7 @@ from policyd.relationship import (
     parse_subject,
 )
 from policyd.tokens import TokenCodec, new_store_identity
-from tests.e2e.conftest import POLICY_FILE, ServerFactory, ServerProcess
+from tests.e2e.server import POLICY_FILE, ServerFactory, ServerProcess
 
 POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
 ALICE = parse_subject("account:did:plc:alice")
@@ -70,10 +71,10 @@ def test_every_rpc(server: ServerProcess) -> None:
         assert subjects == {str(ALICE), str(BOB)}
         tree, _ = client.expand(POST, "view")
         assert tree.target == f"{POST}#view"
-        assert len(list(client.read(Filter(resource_type="space")))) == 2
+        assert len(list(client.read(RelationshipFilter(resource_type="space")))) == 2
         exported = list(client.export_relationships(consistency=fresh))
         assert sorted(str(r) for r in exported) == sorted(SETUP)
-        token, deleted = client.delete(Filter(resource_type="post"))
+        token, deleted = client.delete(RelationshipFilter(resource_type="post"))
         assert deleted == 2
         moved = [r for r in exported if r.resource.type == "post"]
         token, count = client.import_relationships(moved)

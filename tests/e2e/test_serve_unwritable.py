@@ -15,7 +15,7 @@ from policyd.engine import Engine
 from policyd.errors import StoreUnwritableError
 from policyd.relationship import parse_relationship
 from policyd.store.sqlite import SqliteStore
-from tests.e2e.conftest import POLICY_FILE, ServerFactory
+from tests.e2e.server import POLICY_FILE, ServerFactory
 from tests.store.disks import fill, small_disk
 
 OWNER = parse_relationship("space:cats#owner@account:did:plc:alice")

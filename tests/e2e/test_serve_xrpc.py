@@ -21,7 +21,7 @@ import pytest
 from policyd.atproto import METHOD
 from policyd.atproto.testing import DirectoryServer, Identity, random_plc_did
 from policyd.relationship import parse_relationship
-from tests.e2e.conftest import ROOT, START_TIMEOUT, ServerFactory, ServerProcess
+from tests.e2e.server import ROOT, START_TIMEOUT, ServerFactory, ServerProcess
 
 SPACES_POLICY = ROOT / "policies" / "spaces.policy"
 APP = "did:plc:65zuidf2qgvu3noukzn2obpi#policyd"

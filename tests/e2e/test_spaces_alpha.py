@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from policyd.client import Filter
+from policyd.filters import RelationshipFilter
 from policyd.relationship import parse_relationship
-from tests.e2e.conftest import ROOT, ServerFactory, ServerProcess
+from tests.e2e.server import ROOT, ServerFactory, ServerProcess
 
 ALPHA = ROOT.parent / "shared" / "atproto-spaces-alpha"
 SPACES_POLICY = ROOT / "policies" / "spaces.policy"
@@ -167,7 +167,7 @@ def test_the_alpha_pds_asks_policyd_as_the_managing_app(
 
         # Removing the membership in policyd makes the next request fail.
         client.delete(
-            Filter(
+            RelationshipFilter(
                 resource_type="space",
                 resource_id=space,
                 relation="member",

@@ -19,8 +19,8 @@ from policyd.relationship import (
 )
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
+from tests.clock import FakeClock
 from tests.engine.queries import MakeEngine, rel
-from tests.store.clock import FakeClock
 
 
 @pytest.fixture

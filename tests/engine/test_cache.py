@@ -20,9 +20,9 @@ from policyd.engine import Engine
 from policyd.engine.cache import DecisionCache, Dependencies
 from policyd.relationship import ObjectRef, Operation, RelationshipUpdate, SubjectRef
 from policyd.store.memory import MemoryStore
+from tests.clock import FakeClock
 from tests.engine.queries import check, rel
 from tests.engine.worlds import FRESH, OBJECT_IDS, World, possible_relationships, worlds
-from tests.store.clock import FakeClock
 
 KEY = ("doc", "1", "view", "user", "ann", "")
 
@@ -53,13 +53,14 @@ def test_a_reverse_read_is_dropped_by_a_change_to_its_subject() -> None:
     assert cache.get(KEY, 0.0) is None
 
 
-def test_a_nesting_edge_drops_decisions_that_used_the_group_closure() -> None:
+def test_a_moved_closure_drops_decisions_that_asked_for_the_objects_it_moved() -> None:
     cache = DecisionCache(10)
-    cache.put(KEY, True, float("inf"), recorded(("group", "member")), cache.serial)
-    cache.changed("group", "all", "member", "user", "ann", "")  # not a nesting edge
-    assert cache.get(KEY, 0.0) is True
-    cache.changed("group", "all", "member", "group", "eng", "member")
+    other = ("doc", "2", "view", "user", "bob", "")
+    cache.put(KEY, True, float("inf"), recorded(("group", "member", "eng", "^")), cache.serial)
+    cache.put(other, True, float("inf"), recorded(("group", "member", "ops", "^")), cache.serial)
+    cache.closure_changed("group", "member", ["eng", "eng-backend"])
     assert cache.get(KEY, 0.0) is None
+    assert cache.get(other, 0.0) is True
 
 
 def test_a_decision_computed_across_a_change_is_not_stored() -> None:
@@ -219,7 +220,8 @@ def test_cached_answers_equal_uncached_ones_through_writes(world: World, seed: i
         for subject in world.subjects
     ]
     problems: list[str] = []
-    for round_number in range(4):
+    live = {r.key: r for r in world.relationships}
+    for round_number in range(6):
         for resource, member, subject in questions:
             got = cached.check(resource, member, subject, consistency=Consistency())
             want = fresh.check(resource, member, subject, consistency=FRESH)
@@ -228,11 +230,15 @@ def test_cached_answers_equal_uncached_ones_through_writes(world: World, seed: i
                     f"round {round_number}: {resource}#{member}@{subject} cached "
                     f"{got.permissionship.value}, fresh {want.permissionship.value}"
                 )
-        writes = rng.sample(pool, k=min(len(pool), rng.randint(1, 4)))
-        cached.write(
-            [
-                RelationshipUpdate(rng.choice([Operation.TOUCH, Operation.DELETE]), r)
-                for r in {r.key: r for r in writes}.values()
-            ]
-        )
+        # Delete some of what is there, add some of what could be: every write changes data.
+        gone = rng.sample(sorted(live), k=min(len(live), rng.randint(0, 2)))
+        added = [r for r in rng.sample(pool, k=min(len(pool), 2)) if r.key not in live]
+        updates = [RelationshipUpdate(Operation.DELETE, live.pop(key)) for key in gone]
+        updates += [
+            RelationshipUpdate(Operation.TOUCH, r) for r in {r.key: r for r in added}.values()
+        ]
+        for r in added:
+            live[r.key] = r
+        if updates:
+            cached.write(updates)
     assert not problems, "\n".join([*problems[:10], repr(world)])

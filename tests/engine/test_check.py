@@ -20,8 +20,8 @@ from policyd.relationship import ObjectRef
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
+from tests.clock import FakeClock
 from tests.engine.queries import FRESH, MakeEngine, check, request, subject
-from tests.store.clock import FakeClock
 
 YES = Permissionship.HAS_PERMISSION
 NO = Permissionship.NO_PERMISSION

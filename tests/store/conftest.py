@@ -1,14 +1,12 @@
 """Store fixtures: one ``store`` fixture over every backend (``backends.BACKENDS``), and a clock.
 
-PostgreSQL tests read ``POLICYD_TEST_PG_DSN``; without a reachable server they
-skip locally and fail when ``CI=true``. Each PostgreSQL store lives in its own
-fresh PostgreSQL schema, dropped afterwards. Plain helpers live in plain
+Each PostgreSQL store lives in its own fresh PostgreSQL schema, dropped
+afterwards (``pg_dsn`` is in tests/conftest.py). Plain helpers live in plain
 modules: ``backends``, ``clock``, ``schemas`` and ``shorthand``.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,35 +16,14 @@ import pytest
 from policyd.store.base import Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
+from tests.clock import FakeClock
 from tests.store.backends import BACKENDS, StoreFactory
-from tests.store.clock import FakeClock
 from tests.store.schemas import POLICY_TEXT, base_schema
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture(scope="session")
-def pg_dsn() -> str:
-    """The DSN of the test PostgreSQL server; skips (locally) or fails (CI) without one."""
-    dsn = os.environ.get("POLICYD_TEST_PG_DSN", "")
-    reason = ""
-    if not dsn:
-        reason = 'POLICYD_TEST_PG_DSN is not set (start one with: eval "$(bash .ci/postgres.sh)")'
-    else:
-        import psycopg
-
-        try:
-            psycopg.connect(dsn, connect_timeout=5).close()
-        except psycopg.Error as e:
-            reason = f"PostgreSQL at POLICYD_TEST_PG_DSN is unreachable: {e}"
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must run the PostgreSQL tests, not skip them")
-        pytest.skip(reason)
-    return dsn
 
 
 @pytest.fixture(params=BACKENDS)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from policyd.filters import RelationshipFilter
 from policyd.relationship import Operation, Relationship, RelationshipUpdate, parse_relationship
-from policyd.store.base import RelationshipFilter, Store
+from policyd.store.base import Store
 
 DID = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 AT_URI = f"at://{DID}/app.bsky.feed.post/3k44dxzlmd52a"

@@ -10,11 +10,8 @@ import pytest
 from policyd.errors import (
     InvalidRequestError,
 )
-from policyd.store.base import (
-    ChangeKind,
-    RelationshipFilter,
-    Store,
-)
+from policyd.filters import RelationshipFilter
+from policyd.store.base import ChangeKind, Store
 from tests.store.schemas import (
     base_schema,
 )

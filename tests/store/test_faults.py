@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from policyd.filters import RelationshipFilter
 from policyd.store import open_store
-from policyd.store.base import ChangeKind, RelationshipFilter, Store
+from policyd.store.base import ChangeKind, Store
 from tests.store.schemas import POLICY_TEXT, base_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from policyd.store.base import (
     ChangeKind,
     Store,
 )
-from tests.store.clock import FakeClock
+from tests.clock import FakeClock
 from tests.store.shorthand import everything, rel, touch
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from policyd.filters import RelationshipFilter
 from policyd.relationship import Operation, RelationshipUpdate, parse_relationship
-from policyd.store.base import RelationshipFilter, Store
+from policyd.store.base import Store
 from policyd.store.sqlite import SqliteStore
 from policyd.tokens import STORE_IDENTITY_BYTES
 from tests.store.schemas import POLICY_TEXT, base_schema

@@ -19,6 +19,7 @@ from hypothesis.stateful import (
 )
 
 from policyd.errors import AlreadyExistsError
+from policyd.filters import RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
@@ -27,7 +28,7 @@ from policyd.relationship import (
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.store.base import ChangeKind, RelationshipFilter, Store
+from policyd.store.base import ChangeKind, Store
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
 from tests.store.schemas import POLICY_TEXT, base_schema

@@ -75,6 +75,7 @@ def test_store_modules_import_only_lower_layers() -> None:
     allowed = (
         "policyd.errors",
         "policyd.relationship",
+        "policyd.filters",
         "policyd.tokens",
         "policyd.caveats",  # row 1 of STYLE.md's layers: contexts are checked on write
         "policyd.schema",

@@ -11,11 +11,9 @@ from policyd.errors import (
     InvalidRelationshipError,
     PolicyChangeRefusedError,
 )
+from policyd.filters import RelationshipFilter
 from policyd.schema.ir import AllowedSubject, CaveatType
-from policyd.store.base import (
-    RelationshipFilter,
-    Store,
-)
+from policyd.store.base import Store
 from tests.store.schemas import (
     POLICY_TEXT,
     base_schema,

@@ -14,11 +14,8 @@ from policyd.errors import (
     InvalidRequestError,
     RevisionUnavailableError,
 )
-from policyd.store.base import (
-    Cursor,
-    RelationshipFilter,
-    Store,
-)
+from policyd.filters import RelationshipFilter
+from policyd.store.base import Cursor, Store
 from policyd.tokens import STORE_IDENTITY_BYTES, TokenCodec
 from tests.store.shorthand import delete, everything, exists, rel, touch
 

@@ -13,12 +13,9 @@ from policyd.errors import (
     PreconditionFailedError,
     RevisionUnavailableError,
 )
-from policyd.store.base import (
-    Precondition,
-    RelationshipFilter,
-    Store,
-)
-from tests.store.clock import FakeClock
+from policyd.filters import Precondition, RelationshipFilter
+from policyd.store.base import Store
+from tests.clock import FakeClock
 from tests.store.shorthand import create, delete, everything, exists, rel, touch
 
 # ---- expiry -------------------------------------------------------------------------------------

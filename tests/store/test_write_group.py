@@ -14,6 +14,7 @@ from policyd.errors import (
     PolicyChangeRefusedError,
     PreconditionFailedError,
 )
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.schema.ir import Schema
 from policyd.store.base import (
     ChangeKind,
@@ -21,8 +22,6 @@ from policyd.store.base import (
     GroupRequest,
     ImportRequest,
     PolicyRequest,
-    Precondition,
-    RelationshipFilter,
     Store,
     WriteRequest,
 )

@@ -15,6 +15,7 @@ from policyd.errors import (
     InvalidRequestError,
     PreconditionFailedError,
 )
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import (
     ObjectRef,
     Operation,
@@ -22,13 +23,8 @@ from policyd.relationship import (
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.store.base import (
-    ChangeKind,
-    Precondition,
-    RelationshipFilter,
-    Store,
-)
-from tests.store.clock import FakeClock
+from policyd.store.base import ChangeKind, Store
+from tests.clock import FakeClock
 from tests.store.shorthand import AT_URI, DID, create, delete, everything, exists, rel, touch
 
 # ---- operations ---------------------------------------------------------------------------------

@@ -75,7 +75,12 @@ class PgTimeouts:
 
 # A connection that dies without a word (a host gone, a cable pulled) is noticed by TCP
 # keepalives within about idle + interval * count seconds, not the kernel's two hours.
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+}
 
 
 class PostgresStore(SqlStore):

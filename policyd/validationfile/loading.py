@@ -1,28 +1,14 @@
-"""Package validationfile reads SpiceDB validation files: a schema, relationships, assertions.
+"""Reading a validation file: its YAML, policy, relationships, assertions and expected relations.
 
-Policy authors test policies the way they do with ``zed validate``: one YAML
-file holds ``schema`` (or ``schemaFile``), ``relationships`` (one per line),
-``assertions`` (``assertTrue`` / ``assertFalse`` / ``assertCaveated``) and
-``validation`` (expected relations). Every problem is reported with the file,
-line and column where it sits in the YAML, all at once.
-
-An expected-relations line ``[subject] is <resource#relation>/…`` names the
-subject and the paths it is found through, and both are checked, as
-``zed validate`` does: a path is the ``resource#relation`` whose stored
-relationship names the subject directly (for a member of a nested group, the
-group's ``group:eng#member``, not the document's relation), found by expanding
-the permission recursively; a subject in both operands of ``&`` has the paths
-of both, a subject left by ``-`` has those of its base (and of the subtracted
-side too when that side only removes it under a caveat). The paths must equal
-the computed ones exactly, in any order (SpiceDB's pkg/development/validation.go
-compares the sorted lists; internal/developmentmembership tracks the paths).
+Every problem is reported with the file, line and column where it sits in the
+YAML, all at once.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -30,21 +16,16 @@ from typing import Any
 
 import yaml
 
-from policyd.consistency import Consistency
-from policyd.decisions import ExpandKind, ExpandNode, Permissionship
 from policyd.dsl.compiler import CompiledPolicy, compile_policy, resolve_relative_import
-from policyd.engine import Engine, format_explanation
 from policyd.errors import (
     Diagnostic,
     InvalidRelationshipError,
-    PolicydError,
     PolicyErrors,
     PolicySyntaxError,
     SourceSpan,
 )
 from policyd.relationship import (
     RELATION_NAME,
-    WILDCARD,
     ObjectRef,
     Relationship,
     SubjectRef,
@@ -52,7 +33,6 @@ from policyd.relationship import (
     parse_relationship,
     parse_subject,
 )
-from policyd.store.memory import MemoryStore
 from policyd.store.validation import Validator
 
 
@@ -418,293 +398,3 @@ def _parse_expected_subject(text: str, span: SourceSpan) -> ExpectedSubject:
             ) from e
         paths.append(f"{resource}#{relation}")
     return ExpectedSubject(subject, caveated, tuple(excluded), tuple(paths), span)
-
-
-# ---- running a file --------------------------------------------------------------------------
-
-_EXPECTED_ANSWER = {
-    AssertionKind.TRUE: Permissionship.HAS_PERMISSION,
-    AssertionKind.FALSE: Permissionship.NO_PERMISSION,
-    AssertionKind.CAVEATED: Permissionship.CONDITIONAL,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """An assertion or expected-relations block that did not hold, with the explain tree."""
-
-    span: SourceSpan | None
-    message: str
-    explanation: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.span}: " if self.span else ""
-        return f"{where}{self.message}"
-
-
-def load_engine(file: ValidationFile, max_depth: int = 50, *, index: bool = True) -> Engine:
-    """An engine over a fresh in-memory store holding the file's policy and relationships.
-
-    ``index=False`` makes the engine read the store for every step instead of
-    its in-memory index, so both read paths can be tested.
-    """
-    engine = Engine(MemoryStore(), max_depth=max_depth, index=index)
-    engine.write_policy(file.policy_text, file.path)
-    if file.relationships:
-        engine.import_relationships(file.relationships)
-    return engine
-
-
-def run_validation_file(
-    file: ValidationFile, max_depth: int = 50, *, index: bool = True
-) -> list[Failure]:
-    """Run every assertion and expected-relations block; return what failed."""
-    engine = load_engine(file, max_depth, index=index)
-    consistency = Consistency.fully_consistent()
-    failures: list[Failure] = []
-    for assertion in file.assertions:
-        try:
-            result = engine.check(
-                assertion.resource,
-                assertion.permission,
-                assertion.subject,
-                context=assertion.context,
-                consistency=consistency,
-                explain=True,
-            )
-        except PolicydError as e:
-            failures.append(
-                Failure(assertion.span, f"{assertion.kind.value} {assertion.text}: {e}")
-            )
-            continue
-        expected = _EXPECTED_ANSWER[assertion.kind]
-        if result.permissionship is not expected:
-            missing = f" (needs {', '.join(result.missing)})" if result.missing else ""
-            tree = format_explanation(result.explanation) if result.explanation else ""
-            failures.append(
-                Failure(
-                    assertion.span,
-                    f"{assertion.kind.value} {assertion.text}: expected "
-                    f"{expected.value}, got {result.permissionship.value}{missing}",
-                    tree,
-                )
-            )
-    for block in file.expected:
-        failures.extend(_check_expected(engine, block, consistency))
-    return failures
-
-
-def _expected_text(expected: ExpectedSubject) -> str:
-    """The subject as a found one prints itself, exclusions and caveat mark included."""
-    excluded = ", ".join(sorted(expected.excluded))
-    return (
-        str(expected.subject)
-        + (f" - {{{excluded}}}" if expected.excluded else "")
-        + ("[...]" if expected.caveated else "")
-    )
-
-
-def _check_expected(
-    engine: Engine, block: ExpectedRelations, consistency: Consistency
-) -> list[Failure]:
-    """Compare the subjects that hold ``resource#permission``, and their paths, with the block."""
-    wanted = {_expected_text(s) for s in block.subjects}
-    kinds = {(s.subject.type, s.subject.relation) for s in block.subjects}
-    actual: set[str] = set()
-    for subject_type, subject_relation in sorted(kinds, key=str):
-        result = engine.list_subjects(
-            block.resource,
-            block.permission,
-            subject_type,
-            subject_relation,
-            consistency=consistency,
-        )
-        actual.update(str(found) for found in result.subjects)
-    failures = []
-    if wanted != actual:
-        missing = ", ".join(sorted(wanted - actual)) or "none"
-        extra = ", ".join(sorted(actual - wanted)) or "none"
-        failures.append(
-            Failure(
-                block.span,
-                f"{block.resource}#{block.permission}: expected subjects missing: {missing}; "
-                f"unexpected subjects: {extra}",
-            )
-        )
-    found = _Membership(engine, consistency).userset(block.resource, block.permission)
-    for expected in block.subjects:
-        if _expected_text(expected) not in actual:
-            continue  # reported above
-        specified = sorted(expected.paths)
-        at = found.get(expected.subject)
-        computed = sorted(at.paths) if at is not None else []
-        if specified != computed:
-            failures.append(
-                Failure(
-                    expected.span,
-                    f"{block.resource}#{block.permission}: found different relationships for "
-                    f"subject {expected.subject}: specified {_paths_text(specified)}, "
-                    f"computed {_paths_text(computed)}",
-                )
-            )
-    return failures
-
-
-def _paths_text(paths: Iterable[str]) -> str:
-    return "/".join(f"<{p}>" for p in paths) or "nothing"
-
-
-# ---- the paths of expected subjects ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    """A subject found by expansion: its paths, and whether it holds only under a caveat.
-
-    A wildcard also carries the ids it leaves out.
-    """
-
-    paths: frozenset[str]
-    conditional: bool = False
-    excluded: frozenset[str] = frozenset()
-
-
-_Subjects = dict[SubjectRef, _Found]
-"""The subjects a userset holds, as expansion found them."""
-
-
-class _Membership:
-    """SpiceDB's developer membership set, kept to what the paths of subjects need.
-
-    It expands a userset recursively (userset subjects are expanded in turn) and
-    combines the subjects found as internal/developmentmembership does: ``+``
-    unites paths, ``&`` keeps a subject on both sides (or on one side and under an
-    unconditional wildcard on the other) with the paths of its sides, ``-`` keeps
-    the base's subjects that the other side does not remove outright. Which
-    subjects hold is ListSubjects' answer; this only says through which paths.
-    """
-
-    def __init__(self, engine: Engine, consistency: Consistency) -> None:
-        self.engine = engine
-        self.consistency = consistency
-        self.expanding: set[str] = set()
-
-    def userset(self, resource: ObjectRef, relation: str) -> _Subjects:
-        """The subjects of ``resource#relation``; a userset met again inside itself adds none."""
-        key = f"{resource}#{relation}"
-        if key in self.expanding:
-            return {}
-        self.expanding.add(key)
-        try:
-            return self.node(
-                self.engine.expand(resource, relation, consistency=self.consistency).tree
-            )
-        finally:
-            self.expanding.discard(key)
-
-    def node(self, node: ExpandNode) -> _Subjects:
-        if node.kind is ExpandKind.LEAF:
-            return self.leaf(node)
-        found = [self.node(child) for child in node.children]
-        if node.kind is ExpandKind.UNION or not found:
-            united: _Subjects = {}
-            for one in found:
-                united = _union(united, one)
-            return united
-        if node.kind is ExpandKind.INTERSECTION:
-            common = found[0]
-            for one in found[1:]:
-                common = _intersect(common, one)
-            return common
-        return _exclude(found[0], found[1])
-
-    def leaf(self, node: ExpandNode) -> _Subjects:
-        found: _Subjects = {}
-        for relationship in node.relationships:
-            subject = relationship.subject
-            conditional = relationship.caveat_name is not None
-            found = _union(found, {subject: _Found(frozenset({node.target}), conditional)})
-            if subject.relation is not None:
-                inner = self.userset(subject.object, subject.relation)
-                if conditional:
-                    inner = {k: replace(f, conditional=True) for k, f in inner.items()}
-                found = _union(found, inner)
-        return found
-
-
-def _wildcard_of(subject: SubjectRef) -> SubjectRef | None:
-    """``type:*`` for a plain subject ``type:id``; None for wildcards and usersets."""
-    if subject.relation is None and subject.id != WILDCARD:
-        return SubjectRef(subject.type, WILDCARD)
-    return None
-
-
-def _wildcard_over(found: _Subjects, subject: SubjectRef) -> _Found | None:
-    """The wildcard of ``subject``'s type among ``found``, if any, for a plain subject."""
-    wildcard = _wildcard_of(subject)
-    return found.get(wildcard) if wildcard is not None else None
-
-
-def _union(a: _Subjects, b: _Subjects) -> _Subjects:
-    out = dict(a)
-    for key, found in b.items():
-        had = out.get(key)
-        out[key] = (
-            found
-            if had is None
-            else _Found(
-                had.paths | found.paths,
-                had.conditional and found.conditional,
-                had.excluded & found.excluded,
-            )
-        )
-    for key, found in list(out.items()):  # a subject found outright is no longer left out
-        if key.id == WILDCARD and found.excluded:
-            back = {k.id for k, f in out.items() if _wildcard_of(k) == key and not f.conditional}
-            out[key] = replace(found, excluded=found.excluded - back)
-    return out
-
-
-def _intersect(a: _Subjects, b: _Subjects) -> _Subjects:
-    out: _Subjects = {}
-    for this, that in ((a, b), (b, a)):
-        for key, found in this.items():
-            if key in out:
-                continue
-            other = that.get(key)
-            wildcard = _wildcard_over(that, key) if other is None else None
-            if other is not None:
-                out[key] = _Found(
-                    found.paths | other.paths,
-                    found.conditional or other.conditional,
-                    found.excluded | other.excluded,
-                )
-            elif wildcard is not None and key.id not in wildcard.excluded:
-                extra = wildcard.paths if wildcard.conditional else frozenset()
-                out[key] = _Found(found.paths | extra, found.conditional or wildcard.conditional)
-    return out
-
-
-def _exclude(base: _Subjects, subtract: _Subjects) -> _Subjects:
-    out: _Subjects = {}
-    for key, found in base.items():
-        other = subtract.get(key)
-        if key.id == WILDCARD:
-            if other is not None and not other.conditional:
-                continue
-            removed = {
-                k.id for k, f in subtract.items() if _wildcard_of(k) == key and not f.conditional
-            }
-            out[key] = _Found(
-                found.paths, found.conditional or other is not None, found.excluded | removed
-            )
-        elif other is not None:
-            if other.conditional:  # removed only under a caveat: both sides are its sources
-                out[key] = _Found(found.paths | other.paths, True)
-        else:
-            wildcard = _wildcard_over(subtract, key)
-            if wildcard is None or key.id in wildcard.excluded:
-                out[key] = found
-            elif wildcard.conditional:
-                out[key] = replace(found, conditional=True)
-    return out
