@@ -202,8 +202,14 @@ class SqlStore(ABC):
         """A condition ``column IN ids`` with one parameter: any number of ids, one statement."""
 
     @abstractmethod
-    def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
-        """Insert ``ROW_COLUMNS`` rows fast; raise AlreadyExistsError on a duplicate key."""
+    def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
+        """Bulk-create ``relationships`` at a new revision in the open write transaction.
+
+        Fast paths differ (SQLite ``executemany`` under its one write lock,
+        PostgreSQL a COPY staged before the revision is taken); both validate
+        every relationship, refuse duplicates (AlreadyExistsError) and end with
+        ``_finish_import`` when the store was not empty.
+        """
 
     @abstractmethod
     def _context_keys_from(self) -> str:
@@ -388,22 +394,6 @@ class SqlStore(ABC):
         """Bulk-create relationships in one transaction (see Writer.import_relationships)."""
         with self._write() as cur:
             return self._import_in(cur, relationships)
-
-    def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
-        revision, validator = self._begin(cur)
-        now = self._now()
-        empty = not self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
-        check = validator.check
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for i, rel in enumerate(relationships):
-                check(rel, f"relationships[{i}]")
-                yield row_values(rel, revision)
-
-        self._bulk_insert(cur, rows(), empty)
-        if not empty:
-            self._finish_import(cur, revision, now)
-        return revision
 
     def _finish_import(self, cur: SqlCursor, revision: Revision, now: int) -> None:
         """After importing into a non-empty store: refuse live duplicates, retire expired rows."""
