@@ -30,7 +30,7 @@ from policyd.engine.index import RelationshipIndex
 from policyd.engine.reader import GraphReader, IndexReader, StoreReader
 from policyd.errors import PolicydError, RevisionUnavailableError
 from policyd.relationship import Relationship
-from policyd.store.base import Revision, Store
+from policyd.store.base import ChangeNotifier, Revision, Store
 from policyd.tokens import TokenCodec
 
 LOG = logging.getLogger("policyd.engine")
@@ -39,6 +39,12 @@ DEFAULT_HEAD_STALENESS = 0.1
 DEFAULT_MAX_LAG = 5.0
 """Seconds a follower may go without reaching the store's head before minimize_latency
 reads stop trusting the index."""
+
+NOTIFIED_POLL_SECONDS = 1.0
+"""How often a follower that is told of commits still polls (a notification sent while its
+listening connection was down is lost)."""
+LISTEN_SECONDS = 1.0
+"""How long one wait for a commit notification lasts (the listener checks for stop between)."""
 
 Advanced = Callable[[Revision, Revision, bool], None]
 """Told (known, upto, reset) when the index applied the change log (known, upto]; ``reset``
@@ -114,9 +120,18 @@ class Revisions:
             return head
 
     def follow(self, interval: float, max_lag: float = DEFAULT_MAX_LAG) -> None:
-        """Apply the change log on a background thread from now on (a server's mode)."""
+        """Apply the change log on a background thread from now on (a server's mode).
+
+        A store that notifies commits (``ChangeNotifier``: PostgreSQL's
+        LISTEN/NOTIFY) wakes the follower at once, and ``interval`` polling
+        stays as the fallback for a notification lost while reconnecting.
+        """
         if self._follower is None and self._index is not None:
-            self._follower = _Follower(self, interval, max_lag)
+            store = self._store
+            notifier = store if isinstance(store, ChangeNotifier) else None
+            if notifier is not None:
+                interval = max(interval, NOTIFIED_POLL_SECONDS)
+            self._follower = _Follower(self, interval, max_lag, notifier)
             self._follower.start()
 
     def stop(self) -> None:
@@ -225,16 +240,36 @@ class Revisions:
 class _Follower:
     """The thread that applies the change log while the server serves."""
 
-    def __init__(self, revisions: Revisions, interval: float, max_lag: float) -> None:
+    def __init__(
+        self,
+        revisions: Revisions,
+        interval: float,
+        max_lag: float,
+        notifier: ChangeNotifier | None = None,
+    ) -> None:
         self._revisions = revisions
         self._interval = interval
         self.max_lag = max_lag
+        self._notifier = notifier
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="policyd-follower", daemon=True)
+        self._listener = threading.Thread(target=self._listen, name="policyd-listen", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self._notifier is not None:
+            self._listener.start()
+
+    def _listen(self) -> None:
+        """Poke the follower whenever the store says a revision committed."""
+        notifier = self._notifier
+        assert notifier is not None
+        while not self._stopped.is_set():
+            if notifier.wait_for_change(LISTEN_SECONDS):
+                self._wake.set()
+            elif not self._revisions.healthy:
+                self._stopped.wait(self._interval)  # the store is down: do not spin on it
 
     def poke(self) -> None:
         """Look at the change log now."""
@@ -244,6 +279,8 @@ class _Follower:
         self._stopped.set()
         self._wake.set()
         self._thread.join(10)
+        if self._listener.is_alive():
+            self._listener.join(LISTEN_SECONDS + 5)
 
     def _run(self) -> None:
         revisions = self._revisions

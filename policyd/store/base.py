@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
+from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never, runtime_checkable
 
 from policyd.errors import InvalidRequestError, PolicydError
 from policyd.filters import Precondition, RelationshipFilter
@@ -456,6 +456,19 @@ class Retention(Protocol):
 
     def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
         """Remove rows deleted more than ``window`` ago and expired rows; respects holds."""
+        ...
+
+
+@runtime_checkable
+class ChangeNotifier(Protocol):
+    """A store that can say when a revision commits anywhere (PostgreSQL: LISTEN/NOTIFY).
+
+    Followers use it to look at the change log as soon as it grows, and poll
+    only as a fallback; a store without it is polled.
+    """
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a commit; True if one came (False may be wrong)."""
         ...
 
 

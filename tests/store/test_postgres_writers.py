@@ -1,4 +1,4 @@
-"""PostgreSQL writers on several servers: a bulk import does not hold the others' writes."""
+"""PostgreSQL writers on several servers: a bulk import holds no other write; commits notify."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from policyd.errors import AlreadyExistsError
 from policyd.relationship import Relationship
-from policyd.store.base import ChangeKind
+from policyd.store.base import ChangeKind, ChangeNotifier
 from policyd.store.postgres import PostgresStore
 from tests.store.schemas import POLICY_TEXT, base_schema
-from tests.store.shorthand import everything, rel, touch
+from tests.store.shorthand import create, everything, rel, touch
 
 pytestmark = pytest.mark.postgres
 
@@ -78,3 +79,17 @@ def test_single_writes_commit_while_a_bulk_import_streams_in(
         assert event.kind is ChangeKind.TOUCH
         by_revision[event.revision] = by_revision.get(event.revision, 0) + 1
     assert by_revision == {**dict.fromkeys(written, 1), imported: IMPORTED}
+
+
+def test_a_commit_on_one_server_notifies_listeners_on_another(
+    two_servers: tuple[PostgresStore, PostgresStore],
+) -> None:
+    writer, follower = two_servers
+    assert isinstance(follower, ChangeNotifier)
+    assert not follower.wait_for_change(0.05)  # subscribes; nothing committed since
+    writer.write(touch("document:1#viewer@user:alice"))
+    assert follower.wait_for_change(30)
+    assert not follower.wait_for_change(0.05)  # one commit, one notification
+    with pytest.raises(AlreadyExistsError):
+        writer.write(create("document:1#viewer@user:alice"))  # rolled back: no notification
+    assert not follower.wait_for_change(0.05)

@@ -45,6 +45,7 @@ from policyd.store.sqlcommon import (
     relationship_from_row,
     row_values,
 )
+from policyd.store.validation import Validator
 
 # ASCII only, at most PostgreSQL's 63-byte identifier limit: the name also goes into a
 # ``search_path`` option, where anything else would need quoting rules of its own.
@@ -134,6 +135,7 @@ class PostgresStore(SqlStore):
         """Why PostgreSQL is taken to be unreachable, or None while it answers."""
         self._probed_at = 0.0
         self._probe_lock = threading.Lock()
+        self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
         try:
             with psycopg.connect(dsn, **self._connect_kwargs) as conn:
                 migrate(conn, schema_name)
@@ -239,6 +241,48 @@ class PostgresStore(SqlStore):
     def _lock_state_sql(self) -> str:
         return "SELECT head, oldest FROM store_state FOR UPDATE"
 
+    # ---- change notifications ------------------------------------------------------------------
+
+    @property
+    def _channel(self) -> str:
+        """The LISTEN/NOTIFY channel of this store's schema (an identifier: at most 63 bytes)."""
+        return f"policyd_{self._schema_name}"[:63]
+
+    def _begin(self, cur: SqlCursor) -> tuple[Revision, Validator]:
+        """Take the next revision, and tell listeners once the transaction commits.
+
+        PostgreSQL delivers a NOTIFY at commit and never for a rollback, and
+        folds repeats within one transaction, so a group commit sends one.
+        """
+        begun = super()._begin(cur)
+        cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
+        return begun
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a commit on any server; True if one came.
+
+        One connection of its own LISTENs (not a pooled one: it stays
+        subscribed). Any failure closes it and answers False, so the caller
+        falls back to polling; the next call connects again.
+        """
+        try:
+            if self._listener is None:
+                listener = psycopg.connect(self._dsn, **self._connect_kwargs)
+                listener.execute(f'LISTEN "{self._channel}"'.encode())
+                self._listener = listener
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                return True
+            return False
+        except psycopg.Error:
+            self._close_listener()
+            return False
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                listener.close()
+
     def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
         """Stage the input, then take the revision: the revision lock lasts one INSERT … SELECT.
 
@@ -317,5 +361,6 @@ class PostgresStore(SqlStore):
             conn.execute(f'DROP SCHEMA IF EXISTS "{self._schema_name}" CASCADE'.encode())
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the listening connection."""
+        self._close_listener()
         self._pool.close()
