@@ -14,7 +14,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -642,7 +642,7 @@ def _serve_one(
     )
     from policyd.api.server import PolicydServer, ServerConfig
 
-    store = open_store(url)
+    store = open_store(url, read_dsn=args.read_dsn)
     engine = Engine(store, max_depth=args.max_depth, cache_capacity=args.decision_cache_size)
     if args.policy:
         _ensure_policy(engine, args.policy)
@@ -654,6 +654,8 @@ def _serve_one(
         threads=args.threads,
         reuse_port=args.reuse_port,
         limits=Limits(max_message_bytes=args.max_message_bytes),
+        gc_every=args.gc_every,
+        gc_window=timedelta(seconds=args.gc_window),
     )
     # A worker of --workers N writes its metrics where the supervisor serves their sum.
     shared = WorkerRegistry() if multiprocess_dir() is not None else None
@@ -741,7 +743,10 @@ def _supervise(
             "--max-message-bytes", str(args.max_message_bytes),
             "--max-depth", str(args.max_depth), "--log-level", args.log_level,
             "--decision-cache-size", str(args.decision_cache_size), "--metrics-listen", "off",
+            "--gc-every", str(args.gc_every), "--gc-window", str(args.gc_window),
         ]  # fmt: skip
+        if args.read_dsn:
+            command += ["--read-dsn", args.read_dsn]
         if token is None:
             command.append("--insecure-no-auth")
         if args.tls_cert:
@@ -967,6 +972,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", default="policyd.db", help="SQLite file (default: policyd.db in the working dir)"
     )
     serve.add_argument("--dsn", help="PostgreSQL DSN for --store postgres (or $POLICYD_DSN)")
+    serve.add_argument(
+        "--read-dsn",
+        help="a hot standby of --dsn (streaming replication) for snapshot reads; writes, the "
+        "head and the change log stay on --dsn",
+    )
+    serve.add_argument(
+        "--gc-every",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="collect old row versions this often; 0 never (default: 600)",
+    )
+    serve.add_argument(
+        "--gc-window",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="keep revisions this much history readable, at_exact_snapshot and Watch "
+        "(default: 86400)",
+    )
     serve.add_argument("--token", help="preshared bearer token (default: $POLICYD_TOKEN)")
     serve.add_argument(
         "--insecure-no-auth",

@@ -19,6 +19,7 @@ instead of queueing it on a pool that cannot fill; a probe, at most one per
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import re
 import threading
@@ -33,7 +34,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
 from policyd.relationship import Relationship
-from policyd.store.base import LIVE, Clock, Revision, wait_bound
+from policyd.store.base import LIVE, Clock, Revision, SnapshotReader, wait_bound
 from policyd.store.postgres.migrations import SECONDARY_INDEXES, migrate
 from policyd.store.sqlcommon import (
     ATTRS,
@@ -41,6 +42,7 @@ from policyd.store.sqlcommon import (
     KEY,
     ROW_COLUMNS,
     SqlCursor,
+    SqlSnapshot,
     SqlStore,
     relationship_from_row,
     row_values,
@@ -94,6 +96,98 @@ _KEEPALIVES = {
 }
 
 
+class _Server:
+    """One PostgreSQL server: its connection pool, and whether it answers.
+
+    When a connection breaks (PostgreSQL stopped, the network dropped), the
+    server is marked unreachable and every call fails at once with StoreError
+    (UNAVAILABLE) instead of queueing on a pool that cannot fill; a probe, at
+    most one per ``probe_interval``, lets calls through again as soon as a
+    connection opens.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        connect_kwargs: dict[str, Any],
+        timeouts: PgTimeouts,
+        min_connections: int,
+        max_connections: int,
+    ) -> None:
+        self.dsn = dsn
+        self._connect_kwargs = connect_kwargs
+        self._timeouts = timeouts
+        self.unreachable: str | None = None
+        """Why PostgreSQL is taken to be unreachable, or None while it answers."""
+        self._probed_at = 0.0
+        self._probe_lock = threading.Lock()
+        self.pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            dsn,
+            min_size=min_connections,
+            max_size=max_connections,
+            timeout=timeouts.pool,
+            kwargs=connect_kwargs,
+            open=True,
+        )
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection, waiting no longer than the pool bound or the call's deadline.
+
+        psycopg's errors become policyd's: StoreError (UNAVAILABLE) for a
+        server that is down, slow or out of connections.
+        """
+        if self.unreachable is not None and not self.probe():
+            raise StoreError(f"PostgreSQL is unreachable: {self.unreachable}")
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        try:
+            with self.pool.connection(timeout=wait_bound(self._timeouts.pool)) as conn:
+                yield conn
+        except PoolTimeout as e:
+            if self.unreachable is None and not self.probe(force=True):
+                raise StoreError(f"PostgreSQL is unreachable: {self.unreachable}") from e
+            raise StoreError(f"no PostgreSQL connection came free in time: {e}") from e
+        except psycopg.errors.UniqueViolation as e:
+            raise AlreadyExistsError(f"relationship already exists: {e}") from e
+        except psycopg.errors.LockNotAvailable as e:
+            raise StoreError(f"PostgreSQL lock wait timed out (lock_timeout): {e}") from e
+        except psycopg.errors.QueryCanceled as e:
+            raise StoreError(f"PostgreSQL statement timed out or was cancelled: {e}") from e
+        except psycopg.Error as e:
+            if conn is not None and conn.broken:
+                self.unreachable = str(e).strip() or "the connection broke"
+                self._probed_at = time.monotonic()
+            raise StoreError(f"PostgreSQL failed: {e}") from e
+
+    def probe(self, force: bool = False) -> bool:
+        """Whether PostgreSQL takes a new connection; tried at most once per probe interval.
+
+        Callers that find a probe under way or too recent get the last verdict
+        at once, so an outage costs each call no wait at all.
+        """
+        if not force and time.monotonic() - self._probed_at < self._timeouts.probe_interval:
+            return self.unreachable is None
+        if not self._probe_lock.acquire(blocking=False):
+            return self.unreachable is None
+        try:
+            self._probed_at = time.monotonic()
+            try:
+                psycopg.connect(self.dsn, **self._connect_kwargs).close()
+            except psycopg.Error as e:
+                self.unreachable = str(e).strip() or "cannot connect"
+                return False
+            if self.unreachable is not None:
+                self.unreachable = None
+                self.pool.check()  # drop the pooled connections that broke meanwhile
+            return True
+        finally:
+            self._probe_lock.release()
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.pool.close()
+
+
 class PostgresStore(SqlStore):
     """The scale-out backend: relationships, policy and change log in PostgreSQL."""
 
@@ -106,6 +200,8 @@ class PostgresStore(SqlStore):
         min_connections: int = 1,
         max_connections: int = 10,
         timeouts: PgTimeouts | None = None,
+        read_dsn: str | None = None,
+        replica_wait: float = 1.0,
     ) -> None:
         """Connect to ``dsn`` and migrate the tables in ``schema_name``.
 
@@ -117,6 +213,11 @@ class PostgresStore(SqlStore):
             min_connections: connections the pool keeps open.
             max_connections: connections the pool opens at most.
             timeouts: the connect, statement, lock, idle and pool timeouts.
+            read_dsn: a hot standby of ``dsn`` (streaming replication) that serves
+                snapshot reads; writes, the head and the change log stay on ``dsn``.
+            replica_wait: seconds a snapshot read waits for the standby to replay
+                its revision (less when the call's deadline is nearer) before it
+                reads the primary instead.
         """
         super().__init__(clock)
         if not _SCHEMA_NAME.fullmatch(schema_name):
@@ -131,22 +232,27 @@ class PostgresStore(SqlStore):
             "options": f"-c search_path={schema_name} {timeouts.options()}",
             **_KEEPALIVES,
         }
-        self._unreachable: str | None = None
-        """Why PostgreSQL is taken to be unreachable, or None while it answers."""
-        self._probed_at = 0.0
-        self._probe_lock = threading.Lock()
         self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._replica_wait = replica_wait
+        self.replica_reads = 0
+        """Snapshots served by the standby (``read_dsn``)."""
+        self.primary_fallbacks = 0
+        """Snapshots the standby had not replayed in time, served by the primary instead."""
+        self._replica_head = -1
         try:
             with psycopg.connect(dsn, **self._connect_kwargs) as conn:
                 migrate(conn, schema_name)
-            self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
-                dsn,
-                min_size=min_connections,
-                max_size=max_connections,
-                timeout=timeouts.pool,
-                kwargs=self._connect_kwargs,
-                open=True,
+            self._primary = _Server(
+                dsn, self._connect_kwargs, timeouts, min_connections, max_connections
             )
+            self._reads = self._primary
+            self._replica: PostgresStore | None = None
+            if read_dsn is not None:
+                replica = copy.copy(self)
+                replica._reads = _Server(
+                    read_dsn, self._connect_kwargs, timeouts, min_connections, max_connections
+                )
+                self._replica = replica
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store: {e}") from e
         self._load_identity()
@@ -154,66 +260,17 @@ class PostgresStore(SqlStore):
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self._schema_name!r})"
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        if self._unreachable is not None and not self._probe():
-            raise StoreError(f"PostgreSQL is unreachable: {self._unreachable}")
-        conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        try:
-            with self._pool.connection(timeout=wait_bound(self.timeouts.pool)) as conn:
-                yield conn
-        except PoolTimeout as e:
-            if self._unreachable is None and not self._probe(force=True):
-                raise StoreError(f"PostgreSQL is unreachable: {self._unreachable}") from e
-            raise StoreError(f"no PostgreSQL connection came free in time: {e}") from e
-        except psycopg.errors.UniqueViolation as e:
-            raise AlreadyExistsError(f"relationship already exists: {e}") from e
-        except psycopg.errors.LockNotAvailable as e:
-            raise StoreError(f"PostgreSQL lock wait timed out (lock_timeout): {e}") from e
-        except psycopg.errors.QueryCanceled as e:
-            raise StoreError(f"PostgreSQL statement timed out or was cancelled: {e}") from e
-        except psycopg.Error as e:
-            if conn is not None and conn.broken:
-                self._lost(str(e))
-            raise StoreError(f"PostgreSQL failed: {e}") from e
-
-    def _lost(self, reason: str) -> None:
-        """A connection broke: fail calls fast until a probe connects again."""
-        self._unreachable = reason.strip() or "the connection broke"
-        self._probed_at = time.monotonic()
-
-    def _probe(self, force: bool = False) -> bool:
-        """Whether PostgreSQL takes a new connection; tried at most once per probe interval.
-
-        Callers that find a probe under way or too recent get the last verdict
-        at once, so an outage costs each call no wait at all.
-        """
-        if not force and time.monotonic() - self._probed_at < self.timeouts.probe_interval:
-            return self._unreachable is None
-        if not self._probe_lock.acquire(blocking=False):
-            return self._unreachable is None
-        try:
-            self._probed_at = time.monotonic()
-            try:
-                psycopg.connect(self._dsn, **self._connect_kwargs).close()
-            except psycopg.Error as e:
-                self._unreachable = str(e).strip() or "cannot connect"
-                return False
-            if self._unreachable is not None:
-                self._unreachable = None
-                self._pool.check()  # drop the pooled connections that broke meanwhile
-            return True
-        finally:
-            self._probe_lock.release()
-
     @property
     def reachable(self) -> bool:
         """Whether PostgreSQL is taken to answer (the last connection or probe worked)."""
-        return self._unreachable is None
+        return self._primary.unreachable is None
+
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
+        return self._primary.connection()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[SqlCursor]:
-        with self._connection() as conn:
+        with self._reads.connection() as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -345,6 +402,48 @@ class PostgresStore(SqlStore):
             self._finish_import(cur, revision, now)
         return revision
 
+    # ---- reads on a hot standby ----------------------------------------------------------------
+
+    def snapshot(self, revision: Revision | None = None) -> SnapshotReader:
+        """A reader at ``revision``: on the standby once it has replayed it, else on the primary.
+
+        Revisions (the head, a token's) are the primary's. The standby has
+        replayed revision R once its own copy of ``store_state`` says head ≥ R:
+        WAL is replayed in commit order and R's own transaction wrote that row,
+        so everything at or below R is there too. A consistency token is thus
+        honoured on the standby by waiting for its replay position, counted in
+        revisions rather than WAL positions, for at most ``replica_wait``.
+        """
+        at = self.head_revision() if revision is None else revision
+        replica = self._replica
+        if replica is None:
+            return SqlSnapshot(self, at)
+        if self._replayed(replica, at):
+            self.replica_reads += 1
+            return SqlSnapshot(replica, at)
+        self.primary_fallbacks += 1
+        return SqlSnapshot(self, at)
+
+    def _replayed(self, replica: PostgresStore, revision: Revision) -> bool:
+        """Whether the standby has replayed ``revision``, waiting a bounded time for it."""
+        if revision <= self._replica_head:
+            return True
+        deadline = time.monotonic() + wait_bound(self._replica_wait)
+        pause = 0.001
+        while True:
+            try:
+                head = replica.head_revision()  # the standby's store_state
+            except StoreError:
+                return False  # the standby is down or slow: the primary serves
+            self._replica_head = max(self._replica_head, head)
+            if head >= revision:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.02)
+
     def opener(self) -> Callable[[], PostgresStore]:
         """Connects to the same database and schema again."""
         return functools.partial(
@@ -361,6 +460,8 @@ class PostgresStore(SqlStore):
             conn.execute(f'DROP SCHEMA IF EXISTS "{self._schema_name}" CASCADE'.encode())
 
     def close(self) -> None:
-        """Close the connection pool and the listening connection."""
+        """Close the connection pools and the listening connection."""
         self._close_listener()
-        self._pool.close()
+        if self._replica is not None:
+            self._replica._reads.close()
+        self._primary.close()
