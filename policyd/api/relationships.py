@@ -7,7 +7,8 @@ lives here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from itertools import groupby, islice
 
 from policyd.api.convert import (
@@ -21,17 +22,71 @@ from policyd.api.convert import (
     update_from_proto,
     watch_to_proto,
 )
+from policyd.api.gen import core_pb2, relationship_service_pb2_grpc
 from policyd.api.gen import relationship_service_pb2 as pb
-from policyd.api.gen import relationship_service_pb2_grpc
 from policyd.api.limits import Limits
 from policyd.api.paging import read_pages
 from policyd.api.scheduling import Context, Threads
 from policyd.api.watch import ChangeFeed
 from policyd.engine import Engine
-from policyd.errors import InvalidRequestError
+from policyd.errors import CancelledError, InvalidRequestError, ResourceExhaustedError
 from policyd.relationship import Relationship
-from policyd.store.base import Cursor, DeleteRequest, Store, WriteRequest
+from policyd.store.base import Cursor, DeleteRequest, ImportRequest, Store, WriteRequest
 from policyd.store.group_commit import GroupWriter
+
+SMALL_IMPORT = 1000
+"""Imports of at most this many relationships queue to the writer like other writes."""
+
+
+async def _ended(context: Context) -> None:
+    """Return only if the client ended its request stream, rather than cancelled the call.
+
+    grpc.aio ends the request iterator the same way for both. Sending the
+    response headers is a round trip through gRPC's core that delivers a
+    cancellation already under way first (the task is cancelled meanwhile),
+    so an import whose client gave up never commits.
+    """
+    await context.send_initial_metadata(())
+    if context.cancelled():
+        raise CancelledError("the client cancelled the import; nothing was imported")
+
+
+class _Spool:
+    """An import's stream staged in an unnamed temporary file until the stream has ended.
+
+    The server holds one message at a time, not the stream, and the store's
+    write lock is taken only once the whole stream is in: a slow or stalled
+    client never holds up other writes, and a stream that breaks off never
+    reaches the store. Each message is kept as it came, length-prefixed.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="policyd-import-")  # noqa: SIM115 (closed by close)
+
+    def add(self, chunk: pb.ImportRelationshipsRequest) -> None:
+        """Append one message of the stream (a small write to the page cache)."""
+        data = chunk.SerializeToString()
+        try:
+            self._file.write(len(data).to_bytes(4, "little"))
+            self._file.write(data)
+        except OSError as e:
+            raise ResourceExhaustedError(f"no room to stage the import: {e}") from e
+
+    def relationships(self) -> Iterator[Relationship]:
+        """Every staged relationship, in stream order (read in the importing thread)."""
+        self._file.seek(0)
+        i = 0
+        while header := self._file.read(4):
+            chunk = pb.ImportRelationshipsRequest.FromString(
+                self._file.read(int.from_bytes(header, "little"))
+            )
+            for message in chunk.relationships:
+                yield relationship_from_proto(message, f"relationships[{i}]")
+                i += 1
+
+    def close(self) -> None:
+        """Drop the staged stream (the file has no name; closing frees its space)."""
+        self._file.close()
 
 
 class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServicer):
@@ -150,14 +205,57 @@ class RelationshipServicer(relationship_service_pb2_grpc.RelationshipServiceServ
         request_iterator: AsyncIterator[pb.ImportRelationshipsRequest],
         context: Context,
     ) -> pb.ImportRelationshipsResponse:
-        """Load every streamed relationship in one transaction."""
-        relationships: list[Relationship] = []
-        async for chunk in request_iterator:
-            for message in chunk.relationships:
-                relationships.append(
-                    relationship_from_proto(message, f"relationships[{len(relationships)}]")
-                )
-        token = await self._writes.run(self._engine.import_relationships, relationships)
+        """Load every streamed relationship in one transaction, all or nothing.
+
+        A stream of at most ``SMALL_IMPORT`` relationships queues to the writer
+        like any write. A longer one is staged on disk as it arrives (``_Spool``)
+        and, once the client has ended it, streams from there into one import
+        transaction in a thread, so memory does not grow with its length; a
+        stream that breaks off imports nothing.
+        """
+        head: list[pb.ImportRelationshipsRequest] = []
+        count = 0
+        spool: _Spool | None = None
+        try:
+            async for chunk in request_iterator:
+                count += len(chunk.relationships)
+                if spool is not None:
+                    spool.add(chunk)
+                    continue
+                head.append(chunk)
+                if count > SMALL_IMPORT:
+                    spool = _Spool()
+                    for staged in head:
+                        spool.add(staged)
+                    head.clear()
+            await _ended(context)
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+        if spool is None:
+            return await self._import_small([m for c in head for m in c.relationships])
+        token = await self._writes.run(self._import_spooled, spool)
+        self._feed.poke()
+        return pb.ImportRelationshipsResponse(
+            consistency_token=token_to_proto(token), loaded_count=count
+        )
+
+    def _import_spooled(self, spool: _Spool) -> str:
+        try:
+            return self._engine.import_relationships(spool.relationships())
+        finally:
+            spool.close()
+
+    async def _import_small(
+        self, messages: list[core_pb2.Relationship]
+    ) -> pb.ImportRelationshipsResponse:
+        relationships = tuple(
+            relationship_from_proto(m, f"relationships[{i}]") for i, m in enumerate(messages)
+        )
+        revision = await self._writer.apply(ImportRequest(relationships))
+        assert isinstance(revision, int)
+        token = self._engine.written(revision)
         self._feed.poke()
         return pb.ImportRelationshipsResponse(
             consistency_token=token_to_proto(token), loaded_count=len(relationships)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,14 +229,20 @@ def _client_loop(spec: LoadSpec, barrier: Any, results: Any) -> None:
     )
 
 
-def run_clients(spec: LoadSpec, processes: int) -> dict[str, object]:
-    """Drive the server from ``processes`` client processes at once; aggregate their numbers."""
+def gather(
+    function: Callable[..., None], specs: Sequence[Any], seconds: float
+) -> list[dict[str, Any]]:
+    """Run ``function(spec, barrier, results)`` in a spawned process per spec; their results.
+
+    Each process gets ready, waits at the barrier with the others and this
+    one, measures for about ``seconds`` and puts one dict on ``results``.
+    """
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(processes + 1)
+    barrier = context.Barrier(len(specs) + 1)
     results = context.Queue()
     children = [
-        context.Process(target=_client_loop, args=(spec, barrier, results), daemon=True)
-        for _ in range(processes)
+        context.Process(target=function, args=(spec, barrier, results), daemon=True)
+        for spec in specs
     ]
     for child in children:
         child.start()
@@ -244,12 +250,18 @@ def run_clients(spec: LoadSpec, processes: int) -> dict[str, object]:
     try:
         barrier.wait(timeout=180)
         for _ in children:
-            collected.append(results.get(timeout=spec.seconds + 120))
+            collected.append(results.get(timeout=seconds + 180))
     finally:
         for child in children:
             child.join(timeout=10)
             if child.is_alive():
                 child.terminate()
+    return collected
+
+
+def run_clients(spec: LoadSpec, processes: int) -> dict[str, object]:
+    """Drive the server from ``processes`` client processes at once; aggregate their numbers."""
+    collected = gather(_client_loop, [spec] * processes, spec.seconds)
     latencies = [x for r in collected for x in r["latencies"]]
     elapsed = max(r["elapsed"] for r in collected)
     decisions = sum(r["decisions"] for r in collected)

@@ -14,11 +14,12 @@ Sections (``--sections``, all by default):
 - ``xrpc``: ``com.atproto.simplespace.checkUserAccess`` on loopback, every
   request with its own service-auth JWT verified (``policyd.bench.xrpc_load``),
   and the cost of one signature verification per library.
-- ``grpc-cold``, ``grpc-mix``, ``grpc-fairness`` (``SERVING``): distinct
-  queries cold and warm beside grpcio's empty-RPC ceiling
-  (``policyd.bench.serving``), 10% writes among repeating Checks, and one
-  worker under heavy ListSubjects and idle Watch streams
-  (``policyd.bench.fairness``).
+- ``grpc-cold``, ``grpc-mix``, ``grpc-writes``, ``grpc-fairness``
+  (``SERVING``): distinct queries cold and warm beside grpcio's empty-RPC
+  ceiling (``policyd.bench.serving``), 10% writes among repeating Checks,
+  single writes at the serving durability alone and beside Check load and a
+  streamed import's peak RSS (``policyd.bench.write_load``), and one worker
+  under heavy ListSubjects and idle Watch streams (``policyd.bench.fairness``).
 
 Every measurement is bounded by ``--seconds`` (and by counts), and each
 workload's process by ``--timeout``. Benchmarks print numbers; they never fail
@@ -54,6 +55,8 @@ SERVING = {
     "grpc-cold": "BatchCheck(100) and Check over gRPC, distinct queries, decision cache off "
     "and on, beside grpcio's empty-RPC ceiling",
     "grpc-mix": "repeating Checks over gRPC with 0% and 10% writes (decision cache on)",
+    "grpc-writes": "single-relationship writes at the serving durability from 1 and 16 "
+    "clients, alone and beside Check load, and a streamed import's peak RSS (one worker)",
     "grpc-fairness": "one worker: first subject of ListSubjects, and cheap Check latency idle, "
     "under 3 ListSubjects of the whole group and with 1,000 idle Watch streams",
 }
@@ -294,10 +297,12 @@ def serving_rows(
     section: str, name: str, scale: float, seed: int, seconds: float, workers: int, clients: int
 ) -> list[dict[str, object]]:
     """One of the SERVING sections (in an isolated process); fairness serves ``name`` alone."""
-    from policyd.bench import fairness, serving
+    from policyd.bench import fairness, serving, write_load
 
     if section == "grpc-fairness":
         return fairness.fairness_rows(name, scale, seed, seconds)
+    if section == "grpc-writes":
+        return write_load.write_rows(name, scale, seed, seconds, workers, clients)
     rows_of = serving.cold_warm_rows if section == "grpc-cold" else serving.write_mix_rows
     return rows_of(name, scale, seed, seconds, workers, clients)
 

@@ -271,9 +271,12 @@ class SqliteStore(SqlStore):
         if empty:
             for name in SECONDARY_INDEXES:
                 conn.execute(f"DROP INDEX IF EXISTS {name}")
-        # A large page cache and sorter threads for the load and the index builds
-        # (benchmarks/store_bench.py, "import"); restored afterwards.
-        conn.execute(f"PRAGMA cache_size = -{max(self._cache_size_kib, BULK_CACHE_KIB)}")
+        # A large page cache and sorter threads for a load into an empty store and
+        # its index builds (benchmarks/store_bench.py, "import"); restored
+        # afterwards. Not for an import into a serving store: its memory would
+        # stay with the process (policyd bench --sections grpc-writes, import).
+        if empty:
+            conn.execute(f"PRAGMA cache_size = -{max(self._cache_size_kib, BULK_CACHE_KIB)}")
         conn.execute("PRAGMA threads = 2")
         try:
             conn.executemany(INSERT, rows)
