@@ -31,7 +31,13 @@ from policyd.errors import PolicydError
 if TYPE_CHECKING:
     from policyd.client import PolicydClient
     from policyd.consistency import Consistency
-    from policyd.decisions import CheckRequest, CheckResult, Permissionship
+    from policyd.decisions import (
+        Audience,
+        AudienceChange,
+        CheckRequest,
+        CheckResult,
+        Permissionship,
+    )
     from policyd.dsl.compiler import compile_policy
     from policyd.engine import Engine
     from policyd.filters import Precondition, RelationshipFilter
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
     from policyd.store import open_store
 
 _HOMES = {
+    "Audience": "policyd.decisions",
+    "AudienceChange": "policyd.decisions",
     "CheckRequest": "policyd.decisions",
     "CheckResult": "policyd.decisions",
     "Consistency": "policyd.consistency",
@@ -66,6 +74,8 @@ _HOMES = {
 """Where each public name lives; ``__getattr__`` imports it from there on first use."""
 
 __all__ = [
+    "Audience",
+    "AudienceChange",
     "CheckRequest",
     "CheckResult",
     "Consistency",

@@ -353,15 +353,29 @@ def found_subject_to_proto(
         subject=subject_to_proto(found.subject),
         permissionship=PERMISSIONSHIP_TO_PROTO[found.permissionship],
         missing_context=found.missing,
-        excluded=[
-            permission_service_pb2.ExcludedSubject(
-                subject=subject_to_proto(e.subject),
-                conditional=bool(e.missing),
-                missing_context=e.missing,
-            )
-            for e in found.excluded
-        ],
+        excluded=_excluded_to_proto(found),
     )
+
+
+def audience_entry_to_proto(found: FoundSubject) -> permission_service_pb2.AudienceEntry:
+    """One subject's answer in a WatchPermission response (NO_PERMISSION: removed)."""
+    return permission_service_pb2.AudienceEntry(
+        subject=subject_to_proto(found.subject),
+        permissionship=PERMISSIONSHIP_TO_PROTO[found.permissionship],
+        missing_context=found.missing,
+        excluded=_excluded_to_proto(found),
+    )
+
+
+def _excluded_to_proto(found: FoundSubject) -> list[permission_service_pb2.ExcludedSubject]:
+    return [
+        permission_service_pb2.ExcludedSubject(
+            subject=subject_to_proto(e.subject),
+            conditional=bool(e.missing),
+            missing_context=e.missing,
+        )
+        for e in found.excluded
+    ]
 
 
 def expand_to_proto(node: ExpandNode) -> permission_service_pb2.ExpandNode:

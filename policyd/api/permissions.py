@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+from policyd.api.audience import AudienceStream
 from policyd.api.convert import (
     PERMISSIONSHIP_TO_PROTO,
     check_to_proto,
@@ -23,7 +24,8 @@ from policyd.api.gen import permission_service_pb2 as pb
 from policyd.api.gen import permission_service_pb2_grpc
 from policyd.api.limits import Limits
 from policyd.api.metrics import Metrics
-from policyd.api.scheduling import Context, deadline_of, sliced
+from policyd.api.scheduling import Context, Threads, deadline_of, sliced
+from policyd.api.watch import ChangeFeed
 from policyd.decisions import CheckRequest
 from policyd.engine import Engine
 from policyd.engine.listing import Listing
@@ -31,15 +33,25 @@ from policyd.errors import InvalidRequestError
 
 
 class PermissionServicer(permission_service_pb2_grpc.PermissionServiceServicer):
-    """Check, BatchCheck, ListObjects, ListSubjects and Expand over one Engine.
+    """Check, BatchCheck, ListObjects, ListSubjects, Expand and WatchPermission over one Engine.
 
     Checks run inline on the event loop; lookups and Expand run a slice at a
-    time (api/scheduling.py) and stream their answers as they are found.
+    time (api/scheduling.py) and stream their answers as they are found;
+    WatchPermission follows the process's change feed (api/audience.py).
     """
 
-    def __init__(self, engine: Engine, limits: Limits, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        limits: Limits,
+        feed: ChangeFeed,
+        reads: Threads,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._engine = engine
         self._limits = limits
+        self._feed = feed
+        self._reads = reads
         self._metrics = metrics
 
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
@@ -149,6 +161,35 @@ class PermissionServicer(permission_service_pb2_grpc.PermissionServiceServicer):
         return pb.ExpandResponse(
             consistency_token=token_to_proto(listing.token), tree=expand_to_proto(trees[0])
         )
+
+    async def WatchPermission(
+        self, request: pb.WatchPermissionRequest, context: Context
+    ) -> AsyncIterator[pb.WatchPermissionResponse]:
+        """Stream who holds the permission: a listing (unless resuming), then each change."""
+        tracker = self._engine.track_audience(
+            object_from_proto(request.resource, "resource"),
+            required(request.permission, "permission"),
+            required(request.subject_type, "subject_type"),
+            request.optional_subject_relation or None,
+        )
+        resuming = request.HasField("optional_after_token")
+        start = (
+            self._engine.tokens.revision(
+                request.optional_after_token.token, field="optional_after_token.token"
+            )
+            if resuming
+            else self._engine.revision_for(consistency_from_proto(request.consistency))
+        )
+        stream = AudienceStream(
+            self._engine,
+            tracker,
+            self._feed,
+            self._reads,
+            self._limits.page_size,
+            deadline_of(context),
+        )
+        async for response in stream.responses(start, listed=resuming):
+            yield response
 
 
 _Response = TypeVar("_Response", pb.ListObjectsResponse, pb.ListSubjectsResponse)

@@ -157,7 +157,8 @@ class PolicydServer:
         except StoreError as e:  # serve reads anyway; writes retry starting it
             LOG.warning("the writer could not open the store (writes will retry): %s", e)
         permission_service_pb2_grpc.add_PermissionServiceServicer_to_server(
-            PermissionServicer(self.engine, limits, self.metrics), self._server
+            PermissionServicer(self.engine, limits, self._feed, self._reads, self.metrics),
+            self._server,
         )
         relationship_service_pb2_grpc.add_RelationshipServiceServicer_to_server(
             RelationshipServicer(

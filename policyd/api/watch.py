@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from itertools import groupby
 
 from policyd.api.scheduling import Threads
+from policyd.errors import RevisionUnavailableError
 from policyd.store.base import ChangeEvent, Revision, Store
 
 MEMORY = 10_000
@@ -72,7 +73,11 @@ class ChangeFeed:
             head = await self._threads.run(self._store.head_revision)
             if head <= self.head:
                 continue
-            events = await self._threads.run(self._store.changes, self.head, self._page)
+            try:
+                events = await self._threads.run(self._store.changes, self.head, self._page)
+            except RevisionUnavailableError:
+                self._forget_up_to(head)
+                events = []
             if events:
                 self._remember(events)
             if len(events) >= self._page:
@@ -117,6 +122,18 @@ class ChangeFeed:
                 drop += 1
             self._floor = self._revisions[drop - 1]
             del self._revisions[:drop], self._batches[:drop]
+
+    def _forget_up_to(self, head: Revision) -> None:
+        """Garbage collection passed the feed: nothing behind ``head`` is remembered any more.
+
+        A stream still behind then reads the store itself, which answers it as
+        it would any reader from a collected revision (Watch fails with
+        OUT_OF_RANGE; WatchPermission restates its audience).
+        """
+        self._revisions.clear()
+        self._batches.clear()
+        self._remembered_count = 0
+        self.head = self._floor = head
 
     def _remembered(self, after: Revision) -> list[ChangeEvent] | None:
         """The remembered events after ``after``, or None when memory does not reach back."""

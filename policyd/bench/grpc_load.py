@@ -9,6 +9,10 @@ is installed it also drives the empty RPC and Check with it, since one Python
 client process cannot saturate a server; h2load does not read gRPC status, so
 the Check it sends is verified with the Python client first. Every loop is
 bounded by seconds and by a count; only loopback addresses are used.
+
+One module over 500 lines: every section shares the served process, the
+verification of what it answers and the row format, and is a few short steps
+of the same kind.
 """
 
 from __future__ import annotations

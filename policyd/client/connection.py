@@ -26,20 +26,20 @@ from policyd.client.messages import (
     expand_node_value,
     explanation_value,
     filter_message,
+    found_subject_value,
     object_message,
     precondition_message,
     relationship_message,
     relationship_value,
     struct_message,
     subject_message,
-    subject_value,
 )
 from policyd.client.rpc_errors import error_from_rpc
 from policyd.consistency import Consistency
 from policyd.decisions import (
+    AudienceChange,
     CheckRequest,
     CheckResult,
-    ExcludedSubject,
     ExpandNode,
     FoundObject,
     FoundSubject,
@@ -275,16 +275,43 @@ class PolicydClient:
             context=struct_message(context or {}),
         )
         for r in self._stream(self._permissions.ListSubjects, request):
-            found = FoundSubject(
-                subject_value(r.subject),
-                PERMISSIONSHIPS[r.permissionship],
-                tuple(r.missing_context),
-                tuple(
-                    ExcludedSubject(subject_value(e.subject), tuple(e.missing_context))
-                    for e in r.excluded
-                ),
-            )
-            yield Listed(found, r.consistency_token.token)
+            yield Listed(found_subject_value(r), r.consistency_token.token)
+
+    def watch_permission(
+        self,
+        resource: ObjectRef,
+        permission: str,
+        subject_type: str,
+        subject_relation: str | None = None,
+        *,
+        after: str | None = None,
+        consistency: Consistency | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[AudienceChange]:
+        """Stream who holds the permission: the subjects first, then each revision's change.
+
+        Each AudienceChange is whole (a restatement's pages are joined): fold them
+        into an ``Audience``. Resume with ``after`` set to the last change's token
+        (the listing is then not repeated). The stream runs until ``timeout``
+        seconds pass (None: until closed or the server stops).
+        """
+        request = permission_service_pb2.WatchPermissionRequest(
+            resource=object_message(resource),
+            permission=permission,
+            subject_type=subject_type,
+            optional_subject_relation=subject_relation or "",
+            consistency=consistency_message(consistency),
+        )
+        if after is not None:
+            request.optional_after_token.token = after
+        subjects: list[FoundSubject] = []
+        reset = False
+        for r in self._stream(self._permissions.WatchPermission, request, timeout):
+            reset = reset or r.reset
+            subjects.extend(found_subject_value(s) for s in r.subjects)
+            if r.complete:
+                yield AudienceChange(r.consistency_token.token, tuple(subjects), reset)
+                subjects, reset = [], False
 
     def expand(
         self, resource: ObjectRef, permission: str, *, consistency: Consistency | None = None

@@ -19,9 +19,11 @@ from policyd.api.gen import (
 )
 from policyd.consistency import Consistency, ConsistencyMode
 from policyd.decisions import (
+    ExcludedSubject,
     ExpandKind,
     ExpandNode,
     Explanation,
+    FoundSubject,
     Permissionship,
 )
 from policyd.errors import (
@@ -114,6 +116,21 @@ def subject_value(message: core_pb2.SubjectReference) -> SubjectRef:
     """The SubjectRef of a message."""
     return SubjectRef(
         message.object.object_type, message.object.object_id, message.optional_relation or None
+    )
+
+
+def found_subject_value(
+    message: permission_service_pb2.ListSubjectsResponse | permission_service_pb2.AudienceEntry,
+) -> FoundSubject:
+    """A subject's answer from ListSubjects or WatchPermission (their fields are the same)."""
+    return FoundSubject(
+        subject_value(message.subject),
+        PERMISSIONSHIPS[message.permissionship],
+        tuple(message.missing_context),
+        tuple(
+            ExcludedSubject(subject_value(e.subject), tuple(e.missing_context))
+            for e in message.excluded
+        ),
     )
 
 

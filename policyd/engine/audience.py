@@ -133,11 +133,17 @@ class AudienceTracker:
         )
         return AudienceChange(listing.token, listing.subjects, reset=True)
 
-    def change(self, revision: Revision, events: Sequence[ChangeEvent]) -> AudienceChange:
-        """The subjects whose answer ``revision`` changed (``events`` are its change log entries).
+    def change(
+        self, before: Revision, revision: Revision, events: Sequence[ChangeEvent]
+    ) -> AudienceChange:
+        """The subjects whose answer changed from ``before`` to ``revision``.
+
+        ``events`` are every change log entry after ``before`` up to ``revision``
+        (the stream's previous revision and this one: revisions need not be
+        consecutive numbers, and one without events changed nothing).
 
         Raises:
-            RevisionUnavailableError: the revision before it was garbage-collected.
+            RevisionUnavailableError: ``before`` was garbage-collected.
         """
         if any(e.kind is ChangeKind.POLICY for e in events):
             return self.snapshot(revision)
@@ -154,21 +160,24 @@ class AudienceTracker:
         if not relevant:
             return AudienceChange(token, ())
         try:
-            candidates = self._candidates(schema, relevant, revision)
+            candidates = self._candidates(schema, relevant, before, revision)
         except _ResetNeeded:
             return self.snapshot(revision)
         ordered = sorted(candidates, key=lambda s: (s.id, s.relation or ""))
-        before = self._answers(ordered, revision - 1)
-        after = self._answers(ordered, revision)
         changed = tuple(
             FoundSubject(subject, now.permissionship, now.missing)
-            for subject, was, now in zip(ordered, before, after, strict=True)
+            for subject, was, now in zip(
+                ordered,
+                self._answers(ordered, before),
+                self._answers(ordered, revision),
+                strict=True,
+            )
             if (was.permissionship, was.missing) != (now.permissionship, now.missing)
         )
         return AudienceChange(token, changed)
 
     def _candidates(
-        self, schema: Schema, changed: Iterable[Relationship], revision: Revision
+        self, schema: Schema, changed: Iterable[Relationship], before: Revision, revision: Revision
     ) -> set[SubjectRef]:
         """Every subject of the watched kind that reaches a changed relationship's subject side."""
         watched = self.watched
@@ -188,7 +197,7 @@ class AudienceTracker:
             definition = schema.definitions.get(subject.type)
             for member in members:
                 if definition is not None and definition.member(member) is not None:
-                    for at in (revision - 1, revision):
+                    for at in (before, revision):
                         found |= self._holders(target, member, at)
         return found
 

@@ -9,6 +9,10 @@ a direct assignment, a name, ``name from tupleset`` or a parenthesized
 definition, followed by ``or`` terms, ``and`` terms, or one ``but not`` term;
 ``#`` starts a comment. Modular models (schema 1.2, ``module``, ``extend
 type``) and schema 1.0 are refused with ConversionError.
+
+The tree and its two readers stay in one module, over 500 lines: each reader
+builds exactly the tree's node types, and a construct is added to all three
+at once.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def follow(world: World, data: st.DataObject) -> None:
         revision = engine.store.head_revision()
         assert revision == before + 1
         try:
-            audience.apply(tracker.change(revision, engine.store.changes(before, 10_000)))
+            audience.apply(tracker.change(before, revision, engine.store.changes(before, 10_000)))
             fresh = engine.list_subjects(
                 resource,
                 member,
@@ -161,7 +161,7 @@ def test_a_nested_group_leaving_removes_its_members_and_nothing_else(engine: Eng
     tracker = engine.track_audience(ObjectRef("doc", "1"), "view", "user")
     before = engine.store.head_revision()
     engine.write([RelationshipUpdate(Operation.DELETE, rel("group:eng#member@group:core#member"))])
-    change = tracker.change(before + 1, engine.store.changes(before, 100))
+    change = tracker.change(before, before + 1, engine.store.changes(before, 100))
     assert not change.reset
     assert [(str(f.subject), f.permissionship) for f in change.subjects] == [
         ("user:ann", Permissionship.NO_PERMISSION)
@@ -172,16 +172,16 @@ def test_a_change_the_permission_cannot_read_is_no_event(engine: Engine) -> None
     tracker = engine.track_audience(ObjectRef("doc", "1"), "view", "user")
     before = engine.store.head_revision()
     engine.write([RelationshipUpdate(Operation.TOUCH, rel("doc:1#tag@user:ann"))])
-    assert tracker.change(before + 1, engine.store.changes(before, 100)).subjects == ()
+    assert tracker.change(before, before + 1, engine.store.changes(before, 100)).subjects == ()
 
 
 def test_a_ban_is_a_removal_and_a_new_policy_a_reset(engine: Engine) -> None:
     tracker = engine.track_audience(ObjectRef("doc", "1"), "view", "user")
     before = engine.store.head_revision()
     engine.write([RelationshipUpdate(Operation.TOUCH, rel("folder:f#banned@user:bob"))])
-    change = tracker.change(before + 1, engine.store.changes(before, 100))
+    change = tracker.change(before, before + 1, engine.store.changes(before, 100))
     assert [str(f.subject) for f in change.subjects] == ["user:bob"]
     engine.write_policy(POLICY)
-    reset = tracker.change(before + 2, engine.store.changes(before + 1, 100))
+    reset = tracker.change(before + 1, before + 2, engine.store.changes(before + 1, 100))
     assert reset.reset
     assert [str(f.subject) for f in reset.subjects] == ["user:ann"]

@@ -10,6 +10,9 @@ follow SpiceDB's (internal/services/v1/errors.go, pkg/schema/errors.go, and
 what the embedded SpiceDB 1.54 answered in the conformance scenario,
 tests/api/authzed/scenario.py); where policyd knows more, its message says so
 after SpiceDB's words.
+
+One module over 500 lines: it is a table, a fault per entry with SpiceDB's
+code, message and reason, read top to bottom beside SpiceDB's own.
 """
 
 from __future__ import annotations

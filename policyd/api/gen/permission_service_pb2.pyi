@@ -691,3 +691,142 @@ class ExpandResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExpandResponse: _TypeAlias = ExpandResponse  # noqa: Y015
+
+@_typing.final
+class WatchPermissionRequest(_message.Message):
+    """Asks who holds `permission` on `resource`, and to be told whenever that changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    PERMISSION_FIELD_NUMBER: _builtins.int
+    SUBJECT_TYPE_FIELD_NUMBER: _builtins.int
+    OPTIONAL_SUBJECT_RELATION_FIELD_NUMBER: _builtins.int
+    OPTIONAL_AFTER_TOKEN_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    permission: _builtins.str
+    """A permission or relation of the resource's type."""
+    subject_type: _builtins.str
+    """The type of the subjects to follow."""
+    optional_subject_relation: _builtins.str
+    """For usersets: the subjects' relation, e.g. `member` for `space:x#member`."""
+    @_builtins.property
+    def resource(self) -> _core_pb2.ObjectReference:
+        """The resource."""
+
+    @_builtins.property
+    def optional_after_token(self) -> _core_pb2.ConsistencyToken:
+        """Resume: send only the changes after this token (that of the last response
+        with `complete` set). Unset: the current subjects first, then the changes.
+        """
+
+    @_builtins.property
+    def consistency(self) -> _core_pb2.Consistency:
+        """How fresh the first listing must be; ignored with `optional_after_token`."""
+
+    def __init__(
+        self,
+        *,
+        resource: _core_pb2.ObjectReference | None = ...,
+        permission: _builtins.str = ...,
+        subject_type: _builtins.str = ...,
+        optional_subject_relation: _builtins.str = ...,
+        optional_after_token: _core_pb2.ConsistencyToken | None = ...,
+        consistency: _core_pb2.Consistency | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "optional_after_token", b"optional_after_token", "resource", b"resource"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "optional_after_token", b"optional_after_token", "optional_subject_relation", b"optional_subject_relation", "permission", b"permission", "resource", b"resource", "subject_type", b"subject_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPermissionRequest: _TypeAlias = WatchPermissionRequest  # noqa: Y015
+
+@_typing.final
+class WatchPermissionResponse(_message.Message):
+    """One step of a WatchPermission stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    RESET_FIELD_NUMBER: _builtins.int
+    SUBJECTS_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    reset: _builtins.bool
+    """The subjects restate the whole audience: forget every subject received
+    before. The first response of a stream is one, and so is the response
+    for a revision whose change cannot be said subject by subject (a new
+    policy, a wildcard). A restatement longer than one page continues over
+    the following responses, with `reset` false and the same token, up to
+    the one with `complete` set.
+    """
+    complete: _builtins.bool
+    """The subjects received so far are the whole audience at
+    `consistency_token`: resume from this response's token. A response with
+    no subjects and `complete` set only says no change up to its revision.
+    """
+    @_builtins.property
+    def consistency_token(self) -> _core_pb2.ConsistencyToken:
+        """The revision the subjects are at once this response is applied."""
+
+    @_builtins.property
+    def subjects(self) -> _containers.RepeatedCompositeFieldContainer[Global___AudienceEntry]:
+        """Subjects whose answer changed, each with its answer from this revision
+        on; NO_PERMISSION means the subject holds the permission no more.
+        """
+
+    def __init__(
+        self,
+        *,
+        consistency_token: _core_pb2.ConsistencyToken | None = ...,
+        reset: _builtins.bool = ...,
+        subjects: _abc.Iterable[Global___AudienceEntry] | None = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "consistency_token", b"consistency_token", "reset", b"reset", "subjects", b"subjects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPermissionResponse: _TypeAlias = WatchPermissionResponse  # noqa: Y015
+
+@_typing.final
+class AudienceEntry(_message.Message):
+    """One subject's answer in a WatchPermission stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    PERMISSIONSHIP_FIELD_NUMBER: _builtins.int
+    MISSING_CONTEXT_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
+    permissionship: Global___Permissionship.ValueType
+    """The subject's answer; NO_PERMISSION for a subject removed."""
+    @_builtins.property
+    def subject(self) -> _core_pb2.SubjectReference:
+        """The subject; its id is `*` for a wildcard (every subject of the type)."""
+
+    @_builtins.property
+    def missing_context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a conditional answer: the caveat parameters that were missing."""
+
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExcludedSubject]:
+        """For a wildcard: the subjects it does not include, for certain or conditionally."""
+
+    def __init__(
+        self,
+        *,
+        subject: _core_pb2.SubjectReference | None = ...,
+        permissionship: Global___Permissionship.ValueType = ...,
+        missing_context: _abc.Iterable[_builtins.str] | None = ...,
+        excluded: _abc.Iterable[Global___ExcludedSubject] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["excluded", b"excluded", "missing_context", b"missing_context", "permissionship", b"permissionship", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AudienceEntry: _TypeAlias = AudienceEntry  # noqa: Y015

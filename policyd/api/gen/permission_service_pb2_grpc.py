@@ -61,6 +61,11 @@ class PermissionServiceStub:
                 request_serializer=policyd_dot_v1_dot_permission__service__pb2.ExpandRequest.SerializeToString,
                 response_deserializer=policyd_dot_v1_dot_permission__service__pb2.ExpandResponse.FromString,
                 _registered_method=True)
+        self.WatchPermission = channel.unary_stream(
+                '/policyd.v1.PermissionService/WatchPermission',
+                request_serializer=policyd_dot_v1_dot_permission__service__pb2.WatchPermissionRequest.SerializeToString,
+                response_deserializer=policyd_dot_v1_dot_permission__service__pb2.WatchPermissionResponse.FromString,
+                _registered_method=True)
 
 
 class PermissionServiceServicer:
@@ -102,6 +107,14 @@ class PermissionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPermission(self, request, context):
+        """Streams who holds a permission on a resource: the subjects first, then each
+        revision's changes to them, until cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PermissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_PermissionServiceServicer_to_server(servicer, server):
                     servicer.Expand,
                     request_deserializer=policyd_dot_v1_dot_permission__service__pb2.ExpandRequest.FromString,
                     response_serializer=policyd_dot_v1_dot_permission__service__pb2.ExpandResponse.SerializeToString,
+            ),
+            'WatchPermission': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPermission,
+                    request_deserializer=policyd_dot_v1_dot_permission__service__pb2.WatchPermissionRequest.FromString,
+                    response_serializer=policyd_dot_v1_dot_permission__service__pb2.WatchPermissionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +285,33 @@ class PermissionService:
             '/policyd.v1.PermissionService/Expand',
             policyd_dot_v1_dot_permission__service__pb2.ExpandRequest.SerializeToString,
             policyd_dot_v1_dot_permission__service__pb2.ExpandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPermission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/policyd.v1.PermissionService/WatchPermission',
+            policyd_dot_v1_dot_permission__service__pb2.WatchPermissionRequest.SerializeToString,
+            policyd_dot_v1_dot_permission__service__pb2.WatchPermissionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class PermissionServiceStub:
     """Streams the subjects of a type that hold a permission on a resource."""
     Expand: _grpc.UnaryUnaryMultiCallable[_permission_service_pb2.ExpandRequest, _permission_service_pb2.ExpandResponse]
     """Returns the userset tree of a permission on a resource."""
+    WatchPermission: _grpc.UnaryStreamMultiCallable[_permission_service_pb2.WatchPermissionRequest, _permission_service_pb2.WatchPermissionResponse]
+    """Streams who holds a permission on a resource: the subjects first, then each
+    revision's changes to them, until cancelled.
+    """
 
 @_typing.type_check_only
 class PermissionServiceAsyncStub(PermissionServiceStub):
@@ -62,6 +66,10 @@ class PermissionServiceAsyncStub(PermissionServiceStub):
     """Streams the subjects of a type that hold a permission on a resource."""
     Expand: _aio.UnaryUnaryMultiCallable[_permission_service_pb2.ExpandRequest, _permission_service_pb2.ExpandResponse]  # type: ignore[assignment]
     """Returns the userset tree of a permission on a resource."""
+    WatchPermission: _aio.UnaryStreamMultiCallable[_permission_service_pb2.WatchPermissionRequest, _permission_service_pb2.WatchPermissionResponse]  # type: ignore[assignment]
+    """Streams who holds a permission on a resource: the subjects first, then each
+    revision's changes to them, until cancelled.
+    """
 
 class PermissionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers decisions over the relationships and the policy in force."""
@@ -105,5 +113,15 @@ class PermissionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_permission_service_pb2.ExpandResponse, _abc.Awaitable[_permission_service_pb2.ExpandResponse]]:
         """Returns the userset tree of a permission on a resource."""
+
+    @_abc_1.abstractmethod
+    def WatchPermission(
+        self,
+        request: _permission_service_pb2.WatchPermissionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_permission_service_pb2.WatchPermissionResponse], _abc.AsyncIterator[_permission_service_pb2.WatchPermissionResponse]]:
+        """Streams who holds a permission on a resource: the subjects first, then each
+        revision's changes to them, until cancelled.
+        """
 
 def add_PermissionServiceServicer_to_server(servicer: PermissionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
