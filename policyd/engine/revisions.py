@@ -223,11 +223,22 @@ class Revisions:
         index = self._index
         if index is not None:
             with self._lock:
-                if index.revision == revision - 1:
+                if index.revision == revision - 1 or self._nothing_between(
+                    index.revision, revision
+                ):
                     with index.lock, index.applying():
                         rows.apply(index)
                         index.revision = revision
         self.wrote(revision)
+
+    def _nothing_between(self, known: Revision, revision: Revision) -> bool:
+        """Whether no revision in (known, revision) changed anything.
+
+        Revisions need not be dense (a PostgreSQL import publishes a revision
+        it reserved far above the head), so "nothing came between" is asked of
+        the change log rather than read off the numbers.
+        """
+        return known < revision and not self._store.changes(known, limit=1, upto=revision - 1)
 
     @property
     def lag(self) -> float:

@@ -418,7 +418,8 @@ class ChangeLog(Protocol):
         ``changes(after, limit)`` returns events of revisions above ``after``;
         it may run past ``limit`` to finish its last revision, so a revision is
         never split between calls. Resume with ``after=events[-1].revision``;
-        an empty list means nothing newer yet.
+        an empty list means nothing newer yet. ``upto`` stops at a revision:
+        only events of revisions in (after, upto].
 
     Revision
         Events are kept back to the oldest kept revision (see ``Retention``);
@@ -429,8 +430,10 @@ class ChangeLog(Protocol):
         """The newest committed revision (0 for an empty store)."""
         ...
 
-    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
-        """Change-log events of revisions above ``after``, in revision order."""
+    def changes(
+        self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT, upto: Revision | None = None
+    ) -> list[ChangeEvent]:
+        """Change-log events of revisions above ``after`` (and at most ``upto``), in order."""
         ...
 
 

@@ -397,18 +397,32 @@ class SqlStore(ABC):
 
     def _finish_import(self, cur: SqlCursor, revision: Revision, now: int) -> None:
         """After importing into a non-empty store: refuse live duplicates, retire expired rows."""
+        self._refuse_clashes(cur, revision, now)
+        self._retire_expired(cur, revision, now)
+
+    def _refuse_clashes(
+        self, cur: SqlCursor, revision: Revision, now: int, since: Revision = -1
+    ) -> None:
+        """Raise AlreadyExistsError if a row imported at ``revision`` is live already.
+
+        ``since`` limits the search to rows created after that revision (the
+        ones a check made earlier in the transaction could not have seen).
+        """
         clash = self._exec(
             cur,
             f"SELECT {', '.join('n.' + c for c in KEY_COLUMNS)} FROM relationships n "
             f"JOIN relationships o ON {' AND '.join(f'o.{c} = n.{c}' for c in KEY_COLUMNS)} "
-            f"AND o.created_revision < n.created_revision "
+            f"AND o.created_revision < n.created_revision AND o.created_revision > ? "
             f"WHERE n.created_revision = ? AND o.deleted_revision = {LIVE} "
             f"AND (o.expires_at IS NULL OR o.expires_at > ?) LIMIT 1",
-            (revision, now),
+            (since, revision, now),
         ).fetchone()
         if clash is not None:
             rel = Relationship.from_key(clash)
             raise AlreadyExistsError(f"{rel} already exists", field="relationships")
+
+    def _retire_expired(self, cur: SqlCursor, revision: Revision, now: int) -> None:
+        """Mark deleted at ``revision`` the expired live rows that rows imported there replace."""
         self._exec(
             cur,
             f"UPDATE relationships SET deleted_revision = ? "
@@ -517,10 +531,12 @@ class SqlStore(ABC):
 
     # ---- change log ----------------------------------------------------------------------------
 
-    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
+    def changes(
+        self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT, upto: Revision | None = None
+    ) -> list[ChangeEvent]:
         """Change-log events after ``after`` (see ChangeLog.changes)."""
         check_limit(limit)
-        events = self._changes(after, LIVE - 1, limit)
+        events = self._changes(after, LIVE - 1 if upto is None else upto, limit)
         if len(events) >= limit:
             last = events[-1].revision
             events = [e for e in events if e.revision < last]
