@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -12,6 +12,8 @@ from policyd.errors import AlreadyExistsError
 from policyd.relationship import Relationship
 from policyd.store.base import ChangeKind, ChangeNotifier
 from policyd.store.postgres import PostgresStore
+from policyd.store.postgres import store as postgres_store
+from policyd.store.sqlcommon import SqlCursor
 from tests.store.schemas import POLICY_TEXT, base_schema
 from tests.store.shorthand import create, everything, rel, touch
 
@@ -94,3 +96,59 @@ def test_a_commit_on_one_server_notifies_listeners_on_another(
     with pytest.raises(AlreadyExistsError):
         writer.write(create("document:1#viewer@user:alice"))  # rolled back: no notification
     assert not follower.wait_for_change(0.05)
+
+
+def _writes_during_the_unlocked_check(
+    monkeypatch: pytest.MonkeyPatch, importer: PostgresStore, writes: Callable[[], object]
+) -> None:
+    """Run ``writes`` (on another store) while the import checks clashes, before it publishes."""
+    check = importer._refuse_clashes
+    done: list[bool] = []
+
+    def check_then_write(cur: SqlCursor, revision: int, now: int, since: int = -1) -> None:
+        check(cur, revision, now, since)
+        if not done:
+            done.append(True)
+            writes()
+
+    monkeypatch.setattr(importer, "_refuse_clashes", check_then_write)
+
+
+def test_an_import_whose_reservation_the_head_passed_moves_up_and_publishes(
+    two_servers: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    importer, writer = two_servers
+    writer.write(touch("document:0#viewer@user:zero"))
+    monkeypatch.setattr(postgres_store, "IMPORT_RESERVE", 1)  # the next revision, no slack
+    written: list[int] = []
+    _writes_during_the_unlocked_check(
+        monkeypatch,
+        importer,
+        lambda: written.extend(
+            writer.write(touch(f"document:w#viewer@user:w{i}")) for i in range(3)
+        ),
+    )
+    imported = importer.import_relationships([rel("document:i#viewer@user:imp")])
+    assert imported > written[-1]
+    assert writer.head_revision() == imported
+    assert "document:i#viewer@user:imp" not in everything(writer, written[-1])
+    assert "document:i#viewer@user:imp" in everything(writer, imported)
+    assert [(e.revision, str(e.relationship)) for e in writer.changes(written[0] - 1)] == [
+        *((r, f"document:w#viewer@user:w{i}") for i, r in enumerate(written)),
+        (imported, "document:i#viewer@user:imp"),
+    ]
+
+
+def test_a_clash_committed_while_an_import_loads_is_refused(
+    two_servers: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    importer, writer = two_servers
+    writer.write(touch("document:0#viewer@user:zero"))
+    _writes_during_the_unlocked_check(
+        monkeypatch, importer, lambda: writer.write(create("document:i#viewer@user:imp"))
+    )
+    head = writer.head_revision()
+    with pytest.raises(AlreadyExistsError, match="already exists"):
+        importer.import_relationships([rel("document:i#viewer@user:imp")])
+    assert writer.head_revision() == head + 1  # the clashing write's; the import left nothing
+    assert everything(writer).count("document:i#viewer@user:imp") == 1

@@ -427,9 +427,13 @@ class PostgresStore(SqlStore):
                 break
             # The head passed the reservation: reserve above it and move the rows there.
             moved = self._exec(cur, "SELECT head FROM store_state").fetchone()[0] + IMPORT_RESERVE
+            # Writers took revisions up to the reservation meanwhile: move only this import's
+            # rows (a writer's row with one of these keys at that revision would have clashed
+            # with ours in the primary key).
             self._exec(
                 cur,
-                "UPDATE relationships SET created_revision = ? WHERE created_revision = ?",
+                f"UPDATE relationships SET created_revision = ? WHERE created_revision = ? "
+                f"AND ({KEY}) IN (SELECT {KEY} FROM import_staging)",
                 (moved, revision),
             )
             revision = moved
