@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import psycopg
 import pytest
 
 from policyd.errors import AlreadyExistsError
@@ -13,7 +15,6 @@ from policyd.relationship import Relationship
 from policyd.store.base import ChangeKind, ChangeNotifier
 from policyd.store.postgres import PostgresStore
 from policyd.store.postgres import store as postgres_store
-from policyd.store.sqlcommon import SqlCursor
 from tests.store.schemas import POLICY_TEXT, base_schema
 from tests.store.shorthand import create, everything, rel, touch
 
@@ -102,16 +103,16 @@ def _writes_during_the_unlocked_check(
     monkeypatch: pytest.MonkeyPatch, importer: PostgresStore, writes: Callable[[], object]
 ) -> None:
     """Run ``writes`` (on another store) while the import checks clashes, before it publishes."""
-    check = importer._refuse_clashes
+    check = importer._refuse_staged_clashes
     done: list[bool] = []
 
-    def check_then_write(cur: SqlCursor, revision: int, now: int, since: int = -1) -> None:
-        check(cur, revision, now, since)
+    def check_then_write(cur: psycopg.Connection[tuple[Any, ...]], now: int) -> None:
+        check(cur, now)
         if not done:
             done.append(True)
             writes()
 
-    monkeypatch.setattr(importer, "_refuse_clashes", check_then_write)
+    monkeypatch.setattr(importer, "_refuse_staged_clashes", check_then_write)
 
 
 def test_an_import_whose_reservation_the_head_passed_moves_up_and_publishes(

@@ -41,6 +41,7 @@ from policyd.store.sqlcommon import (
     ATTRS,
     COLUMNS,
     KEY,
+    KEY_COLUMNS,
     ROW_COLUMNS,
     SqlCursor,
     SqlSnapshot,
@@ -414,9 +415,12 @@ class PostgresStore(SqlStore):
             or not self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
         ):
             return self._import_locked(cur, policy_revision, now)
+        # A temporary table is never analyzed by autovacuum: without statistics the
+        # planner can pick a nested loop of scans for the joins below.
+        cur.execute(b"ANALYZE import_staging")
+        self._refuse_staged_clashes(cur, now)
         revision: Revision = head + IMPORT_RESERVE + secrets.randbelow(IMPORT_RESERVE)
         self._insert_staged(cur, revision)
-        self._refuse_clashes(cur, revision, now)
         for _ in range(3):
             published = self._exec(
                 cur,
@@ -467,9 +471,26 @@ class PostgresStore(SqlStore):
         if empty:
             for ddl in SECONDARY_INDEXES.values():
                 cur.execute(ddl.encode())
+            # The table went from empty to loaded in one go: give the planner statistics now
+            # rather than when autovacuum gets to it (the next import's joins depend on them).
+            cur.execute(b"ANALYZE relationships")
         else:
             self._finish_import(cur, revision, now)
         return revision
+
+    def _refuse_staged_clashes(self, cur: psycopg.Connection[tuple[Any, ...]], now: int) -> None:
+        """Raise AlreadyExistsError if a staged row is live in the store already."""
+        same_key = " AND ".join(f"o.{c} = s.{c}" for c in KEY_COLUMNS)
+        clash = self._exec(
+            cur,
+            f"SELECT {', '.join('s.' + c for c in KEY_COLUMNS)} FROM import_staging s "
+            f"JOIN relationships o ON {same_key} WHERE o.deleted_revision = {LIVE} "
+            f"AND (o.expires_at IS NULL OR o.expires_at > ?) LIMIT 1",
+            (now,),
+        ).fetchone()
+        if clash is not None:
+            rel = Relationship.from_key(clash)
+            raise AlreadyExistsError(f"{rel} already exists", field="relationships")
 
     def _insert_staged(self, cur: psycopg.Connection[tuple[Any, ...]], revision: Revision) -> None:
         try:
