@@ -421,6 +421,10 @@ class PostgresStore(SqlStore):
         self._refuse_staged_clashes(cur, now)
         revision: Revision = head + IMPORT_RESERVE + secrets.randbelow(IMPORT_RESERVE)
         self._insert_staged(cur, revision)
+        # The statistics must know the rows at the reserved revision (past their histogram,
+        # the planner took them for one row and joined them with a scan per row: minutes,
+        # under the lock, at 100k rows). ANALYZE sees this transaction's own rows.
+        cur.execute(b"ANALYZE relationships")
         for _ in range(3):
             published = self._exec(
                 cur,
