@@ -5,7 +5,11 @@ one ``ChangeFeed`` task polls the change log (and is poked after this
 process's own writes) and keeps the recent events in memory; each stream is
 a coroutine that waits for the feed to move past what it has sent. A stream
 that starts further back than the feed remembers reads the store itself
-until it catches up.
+until it catches up. While no stream is open the feed only follows the head
+and reads no events: a revision is never split, so reading one of a
+million-relationship import would hold a million events for nobody (the
+server's peak RSS through such an import doubled; ``policyd bench --sections
+grpc-writes``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class ChangeFeed:
         self._poked = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._streams = 0
+        """Streams in ``changes`` now; with none the feed reads no events."""
 
     def start(self) -> None:
         """Start following (call on the loop)."""
@@ -73,6 +79,9 @@ class ChangeFeed:
             head = await self._threads.run(self._store.head_revision)
             if head <= self.head:
                 continue
+            if not self._streams:  # nobody to keep events for: follow the head only
+                self._forget_up_to(head)
+                continue
             try:
                 events = await self._threads.run(self._store.changes, self.head, self._page)
             except RevisionUnavailableError:
@@ -92,20 +101,24 @@ class ChangeFeed:
 
         Batches hold whole revisions: a revision's events are never split.
         """
-        while not self._closed:
-            moved = self._moved
-            batch = self._remembered(after)
-            if batch is None:
-                batch = await self._threads.run(self._store.changes, after, self._page)
-            if batch:
-                yield batch
-                after = batch[-1].revision
-                continue
-            # Nothing up to the feed's head: revisions without events (a TOUCH that changed
-            # nothing) are passed over, and the stream waits for the feed to move on.
-            after = max(after, self.head)
-            if moved is self._moved:
-                await moved.wait()
+        self._streams += 1
+        try:
+            while not self._closed:
+                moved = self._moved
+                batch = self._remembered(after)
+                if batch is None:
+                    batch = await self._threads.run(self._store.changes, after, self._page)
+                if batch:
+                    yield batch
+                    after = batch[-1].revision
+                    continue
+                # Nothing up to the feed's head: revisions without events (a TOUCH that
+                # changed nothing) are passed over, and the stream waits for the feed.
+                after = max(after, self.head)
+                if moved is self._moved:
+                    await moved.wait()
+        finally:
+            self._streams -= 1
 
     def _remember(self, events: Sequence[ChangeEvent]) -> None:
         """Keep new events (whole revisions), forgetting the oldest revisions past MEMORY."""
