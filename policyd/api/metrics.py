@@ -85,7 +85,8 @@ class Metrics:
         )
         self.errors = Counter(
             "policyd_grpc_errors",
-            "gRPC requests that failed, by method, status code and policyd error code.",
+            "gRPC requests that failed, by method, status code and policyd error code "
+            "(calls the caller cancelled are not failures: see requests_total{code=CANCELLED})",
             ["method", "code", "error"],
             registry=registry,
         )
@@ -117,7 +118,7 @@ class Metrics:
     def observe(self, method: str, code: str, error: str, seconds: float) -> None:
         """Record one finished request."""
         self.requests.labels(method, code).inc()
-        if code != "OK":
+        if code not in ("OK", "CANCELLED"):  # a caller that hung up is no fault of ours
             self.errors.labels(method, code, error).inc()
         self.latency.labels(method).observe(seconds)
 

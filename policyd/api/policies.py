@@ -11,9 +11,7 @@ from policyd.api.convert import (
 from policyd.api.gen import policy_service_pb2 as pb
 from policyd.api.gen import policy_service_pb2_grpc
 from policyd.api.scheduling import Context, Threads
-from policyd.dsl.compiler import compile_policy
 from policyd.engine import Engine
-from policyd.errors import Diagnostic, PolicyErrors, PolicySyntaxError
 
 DEFAULT_SOURCE_NAME = "<policy>"
 
@@ -55,26 +53,15 @@ class PolicyServicer(policy_service_pb2_grpc.PolicyServiceServicer):
     async def ValidatePolicy(
         self, request: pb.ValidatePolicyRequest, context: Context
     ) -> pb.ValidatePolicyResponse:
-        """Compile without storing and report every diagnostic."""
+        """The dry run of WritePolicy: every diagnostic and blocker, nothing stored."""
         text = required(request.policy, "policy")
         source = request.source_name or DEFAULT_SOURCE_NAME
-        valid, diagnostics = await self._writes.run(_diagnose, text, source)
+        checked = await self._writes.run(self._engine.validate_policy, text, source)
         return pb.ValidatePolicyResponse(
-            valid=valid,
-            diagnostics=[diagnostic_to_proto(d) for d in diagnostics],
+            valid=checked.valid,
+            diagnostics=[diagnostic_to_proto(d) for d in checked.diagnostics],
             consistency_token=token_to_proto(
                 self._engine.tokens.token(self._engine.revision_for(None))
             ),
+            blockers=checked.blockers,
         )
-
-
-def _diagnose(text: str, source_name: str) -> tuple[bool, tuple[Diagnostic, ...]]:
-    """Compile a policy: whether it is valid, and every error and warning found."""
-    try:
-        return True, compile_policy(text, source_name).warnings
-    except PolicyErrors as e:
-        return False, e.diagnostics
-    except PolicySyntaxError as e:
-        if e.span is None:
-            raise
-        return False, (Diagnostic(e.span, e.code, e.message),)

@@ -14,8 +14,10 @@ finish, then the store is closed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -209,10 +211,13 @@ class PolicydServer:
                 port = self._server.add_insecure_port(self.config.listen)
         except RuntimeError as e:
             raise InvalidRequestError(
-                f"cannot listen on {self.config.listen}: {e}", field="listen"
+                f"cannot listen on {self.config.listen}: {_bind_problem(self.config.listen) or e}",
+                field="listen",
             ) from e
         if port == 0:
-            raise InvalidRequestError(f"cannot listen on {self.config.listen}", field="listen")
+            problem = _bind_problem(self.config.listen)
+            where = f"cannot listen on {self.config.listen}"
+            raise InvalidRequestError(f"{where}: {problem}" if problem else where, field="listen")
         return port
 
     @property
@@ -319,3 +324,19 @@ class PolicydServer:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+
+def _bind_problem(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound, said plainly ("address already in use"), if a probe tells."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return "address already in use (another server listens there?)"
+            return e.strerror or str(e)
+    return None

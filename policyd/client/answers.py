@@ -50,7 +50,8 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class PolicyValidation:
-    """ValidatePolicy's answer."""
+    """ValidatePolicy's answer: valid when WritePolicy would accept the policy now."""
 
     valid: bool
     diagnostics: tuple[Diagnostic, ...]
+    blockers: tuple[str, ...] = ()

@@ -138,6 +138,18 @@ class PolicydClient:
         """Close the channel."""
         self._channel.close()
 
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the channel to connect; whether it did.
+
+        A server still starting (``policyd serve &`` just run) refuses connections
+        for a moment; waiting here lets the first call find it up.
+        """
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=max(0.0, timeout))
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
     def __enter__(self) -> PolicydClient:
         return self
 
@@ -264,6 +276,8 @@ class PolicydClient:
         *,
         context: Mapping[str, Any] | None = None,
         consistency: Consistency | None = None,
+        limit: int = 0,
+        cursor: str = "",
     ) -> Iterator[Listed[FoundSubject]]:
         """Stream the subjects of a type that hold the permission on the resource."""
         request = permission_service_pb2.ListSubjectsRequest(
@@ -273,9 +287,11 @@ class PolicydClient:
             subject_type=subject_type,
             optional_subject_relation=subject_relation or "",
             context=struct_message(context or {}),
+            limit=limit,
+            cursor=cursor,
         )
         for r in self._stream(self._permissions.ListSubjects, request):
-            yield Listed(found_subject_value(r), r.consistency_token.token)
+            yield Listed(found_subject_value(r), r.consistency_token.token, r.after_cursor)
 
     def watch_permission(
         self,
@@ -411,15 +427,27 @@ class PolicydClient:
     def import_relationships(
         self, relationships: Iterable[Relationship], chunk_size: int = 500
     ) -> tuple[str, int]:
-        """Load new relationships in one transaction; returns the token and the count."""
+        """Load new relationships in one transaction; returns the token and the count.
+
+        An error raised while iterating ``relationships`` (a malformed line of a
+        file being streamed) cancels the call, and is raised here as it was,
+        not as grpc's "Exception iterating requests!".
+        """
+        failed: list[Exception] = []
 
         def chunks() -> Iterator[relationship_service_pb2.ImportRelationshipsRequest]:
             chunk: list[core_pb2.Relationship] = []
-            for relationship in relationships:
-                chunk.append(relationship_message(relationship))
-                if len(chunk) >= chunk_size:
-                    yield relationship_service_pb2.ImportRelationshipsRequest(relationships=chunk)
-                    chunk = []
+            try:
+                for relationship in relationships:
+                    chunk.append(relationship_message(relationship))
+                    if len(chunk) >= chunk_size:
+                        yield relationship_service_pb2.ImportRelationshipsRequest(
+                            relationships=chunk
+                        )
+                        chunk = []
+            except Exception as e:
+                failed.append(e)
+                raise
             if chunk:
                 yield relationship_service_pb2.ImportRelationshipsRequest(relationships=chunk)
 
@@ -428,6 +456,8 @@ class PolicydClient:
                 chunks(), metadata=self._metadata, timeout=None
             )
         except grpc.RpcError as e:  # not retried: the request stream is consumed
+            if failed:
+                raise failed[0] from None
             raise error_from_rpc(e) from e
         return response.consistency_token.token, response.loaded_count
 
@@ -458,9 +488,11 @@ class PolicydClient:
         return response.policy, response.consistency_token.token
 
     def validate_policy(self, text: str, source_name: str = "") -> PolicyValidation:
-        """Compile a policy on the server without storing it."""
+        """The dry run of ``write_policy``: compile and check against stored data, store nothing."""
         request = policy_service_pb2.ValidatePolicyRequest(policy=text, source_name=source_name)
         response = self._call(self._policies.ValidatePolicy, request)
         return PolicyValidation(
-            response.valid, tuple(diagnostic_value(d) for d in response.diagnostics)
+            response.valid,
+            tuple(diagnostic_value(d) for d in response.diagnostics),
+            tuple(response.blockers),
         )

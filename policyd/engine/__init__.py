@@ -27,6 +27,7 @@ from policyd.engine.engine import (
     EngineStats,
     ExpandResult,
     ObjectsPage,
+    PolicyChecked,
     PolicyWritten,
     SubjectsResult,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "EngineStats",
     "ExpandResult",
     "ObjectsPage",
+    "PolicyChecked",
     "PolicyWritten",
     "SubjectsResult",
     "format_explanation",

@@ -43,9 +43,24 @@ from policyd.engine.policies import CompiledPolicy, PolicyCache
 from policyd.engine.reader import GraphReader, IndexReader, RecordingReader, StoreReader
 from policyd.engine.results import Partial, missing_of, permissionship
 from policyd.engine.revisions import DEFAULT_HEAD_STALENESS, Revisions
-from policyd.errors import Diagnostic, InvalidRequestError, NotFoundError, SnapshotMovedError
+from policyd.errors import (
+    Diagnostic,
+    InvalidRequestError,
+    NotFoundError,
+    PolicyErrors,
+    PolicySyntaxError,
+    Severity,
+    SnapshotMovedError,
+)
 from policyd.filters import Precondition, RelationshipFilter
-from policyd.relationship import WILDCARD, ObjectRef, Relationship, RelationshipUpdate, SubjectRef
+from policyd.relationship import (
+    WILDCARD,
+    ObjectRef,
+    Operation,
+    Relationship,
+    RelationshipUpdate,
+    SubjectRef,
+)
 from policyd.schema.ir import Schema
 from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
@@ -64,6 +79,19 @@ class PolicyWritten:
     revision: Revision
     token: str
     warnings: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChecked:
+    """The dry run of writing a policy: every diagnostic, and what stored data would block it."""
+
+    diagnostics: tuple[Diagnostic, ...]
+    blockers: tuple[str, ...]
+
+    @property
+    def valid(self) -> bool:
+        """Whether ``write_policy`` would accept the policy now."""
+        return not self.blockers and all(d.severity is Severity.WARNING for d in self.diagnostics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +344,24 @@ class Engine:
         self._revisions.wrote(revision)
         return PolicyWritten(revision, self.tokens.token(revision), compiled.warnings)
 
+    def validate_policy(self, text: str, source_name: str = "<policy>") -> PolicyChecked:
+        """The dry run of ``write_policy``: compile, and check against the stored relationships.
+
+        Valid exactly when ``write_policy`` of the same text would be accepted now.
+        """
+        from policyd.dsl.compiler import compile_policy
+
+        try:
+            compiled = compile_policy(text, source_name)
+        except PolicyErrors as e:
+            return PolicyChecked(e.diagnostics, ())
+        except PolicySyntaxError as e:
+            if e.span is None:
+                raise
+            return PolicyChecked((Diagnostic(e.span, e.code, e.message),), ())
+        blockers = tuple(self.store.policy_blockers(compiled.schema))
+        return PolicyChecked(compiled.warnings, blockers)
+
     def read_policy(self, consistency: Consistency | None = None) -> tuple[str, Revision]:
         """The policy text in force at the consistency's revision, and that revision."""
         revision = self.revision_for(consistency)
@@ -339,6 +385,10 @@ class Engine:
         """
         self._revisions.wrote(revision)
         return self.tokens.token(revision)
+
+    def touch(self, relationships: Iterable[Relationship]) -> str:
+        """Create or replace relationships atomically; returns the token (as the client's)."""
+        return self.write([RelationshipUpdate(Operation.TOUCH, r) for r in relationships])
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> str:
         """Bulk-create relationships in one transaction; returns the new revision's token.

@@ -406,6 +406,14 @@ class Writer(Protocol):
         """
         ...
 
+    def policy_blockers(self, schema: Schema) -> list[str]:
+        """What ``write_policy`` of ``schema`` would be refused for at the head, writing nothing.
+
+        The dry run of ``write_policy``: the same list its PolicyChangeRefusedError
+        would carry (empty when the change would be accepted now).
+        """
+        ...
+
 
 class ChangeLog(Protocol):
     """The head revision and what each revision changed, for followers (the index, Watch).

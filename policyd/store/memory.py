@@ -268,18 +268,7 @@ class MemoryStore:
         """Store a new policy unless it orphans live relationships or their context parameters."""
         with self._lock:
             self._at(None)
-            counts: dict[Shape, int] = {}
-            keys: dict[tuple[str, str], int] = {}
-            for rel in self._visible(self._head):
-                shape = shape_of(rel)
-                counts[shape] = counts.get(shape, 0) + 1
-                caveat = rel.caveat_name
-                if caveat is not None:
-                    for key in rel.caveat_context:
-                        keys[caveat, key] = keys.get((caveat, key), 0) + 1
-            blockers = orphan_blockers(schema, counts.items()) + context_blockers(
-                self._validator.schema, schema, ((c, k, n) for (c, k), n in keys.items())
-            )
+            blockers = self._blockers(schema)
             if blockers:
                 raise PolicyChangeRefusedError(
                     "the new policy would orphan stored relationships", blockers
@@ -288,6 +277,26 @@ class MemoryStore:
             self._policies.append(StoredPolicy(text, schema, revision))
             self._validator = Validator(schema)
             return revision
+
+    def policy_blockers(self, schema: Schema) -> list[str]:
+        """What ``write_policy(…, schema)`` would be refused for now, written nowhere."""
+        with self._lock:
+            self._at(None)
+            return self._blockers(schema)
+
+    def _blockers(self, schema: Schema) -> list[str]:
+        counts: dict[Shape, int] = {}
+        keys: dict[tuple[str, str], int] = {}
+        for rel in self._visible(self._head):
+            shape = shape_of(rel)
+            counts[shape] = counts.get(shape, 0) + 1
+            caveat = rel.caveat_name
+            if caveat is not None:
+                for key in rel.caveat_context:
+                    keys[caveat, key] = keys.get((caveat, key), 0) + 1
+        return orphan_blockers(schema, counts.items()) + context_blockers(
+            self._validator.schema, schema, ((c, k, n) for (c, k), n in keys.items())
+        )
 
     # ---- change log ----------------------------------------------------------------------------
 

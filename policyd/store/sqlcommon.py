@@ -449,25 +449,7 @@ class SqlStore(ABC):
     def _write_policy_in(self, cur: SqlCursor, text: str, schema: Schema) -> Revision:
         schema_json = schema_to_json(schema)
         revision, validator = self._begin(cur)
-        rows = self._exec(
-            cur,
-            f"SELECT resource_type, relation, subject_type, subject_relation, "
-            f"subject_id = '*', COALESCE(caveat_name, ''), expires_at IS NOT NULL, COUNT(*) "
-            f"FROM relationships WHERE {LIVE_NOW} GROUP BY 1, 2, 3, 4, 5, 6, 7",
-            (self._now(),),
-        ).fetchall()
-        shapes = [
-            (Shape(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6])), int(r[7])) for r in rows
-        ]
-        keys = self._exec(
-            cur,
-            f"SELECT caveat_name, k.key, COUNT(*) FROM {self._context_keys_from()} "
-            f"WHERE caveat_name IS NOT NULL AND {LIVE_NOW} GROUP BY 1, 2",
-            (self._now(),),
-        ).fetchall()
-        blockers = orphan_blockers(schema, shapes) + context_blockers(
-            validator.schema, schema, ((r[0], r[1], int(r[2])) for r in keys)
-        )
+        blockers = self._blockers(cur, validator.schema, schema)
         if blockers:
             raise PolicyChangeRefusedError(
                 "the new policy would orphan stored relationships", blockers
@@ -528,6 +510,34 @@ class SqlStore(ABC):
                 return self._import_in(cur, request.relationships)
             case _:
                 assert_never(request)
+
+    def policy_blockers(self, schema: Schema) -> list[str]:
+        """What ``write_policy(…, schema)`` would be refused for now, written nowhere."""
+        with self._read() as cur:
+            row = self._exec(cur, "SELECT policy_revision FROM store_state").fetchone()
+            return self._blockers(cur, self._validator_for(cur, row[0]).schema, schema)
+
+    def _blockers(self, cur: SqlCursor, old: Schema | None, schema: Schema) -> list[str]:
+        now = self._now()
+        rows = self._exec(
+            cur,
+            f"SELECT resource_type, relation, subject_type, subject_relation, "
+            f"subject_id = '*', COALESCE(caveat_name, ''), expires_at IS NOT NULL, COUNT(*) "
+            f"FROM relationships WHERE {LIVE_NOW} GROUP BY 1, 2, 3, 4, 5, 6, 7",
+            (now,),
+        ).fetchall()
+        shapes = [
+            (Shape(r[0], r[1], r[2], r[3], bool(r[4]), r[5], bool(r[6])), int(r[7])) for r in rows
+        ]
+        keys = self._exec(
+            cur,
+            f"SELECT caveat_name, k.key, COUNT(*) FROM {self._context_keys_from()} "
+            f"WHERE caveat_name IS NOT NULL AND {LIVE_NOW} GROUP BY 1, 2",
+            (now,),
+        ).fetchall()
+        return orphan_blockers(schema, shapes) + context_blockers(
+            old, schema, ((r[0], r[1], int(r[2])) for r in keys)
+        )
 
     # ---- change log ----------------------------------------------------------------------------
 

@@ -240,8 +240,21 @@ def test_insecure_no_auth_warns_loudly(start_server: ServerFactory) -> None:
 def test_second_server_cannot_bind_the_same_port(
     server: ServerProcess, start_server: ServerFactory, tmp_path: object
 ) -> None:
-    with pytest.raises(RuntimeError, match="cannot listen"):
+    with pytest.raises(RuntimeError, match="cannot listen") as raised:
         start_server("--listen", server.address, "--db", "other.db")
+    assert "address already in use" in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+
+
+def test_warns_beyond_loopback_without_tls_and_of_a_short_token(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(
+        "--listen", "0.0.0.0:0", "--store", "memory", env={"POLICYD_TOKEN": "short"}
+    )
+    text = "".join(server.stderr)
+    assert "the bearer token is 5 characters long; use at least 16" in text
+    assert "listening on 0.0.0.0:0 beyond loopback without TLS" in text
 
 
 @pytest.mark.slow

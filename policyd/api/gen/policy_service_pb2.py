@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from policyd.api.gen import core_pb2 as policyd_dot_v1_dot_core__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpolicyd/v1/policy_service.proto\x12\npolicyd.v1\x1a\x15policyd/v1/core.proto\"9\n\x12WritePolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x13\n\x0bsource_name\x18\x02 \x01(\t\"x\n\x13WritePolicyResponse\x12\x37\n\x11\x63onsistency_token\x18\x01 \x01(\x0b\x32\x1c.policyd.v1.ConsistencyToken\x12(\n\x08warnings\x18\x02 \x03(\x0b\x32\x16.policyd.v1.Diagnostic\"A\n\x11ReadPolicyRequest\x12,\n\x0b\x63onsistency\x18\x01 \x01(\x0b\x32\x17.policyd.v1.Consistency\"]\n\x12ReadPolicyResponse\x12\x37\n\x11\x63onsistency_token\x18\x01 \x01(\x0b\x32\x1c.policyd.v1.ConsistencyToken\x12\x0e\n\x06policy\x18\x02 \x01(\t\"<\n\x15ValidatePolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x13\n\x0bsource_name\x18\x02 \x01(\t\"\x8d\x01\n\x16ValidatePolicyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.policyd.v1.Diagnostic\x12\x37\n\x11\x63onsistency_token\x18\x03 \x01(\x0b\x32\x1c.policyd.v1.ConsistencyToken2\x85\x02\n\rPolicyService\x12N\n\x0bWritePolicy\x12\x1e.policyd.v1.WritePolicyRequest\x1a\x1f.policyd.v1.WritePolicyResponse\x12K\n\nReadPolicy\x12\x1d.policyd.v1.ReadPolicyRequest\x1a\x1e.policyd.v1.ReadPolicyResponse\x12W\n\x0eValidatePolicy\x12!.policyd.v1.ValidatePolicyRequest\x1a\".policyd.v1.ValidatePolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpolicyd/v1/policy_service.proto\x12\npolicyd.v1\x1a\x15policyd/v1/core.proto\"9\n\x12WritePolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x13\n\x0bsource_name\x18\x02 \x01(\t\"x\n\x13WritePolicyResponse\x12\x37\n\x11\x63onsistency_token\x18\x01 \x01(\x0b\x32\x1c.policyd.v1.ConsistencyToken\x12(\n\x08warnings\x18\x02 \x03(\x0b\x32\x16.policyd.v1.Diagnostic\"A\n\x11ReadPolicyRequest\x12,\n\x0b\x63onsistency\x18\x01 \x01(\x0b\x32\x17.policyd.v1.Consistency\"]\n\x12ReadPolicyResponse\x12\x37\n\x11\x63onsistency_token\x18\x01 \x01(\x0b\x32\x1c.policyd.v1.ConsistencyToken\x12\x0e\n\x06policy\x18\x02 \x01(\t\"<\n\x15ValidatePolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x13\n\x0bsource_name\x18\x02 \x01(\t\"\x9f\x01\n\x16ValidatePolicyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.policyd.v1.Diagnostic\x12\x37\n\x11\x63onsistency_token\x18\x03 \x01(\x0b\x32\x1c.policyd.v1.ConsistencyToken\x12\x10\n\x08\x62lockers\x18\x04 \x03(\t2\x85\x02\n\rPolicyService\x12N\n\x0bWritePolicy\x12\x1e.policyd.v1.WritePolicyRequest\x1a\x1f.policyd.v1.WritePolicyResponse\x12K\n\nReadPolicy\x12\x1d.policyd.v1.ReadPolicyRequest\x1a\x1e.policyd.v1.ReadPolicyResponse\x12W\n\x0eValidatePolicy\x12!.policyd.v1.ValidatePolicyRequest\x1a\".policyd.v1.ValidatePolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEPOLICYREQUEST']._serialized_start=413
   _globals['_VALIDATEPOLICYREQUEST']._serialized_end=473
   _globals['_VALIDATEPOLICYRESPONSE']._serialized_start=476
-  _globals['_VALIDATEPOLICYRESPONSE']._serialized_end=617
-  _globals['_POLICYSERVICE']._serialized_start=620
-  _globals['_POLICYSERVICE']._serialized_end=881
+  _globals['_VALIDATEPOLICYRESPONSE']._serialized_end=635
+  _globals['_POLICYSERVICE']._serialized_start=638
+  _globals['_POLICYSERVICE']._serialized_end=899
 # @@protoc_insertion_point(module_scope)

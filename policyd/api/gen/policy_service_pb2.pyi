@@ -165,8 +165,11 @@ class ValidatePolicyResponse(_message.Message):
     VALID_FIELD_NUMBER: _builtins.int
     DIAGNOSTICS_FIELD_NUMBER: _builtins.int
     CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    BLOCKERS_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
-    """True when the policy has no errors (it may have warnings)."""
+    """True when WritePolicy would accept the policy now: no errors (it may have
+    warnings) and no blockers.
+    """
     @_builtins.property
     def diagnostics(self) -> _containers.RepeatedCompositeFieldContainer[_core_pb2.Diagnostic]:
         """Every error and warning, in source order."""
@@ -175,16 +178,24 @@ class ValidatePolicyResponse(_message.Message):
     def consistency_token(self) -> _core_pb2.ConsistencyToken:
         """The head revision when the policy was validated."""
 
+    @_builtins.property
+    def blockers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What stored relationships WritePolicy would refuse this policy for (each
+        kind of relationship it would orphan, with a count); `valid` is false when
+        any is listed. ValidatePolicy is the dry run of WritePolicy.
+        """
+
     def __init__(
         self,
         *,
         valid: _builtins.bool = ...,
         diagnostics: _abc.Iterable[_core_pb2.Diagnostic] | None = ...,
         consistency_token: _core_pb2.ConsistencyToken | None = ...,
+        blockers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "diagnostics", b"diagnostics", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blockers", b"blockers", "consistency_token", b"consistency_token", "diagnostics", b"diagnostics", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,7 +74,8 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ValidatePolicy(self, request, context):
-        """Compiles a policy and returns its diagnostics without storing it.
+        """The dry run of WritePolicy: compiles a policy and checks it against the stored
+        relationships, storing nothing; returns every diagnostic and blocker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,7 +44,9 @@ class PolicyServiceStub:
     ReadPolicy: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.ReadPolicyRequest, _policy_service_pb2.ReadPolicyResponse]
     """Returns the policy text in force."""
     ValidatePolicy: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.ValidatePolicyRequest, _policy_service_pb2.ValidatePolicyResponse]
-    """Compiles a policy and returns its diagnostics without storing it."""
+    """The dry run of WritePolicy: compiles a policy and checks it against the stored
+    relationships, storing nothing; returns every diagnostic and blocker.
+    """
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -59,7 +61,9 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     ReadPolicy: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.ReadPolicyRequest, _policy_service_pb2.ReadPolicyResponse]  # type: ignore[assignment]
     """Returns the policy text in force."""
     ValidatePolicy: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.ValidatePolicyRequest, _policy_service_pb2.ValidatePolicyResponse]  # type: ignore[assignment]
-    """Compiles a policy and returns its diagnostics without storing it."""
+    """The dry run of WritePolicy: compiles a policy and checks it against the stored
+    relationships, storing nothing; returns every diagnostic and blocker.
+    """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages the policy in force."""
@@ -89,6 +93,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_service_pb2.ValidatePolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_service_pb2.ValidatePolicyResponse, _abc.Awaitable[_policy_service_pb2.ValidatePolicyResponse]]:
-        """Compiles a policy and returns its diagnostics without storing it."""
+        """The dry run of WritePolicy: compiles a policy and checks it against the stored
+        relationships, storing nothing; returns every diagnostic and blocker.
+        """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,77 +2,71 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
-from prometheus_client import CollectorRegistry
 
-from policyd.api.server import PolicydServer, ServerConfig
-from policyd.cli import build_parser, main, relationship_from_json, relationship_to_json
-from policyd.engine import Engine
+from policyd.api.server import PolicydServer
+from policyd.cli import cli, main, relationship_from_json, relationship_to_json
+from policyd.cli.serve import ServeSettings, serve, serve_settings
 from policyd.errors import InvalidRelationshipError
 from policyd.relationship import parse_relationship
-from policyd.store.memory import MemoryStore
 from policyd.tokens import TokenCodec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "atproto.policy"
 
 
-def _commands(
-    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield (*prefix, name)
-                yield from _commands(sub, (*prefix, name))
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
 
 
-COMMANDS = sorted(_commands(build_parser()))
+COMMANDS = sorted(_commands(cli))
 
 
 def test_the_commands_are_all_there() -> None:
     names = {c[0] for c in COMMANDS}
     assert {"fmt", "lint", "validate", "check", "serve", "write", "read", "delete", "watch",
-            "import", "export", "policy", "list-objects", "list-subjects"} <= names  # fmt: skip
-    assert {("policy", "write"), ("policy", "read"), ("policy", "validate")} <= set(COMMANDS)
+            "import", "export", "policy", "list-objects", "list-subjects", "expand",
+            "batch-check", "convert", "playground", "lsp", "bench"} <= names  # fmt: skip
+    assert {("policy", "write"), ("policy", "read"), ("policy", "validate"),
+            ("policy", "diff")} <= set(COMMANDS)  # fmt: skip
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+@pytest.mark.parametrize(
+    "command", [c for c in COMMANDS if c != ("bench",)], ids=lambda c: " ".join(c)
+)
 def test_every_command_has_help(
     command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as caught:
-        main([*command, "--help"])
-    assert caught.value.code == 0
+    assert main([*command, "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: policyd " + " ".join(command))
+    assert out.startswith("Usage: policyd " + " ".join(command))
+    assert "Example" in out or command == ("policy",)
 
 
-@pytest.fixture
-def server() -> Iterator[PolicydServer]:
-    store = MemoryStore()
-    running = PolicydServer(
-        Engine(store),
-        store,
-        ServerConfig(listen="127.0.0.1:0", token="cli-token"),
-        CollectorRegistry(),
-    )
-    running.start()
-    yield running
-    running.stop(grace=1)
+def test_every_command_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [" ".join(c) for c in COMMANDS if f"policyd {' '.join(c)}" not in readme]
+    assert not missing
 
 
-@pytest.fixture
-def remote(server: PolicydServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("POLICYD_SERVER", server.address)
-    monkeypatch.setenv("POLICYD_TOKEN", "cli-token")
-    assert main(["policy", "write", str(POLICY), "--server", server.address]) == 0
-    return server.address
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == "policyd 0.1.0\n"
+
+
+def test_a_mistyped_command_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chek", "doc:1#view@user:a"]) == 2
+    assert "did you mean 'check'?" in capsys.readouterr().err
+    assert main(["policy", "writ", "x.policy"]) == 2
+    assert "did you mean 'write'?" in capsys.readouterr().err
 
 
 def test_write_check_explain_read(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,25 +100,27 @@ def test_list_objects_and_subjects(remote: str, capsys: pytest.CaptureFixture[st
         "account:did:plc:bob",
         "account:*",
     ]  # the wildcard comes last
-    assert main(["list-objects", "post#view"]) == 1
+    assert main(["list-objects", "post#view"]) == 2
     assert "invalid-request" in capsys.readouterr().err
 
 
 def test_write_create_twice_fails(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
     rel = "space:cats#owner@account:did:plc:alice"
     assert main(["write", "--operation", "create", rel]) == 0
-    assert main(["write", "--operation", "create", rel]) == 1
+    assert main(["write", "--operation", "create", rel]) == 2
     assert "already-exists" in capsys.readouterr().err
 
 
 def test_bad_relationship_text_is_reported(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["write", "not a relationship"]) == 1
+    assert main(["write", "not a relationship"]) == 2
     assert "invalid-relationship" in capsys.readouterr().err
 
 
 def test_wrong_token(remote: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["read", "--token", "nope"]) == 1
-    assert "unauthenticated" in capsys.readouterr().err
+    assert main(["read", "--token", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "error: unauthenticated: missing or invalid bearer token" in err
+    assert "hint: the token differs from the server's: check POLICYD_TOKEN or --token" in err
 
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson"])
@@ -143,7 +139,7 @@ def test_export_then_import(
     assert capsys.readouterr().out.startswith("imported 4\n")
     assert main(["export", "--format", fmt]) == 0
     exported = capsys.readouterr().out
-    assert len(exported.splitlines()) == 4
+    assert len(exported.splitlines()) == 4 + (fmt == "ndjson")  # ndjson: the policy first
     dump = tmp_path / f"dump.{fmt}"
     dump.write_text(exported)
     assert main(["delete", "--resource-type", "space"]) == 0
@@ -169,6 +165,26 @@ def test_watch_prints_changes(
     assert [line.split(" ", 1)[1] for line in lines] == [
         "touch space:cats#member@account:did:plc:bob",
         "delete space:cats#member@account:did:plc:bob",
+    ]
+
+
+def test_watch_permission_prints_the_holders_then_changes(
+    server: PolicydServer, remote: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["write", "space:cats#member@account:did:plc:bob"]) == 0
+    capsys.readouterr()
+    query = ["watch-permission", "space:cats#read", "account", "--timeout", "10"]
+    assert main([*query, "--count", "1"]) == 0
+    token, *holders = capsys.readouterr().out.splitlines()
+    assert token.endswith(" reset")
+    assert holders == ["+ account:did:plc:bob"]
+    assert main(["write", "space:cats#banned@account:did:plc:bob"]) == 0
+    capsys.readouterr()
+    assert main([*query, "--after", token.split()[0], "--count", "1", "--json"]) == 0
+    change = json.loads(capsys.readouterr().out)
+    assert change["reset"] is False
+    assert [(s["subject"], s["permissionship"]) for s in change["subjects"]] == [
+        ("account:did:plc:bob", "no_permission")
     ]
 
 
@@ -238,16 +254,47 @@ def test_serve_refuses_a_port_that_is_not_ascii_digits(
     ids=["default", "off", "sized"],
 )
 def test_serve_decision_cache_size(arguments: list[str], size: int) -> None:
-    assert build_parser().parse_args(["serve", *arguments]).decision_cache_size == size
+    with serve.make_context("serve", ["--store", "memory", *arguments]) as ctx:
+        assert serve_settings(ctx).decision_cache_size == size
 
 
 @pytest.mark.parametrize("size", ["-1", "1.5", "many"])
 def test_serve_refuses_a_cache_size_that_is_not_a_count(
     size: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["serve", "--decision-cache-size", size])
+    assert main(["serve", "--decision-cache-size", size]) == 2
     assert "expected a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "url"),
+    [
+        ([], "policyd.db"),
+        (["--db", "x.db"], "x.db"),
+        (["--store", "x.db"], "x.db"),
+        (["--store", "sqlite:///tmp/x.db"], "sqlite:///tmp/x.db"),
+        (["--store", "memory"], "memory://"),
+        (["--store", "postgres", "--dsn", "postgresql://h/db"], "postgresql://h/db"),
+        (["--store", "postgresql://h/db"], "postgresql://h/db"),
+    ],
+    ids=["default", "db", "path", "url", "memory", "postgres-dsn", "postgres-url"],
+)
+def test_one_store_url_syntax(arguments: list[str], url: str) -> None:
+    with serve.make_context("serve", arguments) as ctx:
+        assert serve_settings(ctx).store == url
+
+
+def test_worker_settings_round_trip_through_json() -> None:
+    with serve.make_context("serve", ["--store", "x.db", "--workers", "2", "--threads", "3",
+                                      "--policy", "p.policy", "--xrpc-listen", "127.0.0.1:0"]
+                            ) as ctx:  # fmt: skip
+        settings = serve_settings(ctx)
+    worker = ServeSettings.from_json(settings.for_worker(1, "127.0.0.1:5000").to_json())
+    assert (worker.store, worker.threads, worker.listen, worker.workers) == (
+        "x.db", 3, "127.0.0.1:5000", 1)  # fmt: skip
+    assert worker.reuse_port
+    assert worker.xrpc_listen is None  # worker 0 alone serves XRPC
+    assert settings.for_worker(0, "127.0.0.1:5000").xrpc_listen == "127.0.0.1:0"
 
 
 def _token_of(server: PolicydServer, revision: int) -> str:
