@@ -293,6 +293,13 @@ def grpc_rows(
         )
 
 
+def ingest_rows(events: int, seed: int) -> list[dict[str, object]]:
+    """``policyd ingest`` from a loopback firehose: events applied per second (isolated)."""
+    from policyd.bench.ingest import measure_ingest
+
+    return measure_ingest(events, seed)
+
+
 def serving_rows(
     section: str, name: str, scale: float, seed: int, seconds: float, workers: int, clients: int
 ) -> list[dict[str, object]]:
@@ -342,8 +349,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sections",
-        default=",".join(["inprocess", "spicedb", "python", "grpc", "xrpc", *SERVING]),
-        help=f"comma-separated: inprocess, spicedb, python, grpc, xrpc, {', '.join(SERVING)}",
+        default=",".join(["inprocess", "spicedb", "python", "grpc", "xrpc", "ingest", *SERVING]),
+        help="comma-separated: inprocess, spicedb, python, grpc, xrpc, ingest, "
+        + ", ".join(SERVING),
+    )
+    p.add_argument(
+        "--ingest-events",
+        type=int,
+        default=20_000,
+        help="firehose frames replayed per ingest workload (default 20000)",
     )
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument(
@@ -485,6 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(table(measured["verify"]))
             print(table(measured["load"]), flush=True)
+
+    if "ingest" in sections:
+        rows = isolated(ingest_rows, (args.ingest_events, args.seed), args.timeout, isolate)
+        rows = rows if isinstance(rows, list) else [{"workload": "all", **rows}]
+        results["ingest"] = rows
+        print("\n== policyd ingest: a loopback firehose into SQLite (synchronous FULL)")
+        print(table(rows), flush=True)
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")

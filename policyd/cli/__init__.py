@@ -4,7 +4,7 @@ The commands live by concern: ``serve`` (and its workers), ``policy``,
 ``relationships`` (write, read, delete, import, export), ``decisions`` (check,
 batch-check, expand, list-objects, list-subjects), ``watch`` (watch,
 watch-permission), ``authoring`` (fmt, lint, validate, convert) and ``tools``
-(playground, lsp, bench). Shared
+(playground, lsp, bench), and ``ingest``. Shared
 option groups are in ``options``, file formats in ``formats``, and every error
 reaches the user through ``exits.report`` with the exit codes ``exits`` lists.
 """
@@ -23,6 +23,7 @@ from policyd.cli.authoring import convert, fmt, lint, validate
 from policyd.cli.decisions import batch_check, check, expand, list_objects, list_subjects
 from policyd.cli.exits import EXIT_ERROR, EXIT_OK, CommandError, report
 from policyd.cli.formats import relationship_from_json, relationship_to_json
+from policyd.cli.ingest import ingest
 from policyd.cli.options import SERVER, SuggestingGroup
 from policyd.cli.policy import policy
 from policyd.cli.relationships import delete, export, import_, read, write
@@ -69,6 +70,7 @@ for command in (
     convert,
     playground,
     lsp,
+    ingest,
     bench,
 ):
     cli.add_command(command)

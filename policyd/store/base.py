@@ -44,6 +44,7 @@ from policyd.relationship import (
     RelationshipUpdate,
 )
 from policyd.schema.ir import Schema
+from policyd.store.records import AppliedRecords, Change
 from policyd.tokens import TokenCodec
 
 Revision: TypeAlias = int
@@ -483,7 +484,37 @@ class ChangeNotifier(Protocol):
         ...
 
 
-class Store(Writer, ChangeLog, Retention, Protocol):
+class RecordSink(Protocol):
+    """Relationships kept in step with records from the network (``policyd.ingest``).
+
+    Ordering
+        ``apply_records`` folds its changes in order (see ``store.records``): a
+        change whose ``rev`` is not above its record's stored rev is stale and
+        changes nothing, so duplicates and late events are harmless. A
+        relationship is live while some record links it.
+
+    Revision
+        One call is one transaction and one new revision: the relationships,
+        the record rows and links, and ``position`` for ``source`` commit
+        together or not at all, so a crash never loses or repeats a batch.
+    """
+
+    def apply_records(
+        self, source: str, changes: Sequence[Change], position: int | None
+    ) -> AppliedRecords:
+        """Apply record changes and move ``source``'s position to ``position``, atomically.
+
+        Raises:
+            InvalidRelationshipError: a relationship the policy does not allow (nothing applied).
+        """
+        ...
+
+    def ingest_position(self, source: str) -> int | None:
+        """The position last stored for ``source`` (a firehose seq, a Jetstream time), if any."""
+        ...
+
+
+class Store(Writer, ChangeLog, Retention, RecordSink, Protocol):
     """The relationship store: snapshots to read at a revision, and the roles above.
 
     Methods are safe to call from several threads; SQL backends may be shared

@@ -25,6 +25,7 @@ from policyd.errors import (
 from policyd.filters import Precondition, PreconditionKind, RelationshipFilter
 from policyd.relationship import Operation, Relationship, RelationshipKey, RelationshipUpdate
 from policyd.schema.ir import Schema
+from policyd.store import records
 from policyd.store.base import (
     DEFAULT_CHANGES_LIMIT,
     DEFAULT_GC_WINDOW,
@@ -90,6 +91,9 @@ class MemoryStore:
         self._hold_ids = itertools.count(1)
         self._validator = Validator(None)
         self._closed = False
+        self._records: dict[str, records.RecordState] = {}
+        self._record_links: dict[RelationshipKey, frozenset[str]] = {}
+        self._positions: dict[str, int] = {}
 
     # ---- revisions -----------------------------------------------------------------------------
 
@@ -252,6 +256,44 @@ class MemoryStore:
                 except PolicydError as e:
                     outcomes.append(e)
         return outcomes
+
+    # ---- records from the network -------------------------------------------------------------
+
+    def apply_records(
+        self, source: str, changes: Sequence[records.Change], position: int | None
+    ) -> records.AppliedRecords:
+        """Apply record changes, their links and ``source``'s position atomically (RecordSink)."""
+        with self._lock:
+            self._at(None)
+            planned = records.plan(changes, self._records)
+            links = {**self._record_links}
+            for uri, state in planned.records.items():
+                for key in self._records[uri].keys if uri in self._records else ():
+                    links[key] = links[key] - {uri}
+                for key in state.keys:
+                    links[key] = links.get(key, frozenset()) | {uri}
+            updates = [
+                RelationshipUpdate(
+                    Operation.TOUCH if links.get(key) else Operation.DELETE,
+                    planned.relationships.get(key) or Relationship.from_key(key),
+                )
+                for key in sorted(planned.keys)
+            ]
+            self._validator.check_updates(updates)
+            revision = self._next_revision()
+            now = self._now()
+            for update in updates:
+                self._apply(update, revision, now)
+            self._records.update(planned.records)
+            self._record_links = {k: v for k, v in links.items() if v}
+            if position is not None:
+                self._positions[source] = position
+            return records.AppliedRecords(revision, planned.applied, planned.stale)
+
+    def ingest_position(self, source: str) -> int | None:
+        """The position last stored for ``source`` (RecordSink)."""
+        with self._lock:
+            return self._positions.get(source)
 
     # ---- reads ---------------------------------------------------------------------------------
 

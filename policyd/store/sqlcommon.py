@@ -23,6 +23,9 @@ The tables, by role (DDL lives with each backend):
     text and compiled JSON per policy revision.
 ``revision_holds``
     the leases of ``Retention.hold``.
+``ingest_records``, ``ingest_links``, ``ingest_positions``
+    ``RecordSink``'s record rows, record → relationship links and positions
+    (see ``policyd.store.records``).
 
 ``SqlStore`` writes, follows the change log and collects; ``SqlSnapshot`` reads.
 Each snapshot read is one statement joining ``store_state`` to the data query,
@@ -64,6 +67,7 @@ from policyd.relationship import (
 )
 from policyd.schema.ir import Schema
 from policyd.schema.serialize import schema_from_json, schema_to_json
+from policyd.store import records
 from policyd.store.base import (
     DEFAULT_CHANGES_LIMIT,
     DEFAULT_GC_WINDOW,
@@ -226,6 +230,15 @@ class SqlStore(ABC):
 
     def _exec(self, cur: SqlCursor, text: str, params: Sequence[Any] = ()) -> Any:
         return cur.execute(self._sql(text), params)
+
+    def _exec_many(self, cur: SqlCursor, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (nothing for none)."""
+        if rows:
+            self._many(cur, self._sql(text), rows)
+
+    def _many(self, cur: SqlCursor, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``executemany`` on the backend's connection (SQLite has it on the connection)."""
+        cur.executemany(text, rows)  # type: ignore[attr-defined]
 
     def _begin(self, cur: SqlCursor) -> tuple[Revision, Validator]:
         """Allocate the next revision (taking the write lock) and load the current validator."""
@@ -432,6 +445,97 @@ class SqlStore(ABC):
             f"AND n.created_revision = ?)",
             (revision, revision, now, revision),
         )
+
+    # ---- records from the network -------------------------------------------------------------
+
+    def apply_records(
+        self, source: str, changes: Sequence[records.Change], position: int | None
+    ) -> records.AppliedRecords:
+        """Apply record changes, their links and ``source``'s position atomically (RecordSink)."""
+        uris, prefixes = records.uris_of(changes)
+        with self._write() as cur:
+            revision, validator = self._begin(cur)
+            stored = self._stored_records(cur, uris, prefixes)
+            planned = records.plan(changes, stored)
+            rows = planned.records
+            if rows:
+                self._exec_many(
+                    cur,
+                    (
+                        "INSERT INTO ingest_records (record_uri, rev, live) VALUES (?, ?, ?) "
+                        "ON CONFLICT (record_uri) DO UPDATE SET rev = excluded.rev, "
+                        "live = excluded.live"
+                    ),
+                    [(uri, state.rev, state.live) for uri, state in rows.items()],
+                )
+                self._exec_many(
+                    cur, "DELETE FROM ingest_links WHERE record_uri = ?", [(uri,) for uri in rows]
+                )
+                self._exec_many(
+                    cur,
+                    f"INSERT INTO ingest_links (record_uri, {KEY}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(uri, *key) for uri, state in rows.items() for key in state.keys],
+                )
+            updates = []
+            for key in sorted(planned.keys):
+                linked = (
+                    key in planned.linked
+                    or self._exec(
+                        cur, f"SELECT EXISTS (SELECT 1 FROM ingest_links WHERE {KEY_MATCH})", key
+                    ).fetchone()[0]
+                )
+                rel = planned.relationships.get(key) or Relationship.from_key(key)
+                op = Operation.TOUCH if linked else Operation.DELETE
+                updates.append(RelationshipUpdate(op, rel))
+            validator.check_updates(updates)
+            now = self._now()
+            for i, update in enumerate(updates):
+                self._apply(cur, i, update, revision, now)
+            if position is not None:
+                self._exec(
+                    cur,
+                    "INSERT INTO ingest_positions (source, position, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET position = excluded.position, "
+                    "updated_at = excluded.updated_at",
+                    (source, position, now),
+                )
+        return records.AppliedRecords(revision, planned.applied, planned.stale)
+
+    def _stored_records(
+        self, cur: SqlCursor, uris: list[str], prefixes: list[str]
+    ) -> dict[str, records.RecordState]:
+        """The stored state of the records named by URI or under a repo prefix."""
+        found: dict[str, tuple[str, bool]] = {}
+        links: dict[str, set[RelationshipKey]] = {}
+        queries: list[tuple[str, Sequence[Any]]] = []
+        if uris:
+            ids_sql, ids_param = self._in_ids("record_uri", uris)
+            queries.append((ids_sql, (ids_param,)))
+        for prefix in prefixes:
+            queries.append(("record_uri >= ? AND record_uri < ?", records.repo_range(prefix)))
+        for where, params in queries:
+            for uri, rev, live in self._exec(
+                cur, f"SELECT record_uri, rev, live FROM ingest_records WHERE {where}", params
+            ).fetchall():
+                found[uri] = (rev, bool(live))
+            for row in self._exec(
+                cur, f"SELECT record_uri, {KEY} FROM ingest_links WHERE {where}", params
+            ).fetchall():
+                links.setdefault(row[0], set()).add(
+                    (row[1], row[2], row[3], row[4], row[5], row[6])
+                )
+        return {
+            uri: records.RecordState(rev, live, frozenset(links.get(uri, ())))
+            for uri, (rev, live) in found.items()
+        }
+
+    def ingest_position(self, source: str) -> int | None:
+        """The position last stored for ``source`` (RecordSink)."""
+        with self._read() as cur:
+            row = self._exec(
+                cur, "SELECT position FROM ingest_positions WHERE source = ?", (source,)
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     # ---- reads ---------------------------------------------------------------------------------
 

@@ -211,6 +211,7 @@ def test_every_shell_block_is_run_or_says_why_not() -> None:
         "policyd playground": "serves a page until interrupted (tests/playground)",
         "--xrpc-listen 0.0.0.0:2585": "needs a DID and a PDS (tests/e2e/test_spaces_alpha.py)",
         "policyd convert model.fga": "needs an OpenFGA model (tests/cli/test_commands.py)",
+        "policyd ingest wss://": "follows a relay (tests/ingest, tests/e2e/pds against a real PDS)",
     }
     others = [b.split("```", 1)[0] for b in README.split("```sh\n")[1:]]
     unexplained = [

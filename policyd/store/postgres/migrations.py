@@ -79,9 +79,22 @@ _STORE_IDENTITY = [
     "ALTER TABLE store_state ALTER COLUMN store_id SET NOT NULL",
 ]
 
+# Tables of ``RecordSink`` (see policyd.store.records): records, their links, positions.
+_KEY_DDL = ", ".join(f'{c} TEXT COLLATE "C" NOT NULL' for c in KEY.split(", "))
+_INGEST_RECORDS = [
+    'CREATE TABLE ingest_records (record_uri TEXT COLLATE "C" PRIMARY KEY, rev TEXT NOT NULL, '
+    "live BOOLEAN NOT NULL)",
+    f'CREATE TABLE ingest_links (record_uri TEXT COLLATE "C" NOT NULL, {_KEY_DDL}, '
+    f"PRIMARY KEY (record_uri, {KEY}))",
+    f"CREATE INDEX ingest_links_by_relationship ON ingest_links ({KEY})",
+    "CREATE TABLE ingest_positions (source TEXT PRIMARY KEY, position BIGINT NOT NULL, "
+    "updated_at BIGINT NOT NULL)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _INITIAL),
     ("0002_store_identity", _STORE_IDENTITY),
+    ("0003_ingest_records", _INGEST_RECORDS),
 ]
 
 

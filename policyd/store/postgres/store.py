@@ -25,7 +25,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -575,6 +575,12 @@ class PostgresStore(SqlStore):
             clock=self.clock,
             timeouts=self.timeouts,
         )
+
+    def _many(self, cur: SqlCursor, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not isinstance(cur, psycopg.Connection):
+            raise TypeError("PostgresStore writes on psycopg connections")
+        with cur.cursor() as c:
+            c.executemany(text.encode(), rows)
 
     def drop(self) -> None:
         """Drop this store's PostgreSQL schema and everything in it (tests use it to clean up)."""

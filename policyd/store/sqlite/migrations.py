@@ -88,9 +88,29 @@ def _store_identity(db: sqlite_utils.Database) -> None:
     db.execute(f"UPDATE store_state SET store_id = randomblob({STORE_IDENTITY_BYTES})")
 
 
+def _ingest_records(db: sqlite_utils.Database) -> None:
+    """Tables of ``RecordSink`` (see policyd.store.records): records, their links, positions."""
+    db.execute(
+        "CREATE TABLE ingest_records (record_uri TEXT PRIMARY KEY, rev TEXT NOT NULL, "
+        "live INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute(
+        f"CREATE TABLE ingest_links (record_uri TEXT NOT NULL, {_KEY_DDL}, "
+        f"PRIMARY KEY (record_uri, {KEY})) WITHOUT ROWID"
+    )
+    db.execute(f"CREATE INDEX ingest_links_by_relationship ON ingest_links ({KEY})")
+    db.execute(
+        "CREATE TABLE ingest_positions (source TEXT PRIMARY KEY, position INTEGER NOT NULL, "
+        "updated_at INTEGER NOT NULL)"
+    )
+
+
+_KEY_DDL = ", ".join(f"{c} TEXT NOT NULL" for c in KEY.split(", "))
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _initial),
     ("0002_store_identity", _store_identity),
+    ("0003_ingest_records", _ingest_records),
 ]
 
 
