@@ -35,6 +35,7 @@ from policyd.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
+from policyd.store.base import CALL_DEADLINE
 
 LOG = logging.getLogger("policyd.api")
 
@@ -213,6 +214,9 @@ class ObservingInterceptor(_ServerInterceptor):
         Raises:
             grpc.aio.AbortError: the call was refused and its status sent.
         """
+        remaining = context.time_remaining()
+        # Each call runs in a task of its own, so this is the call's own deadline.
+        CALL_DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
         limit = self._limits.in_flight(method)
         count = self._in_flight.get(method, 0)
         if count < limit:

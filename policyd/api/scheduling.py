@@ -20,6 +20,7 @@ to work that checks it itself.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,9 +79,13 @@ class Threads:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
     async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call(*args, **kwargs)`` in the pool, awaited."""
+        """``call(*args, **kwargs)`` in the pool, awaited, in a copy of the caller's context.
+
+        The context carries the call's deadline (``CALL_DEADLINE``) to the store.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: call(*args, **kwargs))
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pool, lambda: context.run(call, *args, **kwargs))
 
     def close(self) -> None:
         """Finish what was started; accept nothing new."""

@@ -79,7 +79,7 @@ class ChangeFeed:
             head = await self._threads.run(self._store.head_revision)
             if head <= self.head:
                 continue
-            if not self._streams:
+            if not self._streams:  # nobody to keep events for: follow the head only
                 self._forget_up_to(head)
                 continue
             try:

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,9 @@ class ServeSettings:
     plc_url: str | None = None
     spaces_config: str | None = None
     insecure_loopback_http: bool = False
+    read_dsn: str | None = None
+    gc_every: float = 600.0
+    gc_window: float = 86400.0
 
     def to_json(self) -> str:
         """The settings as a JSON object."""
@@ -132,6 +136,26 @@ def _count(_ctx: click.Context, param: click.Parameter, value: object) -> int:
     "With --workers N the one endpoint reports the sum of all workers",
 )
 @store_options(default="policyd.db")
+@click.option(
+    "--read-dsn",
+    metavar="URL",
+    help="a PostgreSQL hot standby of the store (streaming replication) for snapshot reads; "
+    "writes, the head and the change log stay on the primary",
+)
+@click.option(
+    "--gc-every",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    metavar="SECONDS",
+    help="collect old row versions this often; 0 never (default: 600)",
+)
+@click.option(
+    "--gc-window",
+    type=click.FloatRange(min=0),
+    default=86400.0,
+    metavar="SECONDS",
+    help="history kept readable for at_exact_snapshot and Watch (default: 86400)",
+)
 @click.option(
     "--token",
     envvar="POLICYD_TOKEN",
@@ -376,7 +400,7 @@ def serve_one(settings: ServeSettings, token: str | None, xrpc: XrpcSettings | N
     from policyd.engine import Engine
     from policyd.store import open_store
 
-    store = open_store(settings.store)
+    store = open_store(settings.store, read_dsn=settings.read_dsn)
     engine = Engine(
         store,
         max_depth=settings.max_depth,
@@ -393,6 +417,8 @@ def serve_one(settings: ServeSettings, token: str | None, xrpc: XrpcSettings | N
         threads=settings.threads,
         reuse_port=settings.reuse_port,
         limits=Limits(max_message_bytes=settings.max_message_bytes),
+        gc_every=settings.gc_every,
+        gc_window=timedelta(seconds=settings.gc_window),
     )
     # A worker of --workers N writes its metrics where the supervisor serves their sum.
     shared = WorkerRegistry() if multiprocess_dir() is not None else None

@@ -34,7 +34,7 @@ from policyd.engine.index import ImportedRows, RelationshipIndex
 from policyd.engine.reader import GraphReader, IndexReader, StoreReader
 from policyd.engine.snapshot import SnapshotFile
 from policyd.errors import PolicydError, RevisionUnavailableError
-from policyd.store.base import Revision, Store
+from policyd.store.base import ChangeNotifier, Revision, Store
 from policyd.tokens import TokenCodec
 
 LOG = logging.getLogger("policyd.engine")
@@ -45,6 +45,12 @@ SNAPSHOT_INTERVAL = 600.0
 DEFAULT_MAX_LAG = 5.0
 """Seconds a follower may go without reaching the store's head before minimize_latency
 reads stop trusting the index."""
+
+NOTIFIED_POLL_SECONDS = 1.0
+"""How often a follower that is told of commits still polls (a notification sent while its
+listening connection was down is lost)."""
+LISTEN_SECONDS = 1.0
+"""How long one wait for a commit notification lasts (the listener checks for stop between)."""
 
 Advanced = Callable[[Revision, Revision, bool], None]
 """Told (known, upto, reset) when the index applied the change log (known, upto]; ``reset``
@@ -130,9 +136,18 @@ class Revisions:
             snapshots.save(index)
 
     def follow(self, interval: float, max_lag: float = DEFAULT_MAX_LAG) -> None:
-        """Apply the change log on a background thread from now on (a server's mode)."""
+        """Apply the change log on a background thread from now on (a server's mode).
+
+        A store that notifies commits (``ChangeNotifier``: PostgreSQL's
+        LISTEN/NOTIFY) wakes the follower at once, and ``interval`` polling
+        stays as the fallback for a notification lost while reconnecting.
+        """
         if self._follower is None and self._index is not None:
-            self._follower = _Follower(self, interval, max_lag)
+            store = self._store
+            notifier = store if isinstance(store, ChangeNotifier) else None
+            if notifier is not None:
+                interval = max(interval, NOTIFIED_POLL_SECONDS)
+            self._follower = _Follower(self, interval, max_lag, notifier)
             self._follower.start()
 
     def stop(self) -> None:
@@ -225,11 +240,22 @@ class Revisions:
         index = self._index
         if index is not None:
             with self._lock:
-                if index.revision == revision - 1:
+                if index.revision == revision - 1 or self._nothing_between(
+                    index.revision, revision
+                ):
                     with index.lock, index.applying():
                         rows.apply(index)
                         index.revision = revision
         self.wrote(revision)
+
+    def _nothing_between(self, known: Revision, revision: Revision) -> bool:
+        """Whether no revision in (known, revision) changed anything.
+
+        Revisions need not be dense (a PostgreSQL import publishes a revision
+        it reserved far above the head), so "nothing came between" is asked of
+        the change log rather than read off the numbers.
+        """
+        return known < revision and not self._store.changes(known, limit=1, upto=revision - 1)
 
     @property
     def lag(self) -> float:
@@ -240,16 +266,36 @@ class Revisions:
 class _Follower:
     """The thread that applies the change log while the server serves."""
 
-    def __init__(self, revisions: Revisions, interval: float, max_lag: float) -> None:
+    def __init__(
+        self,
+        revisions: Revisions,
+        interval: float,
+        max_lag: float,
+        notifier: ChangeNotifier | None = None,
+    ) -> None:
         self._revisions = revisions
         self._interval = interval
         self.max_lag = max_lag
+        self._notifier = notifier
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="policyd-follower", daemon=True)
+        self._listener = threading.Thread(target=self._listen, name="policyd-listen", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self._notifier is not None:
+            self._listener.start()
+
+    def _listen(self) -> None:
+        """Poke the follower whenever the store says a revision committed."""
+        notifier = self._notifier
+        assert notifier is not None
+        while not self._stopped.is_set():
+            if notifier.wait_for_change(LISTEN_SECONDS):
+                self._wake.set()
+            elif not self._revisions.healthy:
+                self._stopped.wait(self._interval)  # the store is down: do not spin on it
 
     def poke(self) -> None:
         """Look at the change log now."""
@@ -259,6 +305,8 @@ class _Follower:
         self._stopped.set()
         self._wake.set()
         self._thread.join(10)
+        if self._listener.is_alive():
+            self._listener.join(LISTEN_SECONDS + 5)
 
     def _run(self) -> None:
         revisions = self._revisions

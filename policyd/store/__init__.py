@@ -47,14 +47,19 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, read_dsn: str | None = None) -> Store:
     """Open the store a URL names.
 
     ``memory://`` (MemoryStore), ``sqlite://:memory:``, ``sqlite:///relative/or/absolute``
     (``sqlite:///data/policyd.db`` is ``/data/policyd.db``; a bare path also
     works), ``postgresql://user:pass@host/db[?schema=name]`` (also
     ``postgres://``; ``schema`` picks the PostgreSQL schema for the tables).
+    ``read_dsn`` names a PostgreSQL hot standby for snapshot reads.
     """
+    if read_dsn is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise InvalidRequestError(
+            "a read DSN (a hot standby) needs a PostgreSQL store", field="read_dsn"
+        )
     if url == "memory://" or url == "memory:":
         from policyd.store.memory import MemoryStore
 
@@ -79,7 +84,7 @@ def open_store(url: str) -> Store:
         dsn = urlunsplit(
             parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
         )
-        return PostgresStore(dsn, schema_name=schema_name)
+        return PostgresStore(dsn, schema_name=schema_name, read_dsn=read_dsn)
     if url and ":" not in url.split("/", 1)[0]:
         from policyd.store.sqlite import SqliteStore
 

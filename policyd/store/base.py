@@ -27,12 +27,14 @@ full; the roles and the values they pass are one contract, read together.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never
+from typing import Any, NamedTuple, Protocol, TypeAlias, assert_never, runtime_checkable
 
 from policyd.errors import InvalidRequestError, PolicydError
 from policyd.filters import Precondition, RelationshipFilter
@@ -59,6 +61,22 @@ DEFAULT_GC_WINDOW = timedelta(hours=24)
 DEFAULT_HOLD_TTL = timedelta(hours=1)
 DEFAULT_PAGE_SIZE = 1000
 DEFAULT_CHANGES_LIMIT = 1000
+
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("policyd_call_deadline", default=None)
+"""The ``time.monotonic()`` by which the current call must be answered, or None.
+
+The API sets it per call from the client's deadline; a store bounds its waits
+(a pooled connection, a lock) by it, so a call never waits on the store past
+the moment its client stops listening.
+"""
+
+
+def wait_bound(limit: float) -> float:
+    """Seconds a store may wait now: ``limit``, or less when the call's deadline is nearer."""
+    deadline = CALL_DEADLINE.get()
+    if deadline is None:
+        return limit
+    return max(0.0, min(limit, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +427,8 @@ class ChangeLog(Protocol):
         ``changes(after, limit)`` returns events of revisions above ``after``;
         it may run past ``limit`` to finish its last revision, so a revision is
         never split between calls. Resume with ``after=events[-1].revision``;
-        an empty list means nothing newer yet.
+        an empty list means nothing newer yet. ``upto`` stops at a revision:
+        only events of revisions in (after, upto].
 
     Revision
         Events are kept back to the oldest kept revision (see ``Retention``);
@@ -420,8 +439,10 @@ class ChangeLog(Protocol):
         """The newest committed revision (0 for an empty store)."""
         ...
 
-    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
-        """Change-log events of revisions above ``after``, in revision order."""
+    def changes(
+        self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT, upto: Revision | None = None
+    ) -> list[ChangeEvent]:
+        """Change-log events of revisions above ``after`` (and at most ``upto``), in order."""
         ...
 
 
@@ -447,6 +468,19 @@ class Retention(Protocol):
 
     def gc(self, window: timedelta = DEFAULT_GC_WINDOW) -> GcResult:
         """Remove rows deleted more than ``window`` ago and expired rows; respects holds."""
+        ...
+
+
+@runtime_checkable
+class ChangeNotifier(Protocol):
+    """A store that can say when a revision commits anywhere (PostgreSQL: LISTEN/NOTIFY).
+
+    Followers use it to look at the change log as soon as it grows, and poll
+    only as a fallback; a store without it is polled.
+    """
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a commit; True if one came (False may be wrong)."""
         ...
 
 

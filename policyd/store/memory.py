@@ -242,6 +242,21 @@ class MemoryStore:
                 self._apply(RelationshipUpdate(Operation.CREATE, rel), revision, now)
             return revision
 
+    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply each request in turn under one hold of the lock (see Writer.write_group).
+
+        Every single write here checks before it changes anything, so a failed
+        request leaves nothing behind; there is no disk to share a commit on.
+        """
+        outcomes: list[Outcome] = []
+        with self._lock:
+            for request in requests:
+                try:
+                    outcomes.append(apply_request(self, request))
+                except PolicydError as e:
+                    outcomes.append(e)
+        return outcomes
+
     # ---- records from the network -------------------------------------------------------------
 
     def apply_records(
@@ -279,21 +294,6 @@ class MemoryStore:
         """The position last stored for ``source`` (RecordSink)."""
         with self._lock:
             return self._positions.get(source)
-
-    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
-        """Apply each request in turn under one hold of the lock (see Writer.write_group).
-
-        Every single write here checks before it changes anything, so a failed
-        request leaves nothing behind; there is no disk to share a commit on.
-        """
-        outcomes: list[Outcome] = []
-        with self._lock:
-            for request in requests:
-                try:
-                    outcomes.append(apply_request(self, request))
-                except PolicydError as e:
-                    outcomes.append(e)
-        return outcomes
 
     # ---- reads ---------------------------------------------------------------------------------
 
@@ -342,24 +342,28 @@ class MemoryStore:
 
     # ---- change log ----------------------------------------------------------------------------
 
-    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
+    def changes(
+        self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT, upto: Revision | None = None
+    ) -> list[ChangeEvent]:
         """Change-log events after ``after`` (see ChangeLog.changes)."""
         check_limit(limit)
+        last_wanted = LIVE - 1 if upto is None else upto
         with self._lock:
             self._at(after)
             events: list[tuple[Revision, int, RelationshipKey, ChangeEvent]] = []
             empty_key: RelationshipKey = ("", "", "", "", "", "")
             for p in self._policies:
-                if p.revision > after:
+                if after < p.revision <= last_wanted:
                     event = ChangeEvent(p.revision, ChangeKind.POLICY)
                     events.append((p.revision, 0, empty_key, event))
             for key, rows in self._versions.items():
                 created = {r.created for r in rows}
                 for r in rows:
-                    if r.created > after:
+                    if after < r.created <= last_wanted:
                         event = ChangeEvent(r.created, ChangeKind.TOUCH, r.relationship)
                         events.append((r.created, 2, key, event))
-                    if after < r.deleted < LIVE and r.deleted not in created:
+                    deleted = r.deleted
+                    if after < deleted <= last_wanted and deleted not in created:
                         event = ChangeEvent(r.deleted, ChangeKind.DELETE, r.relationship)
                         events.append((r.deleted, 1, key, event))
             events.sort(key=lambda e: e[:3])

@@ -206,8 +206,14 @@ class SqlStore(ABC):
         """A condition ``column IN ids`` with one parameter: any number of ids, one statement."""
 
     @abstractmethod
-    def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
-        """Insert ``ROW_COLUMNS`` rows fast; raise AlreadyExistsError on a duplicate key."""
+    def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
+        """Bulk-create ``relationships`` at a new revision in the open write transaction.
+
+        Fast paths differ (SQLite ``executemany`` under its one write lock,
+        PostgreSQL a COPY staged before the revision is taken); both validate
+        every relationship, refuse duplicates (AlreadyExistsError) and end with
+        ``_finish_import`` when the store was not empty.
+        """
 
     @abstractmethod
     def _context_keys_from(self) -> str:
@@ -402,36 +408,34 @@ class SqlStore(ABC):
         with self._write() as cur:
             return self._import_in(cur, relationships)
 
-    def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
-        revision, validator = self._begin(cur)
-        now = self._now()
-        empty = not self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
-        check = validator.check
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for i, rel in enumerate(relationships):
-                check(rel, f"relationships[{i}]")
-                yield row_values(rel, revision)
-
-        self._bulk_insert(cur, rows(), empty)
-        if not empty:
-            self._finish_import(cur, revision, now)
-        return revision
-
     def _finish_import(self, cur: SqlCursor, revision: Revision, now: int) -> None:
         """After importing into a non-empty store: refuse live duplicates, retire expired rows."""
+        self._refuse_clashes(cur, revision, now)
+        self._retire_expired(cur, revision, now)
+
+    def _refuse_clashes(
+        self, cur: SqlCursor, revision: Revision, now: int, since: Revision = -1
+    ) -> None:
+        """Raise AlreadyExistsError if a row imported at ``revision`` is live already.
+
+        ``since`` limits the search to rows created after that revision (the
+        ones a check made earlier in the transaction could not have seen).
+        """
         clash = self._exec(
             cur,
             f"SELECT {', '.join('n.' + c for c in KEY_COLUMNS)} FROM relationships n "
             f"JOIN relationships o ON {' AND '.join(f'o.{c} = n.{c}' for c in KEY_COLUMNS)} "
-            f"AND o.created_revision < n.created_revision "
+            f"AND o.created_revision < n.created_revision AND o.created_revision > ? "
             f"WHERE n.created_revision = ? AND o.deleted_revision = {LIVE} "
             f"AND (o.expires_at IS NULL OR o.expires_at > ?) LIMIT 1",
-            (revision, now),
+            (since, revision, now),
         ).fetchone()
         if clash is not None:
             rel = Relationship.from_key(clash)
             raise AlreadyExistsError(f"{rel} already exists", field="relationships")
+
+    def _retire_expired(self, cur: SqlCursor, revision: Revision, now: int) -> None:
+        """Mark deleted at ``revision`` the expired live rows that rows imported there replace."""
         self._exec(
             cur,
             f"UPDATE relationships SET deleted_revision = ? "
@@ -640,10 +644,12 @@ class SqlStore(ABC):
 
     # ---- change log ----------------------------------------------------------------------------
 
-    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
+    def changes(
+        self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT, upto: Revision | None = None
+    ) -> list[ChangeEvent]:
         """Change-log events after ``after`` (see ChangeLog.changes)."""
         check_limit(limit)
-        events = self._changes(after, LIVE - 1, limit)
+        events = self._changes(after, LIVE - 1 if upto is None else upto, limit)
         if len(events) >= limit:
             last = events[-1].revision
             events = [e for e in events if e.revision < last]

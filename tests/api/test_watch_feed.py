@@ -24,10 +24,12 @@ class CountingStore(MemoryStore):
 
     reads = 0
 
-    def changes(self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT) -> list[ChangeEvent]:
+    def changes(
+        self, after: Revision, limit: int = DEFAULT_CHANGES_LIMIT, upto: Revision | None = None
+    ) -> list[ChangeEvent]:
         if threading.current_thread().name.startswith("feed-test"):
             self.reads += 1
-        return super().changes(after, limit)
+        return super().changes(after, limit, upto)
 
 
 def test_a_feed_without_streams_reads_no_events_and_a_later_stream_reads_the_store() -> None:

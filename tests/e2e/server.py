@@ -73,7 +73,8 @@ class ServerProcess:
 
     def client(self, token: str | None = TOKEN, **kwargs: object) -> PolicydClient:
         """A client for this server."""
-        return PolicydClient(self.address, token=token, timeout=15, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("timeout", 15)
+        return PolicydClient(self.address, token=token, **kwargs)  # type: ignore[arg-type]
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait for the exit; returns the exit code."""

@@ -49,3 +49,14 @@ def test_change_log_limit_never_splits_a_revision(store: Store) -> None:
     assert [e.revision for e in second] == [r2]
     with pytest.raises(InvalidRequestError):
         store.changes(start, limit=0)
+
+
+def test_changes_upto_stops_at_a_revision(store: Store) -> None:
+    start = store.head_revision()
+    r1 = store.write(touch("document:1#viewer@user:a"))
+    r2 = store.write(touch("document:2#viewer@user:b"))
+    r3 = store.write(delete("document:1#viewer@user:a"))
+    assert [e.revision for e in store.changes(start, upto=r2)] == [r1, r2]
+    assert [e.revision for e in store.changes(r1, upto=r2)] == [r2]
+    assert store.changes(r1, upto=r1) == []
+    assert [(e.revision, e.kind) for e in store.changes(r2, upto=r3)] == [(r3, ChangeKind.DELETE)]

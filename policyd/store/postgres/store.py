@@ -5,15 +5,28 @@ updates the one ``store_state`` row (``head = head + 1``), whose row lock is
 held until commit: writers are serialised, revisions commit in order, and a
 reader who sees revision R sees every write at or below R. Reads run in
 autocommit, one statement each (see sqlcommon), on pooled connections.
+
+Nothing waits on PostgreSQL without a bound (``PgTimeouts``): connecting,
+every statement, every lock wait and a transaction left idle each have a
+timeout set on the session, and a wait for a pooled connection is bounded
+by the call's deadline (``CALL_DEADLINE``). When a connection breaks
+(PostgreSQL stopped, the network dropped), the store marks PostgreSQL
+unreachable and fails every call at once with StoreError (UNAVAILABLE)
+instead of queueing it on a pool that cannot fill; a probe, at most one per
+``probe_interval``, lets calls through again as soon as a connection opens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import re
+import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -21,13 +34,164 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
-from policyd.store.base import Clock
+from policyd.relationship import Relationship
+from policyd.store.base import LIVE, Clock, Revision, SnapshotReader, wait_bound
 from policyd.store.postgres.migrations import SECONDARY_INDEXES, migrate
-from policyd.store.sqlcommon import ROW_COLUMNS, SqlCursor, SqlStore
+from policyd.store.sqlcommon import (
+    ATTRS,
+    COLUMNS,
+    KEY,
+    KEY_COLUMNS,
+    ROW_COLUMNS,
+    SqlCursor,
+    SqlSnapshot,
+    SqlStore,
+    relationship_from_row,
+    row_values,
+)
+from policyd.store.validation import Validator
 
 # ASCII only, at most PostgreSQL's 63-byte identifier limit: the name also goes into a
 # ``search_path`` option, where anything else would need quoting rules of its own.
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_]{1,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class PgTimeouts:
+    """How long PostgreSQL work may take, in seconds; each one is a PostgreSQL setting.
+
+    ``connect`` is libpq's ``connect_timeout`` (whole seconds, at least 1 in
+    libpq; 2 here), ``statement``, ``lock`` and ``idle_in_transaction`` are the
+    session's ``statement_timeout``, ``lock_timeout`` and
+    ``idle_in_transaction_session_timeout``: a query that runs away, a write
+    queued behind a stuck writer and a paused process holding a transaction open
+    all end. ``bulk_statement`` replaces ``statement`` in a bulk import, whose
+    COPY runs as long as the input lasts. ``pool`` bounds the wait for a pooled
+    connection (less when the call's deadline is nearer); ``probe_interval`` is
+    how often an unreachable PostgreSQL is tried again.
+    """
+
+    connect: int = 2
+    statement: float = 30.0
+    bulk_statement: float = 600.0
+    lock: float = 5.0
+    idle_in_transaction: float = 10.0
+    pool: float = 5.0
+    probe_interval: float = 0.25
+
+    def options(self) -> str:
+        """The libpq ``options`` that set the session timeouts."""
+        return (
+            f"-c statement_timeout={int(self.statement * 1000)} "
+            f"-c lock_timeout={int(self.lock * 1000)} "
+            f"-c idle_in_transaction_session_timeout={int(self.idle_in_transaction * 1000)}"
+        )
+
+
+IMPORT_RESERVE = 1 << 24
+"""How far above the head an import reserves its revision: writes that commit while it
+loads take the revisions below (16.7 million of them)."""
+
+# A connection that dies without a word (a host gone, a cable pulled) is noticed by TCP
+# keepalives within about idle + interval * count seconds, not the kernel's two hours.
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+}
+
+
+class _Server:
+    """One PostgreSQL server: its connection pool, and whether it answers.
+
+    When a connection breaks (PostgreSQL stopped, the network dropped), the
+    server is marked unreachable and every call fails at once with StoreError
+    (UNAVAILABLE) instead of queueing on a pool that cannot fill; a probe, at
+    most one per ``probe_interval``, lets calls through again as soon as a
+    connection opens.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        connect_kwargs: dict[str, Any],
+        timeouts: PgTimeouts,
+        min_connections: int,
+        max_connections: int,
+    ) -> None:
+        self.dsn = dsn
+        self._connect_kwargs = connect_kwargs
+        self._timeouts = timeouts
+        self.unreachable: str | None = None
+        """Why PostgreSQL is taken to be unreachable, or None while it answers."""
+        self._probed_at = 0.0
+        self._probe_lock = threading.Lock()
+        self.pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            dsn,
+            min_size=min_connections,
+            max_size=max_connections,
+            timeout=timeouts.pool,
+            kwargs=connect_kwargs,
+            open=True,
+        )
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection, waiting no longer than the pool bound or the call's deadline.
+
+        psycopg's errors become policyd's: StoreError (UNAVAILABLE) for a
+        server that is down, slow or out of connections.
+        """
+        if self.unreachable is not None and not self.probe():
+            raise StoreError(f"PostgreSQL is unreachable: {self.unreachable}")
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        try:
+            with self.pool.connection(timeout=wait_bound(self._timeouts.pool)) as conn:
+                yield conn
+        except PoolTimeout as e:
+            if self.unreachable is None and not self.probe(force=True):
+                raise StoreError(f"PostgreSQL is unreachable: {self.unreachable}") from e
+            raise StoreError(f"no PostgreSQL connection came free in time: {e}") from e
+        except psycopg.errors.UniqueViolation as e:
+            raise AlreadyExistsError(f"relationship already exists: {e}") from e
+        except psycopg.errors.LockNotAvailable as e:
+            raise StoreError(f"PostgreSQL lock wait timed out (lock_timeout): {e}") from e
+        except psycopg.errors.QueryCanceled as e:
+            raise StoreError(f"PostgreSQL statement timed out or was cancelled: {e}") from e
+        except psycopg.Error as e:
+            if conn is not None and conn.broken:
+                self.unreachable = str(e).strip() or "the connection broke"
+                self._probed_at = time.monotonic()
+            raise StoreError(f"PostgreSQL failed: {e}") from e
+
+    def probe(self, force: bool = False) -> bool:
+        """Whether PostgreSQL takes a new connection; tried at most once per probe interval.
+
+        Callers that find a probe under way or too recent get the last verdict
+        at once, so an outage costs each call no wait at all.
+        """
+        if not force and time.monotonic() - self._probed_at < self._timeouts.probe_interval:
+            return self.unreachable is None
+        if not self._probe_lock.acquire(blocking=False):
+            return self.unreachable is None
+        try:
+            self._probed_at = time.monotonic()
+            try:
+                psycopg.connect(self.dsn, **self._connect_kwargs).close()
+            except psycopg.Error as e:
+                self.unreachable = str(e).strip() or "cannot connect"
+                return False
+            if self.unreachable is not None:
+                self.unreachable = None
+                self.pool.check()  # drop the pooled connections that broke meanwhile
+            return True
+        finally:
+            self._probe_lock.release()
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.pool.close()
 
 
 class PostgresStore(SqlStore):
@@ -41,7 +205,9 @@ class PostgresStore(SqlStore):
         clock: Clock = time.time,
         min_connections: int = 1,
         max_connections: int = 10,
-        timeout: float = 30.0,
+        timeouts: PgTimeouts | None = None,
+        read_dsn: str | None = None,
+        replica_wait: float = 1.0,
     ) -> None:
         """Connect to ``dsn`` and migrate the tables in ``schema_name``.
 
@@ -52,7 +218,12 @@ class PostgresStore(SqlStore):
             clock: the time source for expiry, holds and GC.
             min_connections: connections the pool keeps open.
             max_connections: connections the pool opens at most.
-            timeout: seconds to wait for a pooled connection.
+            timeouts: the connect, statement, lock, idle and pool timeouts.
+            read_dsn: a hot standby of ``dsn`` (streaming replication) that serves
+                snapshot reads; writes, the head and the change log stay on ``dsn``.
+            replica_wait: seconds a snapshot read waits for the standby to replay
+                its revision (less when the call's deadline is nearer) before it
+                reads the primary instead.
         """
         super().__init__(clock)
         if not _SCHEMA_NAME.fullmatch(schema_name):
@@ -60,17 +231,36 @@ class PostgresStore(SqlStore):
         self._schema_name = schema_name
         self._dsn = dsn
         self._sql_cache: dict[str, str] = {}
+        self.timeouts = timeouts = timeouts or PgTimeouts()
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": timeouts.connect,
+            "options": f"-c search_path={schema_name} {timeouts.options()}",
+            **_KEEPALIVES,
+        }
+        self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._locked: set[int] = set()
+        """Connections whose open write transaction took a revision (``_begin``)."""
+        self._replica_wait = replica_wait
+        self.replica_reads = 0
+        """Snapshots served by the standby (``read_dsn``)."""
+        self.primary_fallbacks = 0
+        """Snapshots the standby had not replayed in time, served by the primary instead."""
+        self._replica_head = -1
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(dsn, **self._connect_kwargs) as conn:
                 migrate(conn, schema_name)
-            self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
-                dsn,
-                min_size=min_connections,
-                max_size=max_connections,
-                timeout=timeout,
-                kwargs={"autocommit": True, "options": f"-c search_path={schema_name}"},
-                open=True,
+            self._primary = _Server(
+                dsn, self._connect_kwargs, timeouts, min_connections, max_connections
             )
+            self._reads = self._primary
+            self._replica: PostgresStore | None = None
+            if read_dsn is not None:
+                replica = copy.copy(self)
+                replica._reads = _Server(
+                    read_dsn, self._connect_kwargs, timeouts, min_connections, max_connections
+                )
+                self._replica = replica
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store: {e}") from e
         self._load_identity()
@@ -78,27 +268,26 @@ class PostgresStore(SqlStore):
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self._schema_name!r})"
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except PoolTimeout as e:
-            raise StoreError(f"no PostgreSQL connection available: {e}") from e
-        except psycopg.errors.UniqueViolation as e:
-            raise AlreadyExistsError(f"relationship already exists: {e}") from e
-        except psycopg.Error as e:
-            raise StoreError(f"PostgreSQL failed: {e}") from e
+    @property
+    def reachable(self) -> bool:
+        """Whether PostgreSQL is taken to answer (the last connection or probe worked)."""
+        return self._primary.unreachable is None
+
+    def _connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[tuple[Any, ...]]]:
+        return self._primary.connection()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[SqlCursor]:
-        with self._connection() as conn:
+        with self._reads.connection() as conn:
             yield conn
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[SqlCursor]:
         with self._connection() as conn, conn.transaction():
-            yield conn
+            try:
+                yield conn
+            finally:
+                self._locked.discard(id(conn))
 
     def _sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)
@@ -120,27 +309,272 @@ class PostgresStore(SqlStore):
     def _lock_state_sql(self) -> str:
         return "SELECT head, oldest FROM store_state FOR UPDATE"
 
-    def _bulk_insert(self, cur: SqlCursor, rows: Iterable[tuple[Any, ...]], empty: bool) -> None:
+    # ---- change notifications ------------------------------------------------------------------
+
+    @property
+    def _channel(self) -> str:
+        """The LISTEN/NOTIFY channel of this store's schema (an identifier: at most 63 bytes)."""
+        return f"policyd_{self._schema_name}"[:63]
+
+    def _begin(self, cur: SqlCursor) -> tuple[Revision, Validator]:
+        """Take the next revision, and tell listeners once the transaction commits.
+
+        PostgreSQL delivers a NOTIFY at commit and never for a rollback, and
+        folds repeats within one transaction, so a group commit sends one.
+        """
+        begun = super()._begin(cur)
+        cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
+        self._locked.add(id(cur))
+        return begun
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a commit on any server; True if one came.
+
+        One connection of its own LISTENs (not a pooled one: it stays
+        subscribed). Any failure closes it and answers False, so the caller
+        falls back to polling; the next call connects again.
+        """
+        try:
+            if self._listener is None:
+                listener = psycopg.connect(self._dsn, **self._connect_kwargs)
+                listener.execute(f'LISTEN "{self._channel}"'.encode())
+                self._listener = listener
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                return True
+            return False
+        except psycopg.Error:
+            self._close_listener()
+            return False
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                listener.close()
+
+    def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
+        """Import with the revision lock held only to publish the import, not to load it.
+
+        Every writer takes the ``store_state`` row lock to get its revision and
+        holds it to commit (sqlcommon), so an import that took it first blocked
+        every other server's writes for as long as it ran (a 40 s pause of an
+        importing server held all writes for 66 s, measured for issue 12).
+
+        Here the import reserves a revision far above the head (``IMPORT_RESERVE``
+        plus a random offset, so concurrent imports differ), validates and COPYs
+        its input into a temporary table, inserts it at that revision and checks
+        it against every live row, all with no lock. Its rows are invisible to
+        every other transaction until it commits. Only then does it take the lock
+        to publish: the head jumps to the reserved revision in the same commit
+        that makes the rows visible, so commit order and revision order still
+        agree, and a reader at any revision sees all of the import or none. The
+        writes that committed meanwhile (revisions between the old head and the
+        reserved one) are checked for clashes and expired rows are retired
+        (both small); a policy that changed meanwhile is checked again. Should
+        that many writes have committed meanwhile (the head passed the
+        reservation), the rows move to a new reservation and the publish is
+        tried again.
+
+        ``tests/store/test_postgres_writers.py`` stalls an import's input and
+        commits single writes from another store meanwhile; ``benchmarks/pg_bench.py``
+        runs single writes from two stores beside a 100,000-relationship import.
+
+        Revisions stay increasing but are no longer dense after an import; the
+        contract only promises order. The first import into an empty store takes
+        the lock first instead: it drops and rebuilds the secondary indexes,
+        which locks the table anyway.
+        """
         if not isinstance(cur, psycopg.Connection):
             raise TypeError("PostgresStore writes on psycopg connections")
+        # The COPY lasts as long as its input: give it the bulk bound, for this transaction only.
+        bulk_ms = int(self.timeouts.bulk_statement * 1000)
+        cur.execute(f"SET LOCAL statement_timeout = {bulk_ms}".encode())
+        cur.execute(b"DROP TABLE IF EXISTS pg_temp.import_staging")
+        cur.execute(
+            b"CREATE TEMPORARY TABLE import_staging ON COMMIT DROP AS "
+            + f"SELECT {COLUMNS} FROM relationships WITH NO DATA".encode()
+        )
+        head, policy_revision = self._exec(
+            cur, "SELECT head, policy_revision FROM store_state"
+        ).fetchone()
+        # An earlier request of this transaction's group took a revision: the transaction
+        # holds the lock anyway, and the next revision is its own.
+        locked = id(cur) in self._locked
+        check = self._validator_for(cur, policy_revision).check
+        with (
+            cur.cursor() as c,
+            c.copy(f"COPY import_staging ({COLUMNS}) FROM STDIN".encode()) as copy,
+        ):
+            for i, rel in enumerate(relationships):
+                check(rel, f"relationships[{i}]")
+                row = row_values(rel, 0)
+                copy.write_row((*row[:6], *row[8:]))
+        now = self._now()
+        if (
+            locked
+            or not self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
+        ):
+            return self._import_locked(cur, policy_revision, now)
+        # A temporary table is never analyzed by autovacuum: without statistics the
+        # planner can pick a nested loop of scans for the joins below.
+        cur.execute(b"ANALYZE import_staging")
+        self._refuse_staged_clashes(cur, now)
+        revision: Revision = head + IMPORT_RESERVE + secrets.randbelow(IMPORT_RESERVE)
+        self._insert_staged(cur, revision)
+        # The statistics must know the rows at the reserved revision (past their histogram,
+        # the planner took them for one row and joined them with a scan per row: minutes,
+        # under the lock, at 100k rows). ANALYZE sees this transaction's own rows.
+        cur.execute(b"ANALYZE relationships")
+        for _ in range(3):
+            published = self._exec(
+                cur,
+                "UPDATE store_state SET head = ? WHERE head < ? RETURNING policy_revision",
+                (revision, revision),
+            ).fetchone()
+            if published is not None:
+                break
+            # The head passed the reservation: reserve above it and move the rows there.
+            moved = self._exec(cur, "SELECT head FROM store_state").fetchone()[0] + IMPORT_RESERVE
+            # Writers took revisions up to the reservation meanwhile: move only this import's
+            # rows (a writer's row with one of these keys at that revision would have clashed
+            # with ours in the primary key).
+            self._exec(
+                cur,
+                f"UPDATE relationships SET created_revision = ? WHERE created_revision = ? "
+                f"AND ({KEY}) IN (SELECT {KEY} FROM import_staging)",
+                (moved, revision),
+            )
+            revision = moved
+        else:
+            raise StoreError("the head kept passing the import's reserved revision; retry it")
+        # From here on this transaction holds the revision lock, until it commits.
+        self._exec(
+            cur, "INSERT INTO revisions (revision, created_at) VALUES (?, ?)", (revision, now)
+        )
+        cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
+        self._recheck_policy(cur, policy_revision, published[0])
+        self._refuse_clashes(cur, revision, now, since=head)
+        self._retire_expired(cur, revision, now)
+        return revision
+
+    def _import_locked(
+        self, cur: psycopg.Connection[tuple[Any, ...]], policy_revision: Revision, now: int
+    ) -> Revision:
+        """Move the staged rows in at the next revision, under the lock from the start.
+
+        For an empty store (the indexes are dropped and rebuilt around the load)
+        and for an import in a group whose transaction holds the lock already.
+        """
+        revision, _ = self._begin(cur)
+        self._recheck_policy(cur, policy_revision, self._validator[0])
+        empty = not self._exec(cur, "SELECT EXISTS (SELECT 1 FROM relationships)").fetchone()[0]
         if empty:
             for name in SECONDARY_INDEXES:
                 cur.execute(f"DROP INDEX IF EXISTS {name}".encode())
+        self._insert_staged(cur, revision)
+        if empty:
+            for ddl in SECONDARY_INDEXES.values():
+                cur.execute(ddl.encode())
+            # The table went from empty to loaded in one go: give the planner statistics now
+            # rather than when autovacuum gets to it (the next import's joins depend on them).
+            cur.execute(b"ANALYZE relationships")
+        else:
+            self._finish_import(cur, revision, now)
+        return revision
+
+    def _refuse_staged_clashes(self, cur: psycopg.Connection[tuple[Any, ...]], now: int) -> None:
+        """Raise AlreadyExistsError if a staged row is live in the store already."""
+        same_key = " AND ".join(f"o.{c} = s.{c}" for c in KEY_COLUMNS)
+        clash = self._exec(
+            cur,
+            f"SELECT {', '.join('s.' + c for c in KEY_COLUMNS)} FROM import_staging s "
+            f"JOIN relationships o ON {same_key} WHERE o.deleted_revision = {LIVE} "
+            f"AND (o.expires_at IS NULL OR o.expires_at > ?) LIMIT 1",
+            (now,),
+        ).fetchone()
+        if clash is not None:
+            rel = Relationship.from_key(clash)
+            raise AlreadyExistsError(f"{rel} already exists", field="relationships")
+
+    def _insert_staged(self, cur: psycopg.Connection[tuple[Any, ...]], revision: Revision) -> None:
         try:
-            with (
-                cur.cursor() as c,
-                c.copy(f"COPY relationships ({ROW_COLUMNS}) FROM STDIN".encode()) as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
+            self._exec(
+                cur,
+                f"INSERT INTO relationships ({ROW_COLUMNS}) SELECT {KEY}, ?, {LIVE}, {ATTRS} "
+                f"FROM import_staging",
+                (revision,),
+            )
         except psycopg.errors.UniqueViolation as e:
             raise AlreadyExistsError(
                 f"an imported relationship is repeated in the input: {e.diag.message_detail}",
                 field="relationships",
             ) from e
-        if empty:
-            for ddl in SECONDARY_INDEXES.values():
-                cur.execute(ddl.encode())
+
+    def _recheck_policy(
+        self,
+        cur: psycopg.Connection[tuple[Any, ...]],
+        staged_under: Revision,
+        now_in_force: Revision,
+    ) -> None:
+        """Validate the staged rows again if the policy changed since they were checked."""
+        if now_in_force == staged_under:
+            return
+        validator = self._validator_for(cur, now_in_force)
+        staged = cur.execute(f"SELECT {COLUMNS} FROM import_staging".encode())
+        for i, row in enumerate(staged):
+            validator.check(relationship_from_row(row), f"relationships[{i}]")
+
+    # ---- reads on a hot standby ----------------------------------------------------------------
+
+    def snapshot(self, revision: Revision | None = None) -> SnapshotReader:
+        """A reader at ``revision``: on the standby once it has replayed it, else on the primary.
+
+        Revisions (the head, a token's) are the primary's. The standby has
+        replayed revision R once its own copy of ``store_state`` says head ≥ R:
+        WAL is replayed in commit order and R's own transaction wrote that row,
+        so everything at or below R is there too. A consistency token is thus
+        honoured on the standby by waiting for its replay position, counted in
+        revisions rather than WAL positions, for at most ``replica_wait``.
+        """
+        at = self.head_revision() if revision is None else revision
+        replica = self._replica
+        if replica is None:
+            return SqlSnapshot(self, at)
+        if self._replayed(replica, at):
+            self.replica_reads += 1
+            return SqlSnapshot(replica, at)
+        self.primary_fallbacks += 1
+        return SqlSnapshot(self, at)
+
+    def _replayed(self, replica: PostgresStore, revision: Revision) -> bool:
+        """Whether the standby has replayed ``revision``, waiting a bounded time for it."""
+        if revision <= self._replica_head:
+            return True
+        deadline = time.monotonic() + wait_bound(self._replica_wait)
+        pause = 0.001
+        while True:
+            try:
+                head = replica.head_revision()  # the standby's store_state
+            except StoreError:
+                return False  # the standby is down or slow: the primary serves
+            self._replica_head = max(self._replica_head, head)
+            if head >= revision:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.02)
+
+    def opener(self) -> Callable[[], PostgresStore]:
+        """Connects to the same database and schema again."""
+        return functools.partial(
+            PostgresStore,
+            self._dsn,
+            schema_name=self._schema_name,
+            clock=self.clock,
+            timeouts=self.timeouts,
+        )
 
     def _many(self, cur: SqlCursor, text: str, rows: Sequence[Sequence[Any]]) -> None:
         if not isinstance(cur, psycopg.Connection):
@@ -148,17 +582,14 @@ class PostgresStore(SqlStore):
         with cur.cursor() as c:
             c.executemany(text.encode(), rows)
 
-    def opener(self) -> Callable[[], PostgresStore]:
-        """Connects to the same database and schema again."""
-        return functools.partial(
-            PostgresStore, self._dsn, schema_name=self._schema_name, clock=self.clock
-        )
-
     def drop(self) -> None:
         """Drop this store's PostgreSQL schema and everything in it (tests use it to clean up)."""
         with self._connection() as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{self._schema_name}" CASCADE'.encode())
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._pool.close()
+        """Close the connection pools and the listening connection."""
+        self._close_listener()
+        if self._replica is not None:
+            self._replica._reads.close()
+        self._primary.close()

@@ -1,0 +1,100 @@
+"""Reads on a PostgreSQL hot standby: a real primary and a streaming standby of the test's own.
+
+The standby is made by ``pg_basebackup -R`` from the primary (tests/store/clusters.py),
+so replication is PostgreSQL's own. Replay is paused and resumed on the
+standby to make it lag on purpose.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from policyd.store import open_store
+from policyd.store.postgres import PostgresStore
+from tests.store.clusters import Cluster, own_cluster, scratch_directory
+from tests.store.schemas import POLICY_TEXT, base_schema
+from tests.store.shorthand import everything, touch
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Iterator[tuple[Cluster, Cluster]]:
+    """A primary and its streaming standby, shared by this module's tests."""
+    with own_cluster() as primary, scratch_directory() as root:
+        standby = primary.standby(root / "standby")
+        try:
+            yield primary, standby
+        finally:
+            standby.stop("immediate")
+
+
+@pytest.fixture
+def replicated(clusters: tuple[Cluster, Cluster]) -> Iterator[tuple[PostgresStore, Cluster]]:
+    """A store on the primary reading from the standby (replica_wait short: it may lag)."""
+    primary, standby = clusters
+    store = PostgresStore(
+        primary.dsn,
+        schema_name=f"r_{uuid.uuid4().hex[:12]}",
+        read_dsn=standby.dsn,
+        replica_wait=0.2,
+    )
+    store.write_policy(POLICY_TEXT, base_schema())
+    yield store, standby
+    replay(standby, paused=False)
+    store.drop()
+    store.close()
+
+
+def replay(standby: Cluster, *, paused: bool) -> None:
+    """Pause or resume WAL replay on the standby."""
+    function = "pg_wal_replay_pause" if paused else "pg_wal_replay_resume"
+    with psycopg.connect(standby.dsn, autocommit=True) as conn:
+        conn.execute(f"SELECT {function}()".encode())
+
+
+def test_a_token_is_honoured_on_the_standby_and_a_lagging_one_falls_back_to_the_primary(
+    replicated: tuple[PostgresStore, Cluster],
+) -> None:
+    store, standby = replicated
+    first = store.write(touch("document:1#viewer@user:alice"))
+    assert everything(store, first) == ["document:1#viewer@user:alice"]  # waited for replay
+    assert (store.replica_reads, store.primary_fallbacks) == (1, 0)
+
+    replay(standby, paused=True)
+    second = store.write(touch("document:1#viewer@user:bob"))
+    # The standby has not replayed the token's revision: the primary answers, right.
+    assert everything(store, second) == [
+        "document:1#viewer@user:alice",
+        "document:1#viewer@user:bob",
+    ]
+    assert (store.replica_reads, store.primary_fallbacks) == (1, 1)
+    # An older revision the standby has is still read there, exactly as it was.
+    assert everything(store, first) == ["document:1#viewer@user:alice"]
+    assert (store.replica_reads, store.primary_fallbacks) == (2, 1)
+
+    replay(standby, paused=False)
+    assert everything(store, second) == [
+        "document:1#viewer@user:alice",
+        "document:1#viewer@user:bob",
+    ]
+    assert (store.replica_reads, store.primary_fallbacks) == (3, 1)
+
+
+def test_writes_and_the_change_log_stay_on_the_primary(
+    replicated: tuple[PostgresStore, Cluster],
+) -> None:
+    store, standby = replicated
+    replay(standby, paused=True)
+    revision = store.write(touch("document:2#viewer@user:carol"))
+    assert store.head_revision() == revision
+    assert [e.revision for e in store.changes(revision - 1)] == [revision]
+
+
+def test_a_read_dsn_needs_a_postgres_store(clusters: tuple[Cluster, Cluster]) -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        open_store("memory://", read_dsn=clusters[1].dsn)
