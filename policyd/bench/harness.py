@@ -29,6 +29,9 @@ workload's process by ``--timeout``. Benchmarks print numbers; they never fail
 on time. Wrong answers are counted against each workload's known expectations.
 
     python -m policyd.bench.harness --scale 0.01 --seconds 1
+
+It runs past 500 lines because it is the one table of sections: each is a few
+lines that run a measuring module in isolation and print its rows.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ work: ``Revisions`` picks the revision and reader of each request,
 ``PolicyCache`` the compiled policy in force there, ``DecisionCache`` recent
 answers; the engine validates requests and runs Check, BatchCheck,
 ListObjects, ListSubjects and Expand over them.
+
+It runs past 500 lines because the public API is wide (every decision, write,
+lookup and stream an application calls), not because it does more than one
+job: each method validates and composes the modules that do the work.
 """
 
 from __future__ import annotations

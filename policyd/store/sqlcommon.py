@@ -33,6 +33,10 @@ so the revision check (not above head, not below oldest) and the data come
 from one database snapshot even while GC runs in another process.
 
 SQL here is written with ``?`` placeholders; a backend's ``_sql`` rewrites them.
+
+It runs past 500 lines because it is every statement the two SQL backends
+share (writes and group commit, reads, the change log, GC, ingested records),
+all on one transaction discipline; a backend adds only what differs.
 """
 
 from __future__ import annotations
