@@ -14,6 +14,7 @@ job: each method validates and composes the modules that do the work.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -414,6 +415,8 @@ class Engine:
     def import_relationships(self, relationships: Iterable[Relationship]) -> str:
         """Bulk-create relationships in one transaction; returns the new revision's token.
 
+        An empty import makes no revision and returns the head's token.
+
         The relationships stream into the store's transaction as they come, so
         an iterator of any length is never held whole. With an index, each is
         also kept compactly (``ImportedRows``) for the index to take straight
@@ -421,6 +424,11 @@ class Engine:
         from the change log (bulk loads run about twice as fast; benchmarks,
         import).
         """
+        stream = iter(relationships)
+        first = next(stream, None)
+        if first is None:  # an empty import makes no revision: the head's token
+            return self.written(self.store.head_revision())
+        relationships = itertools.chain((first,), stream)
         if self._index is None:
             return self.written(self.store.import_relationships(relationships))
         rows = ImportedRows()

@@ -370,6 +370,7 @@ class Writer(Protocol):
 
         Returns the new revision and how many relationships were deleted; a
         caller deleting in chunks repeats until the count is below ``limit``.
+        A delete that matches nothing makes no revision: it returns the head.
         A malformed filter value is InvalidRequestError naming ``filter.<part>``.
         """
         ...

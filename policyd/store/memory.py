@@ -216,6 +216,8 @@ class MemoryStore:
             matches = [r for r in self._visible(self._head) if relationship_filter.matches(r)]
             if limit is not None:
                 matches = matches[:limit]
+            if not matches:  # nothing to delete: no revision (as the SQL stores)
+                return self._head, 0
             revision = self._next_revision()
             for rel in matches:
                 row = self._live(rel.key)

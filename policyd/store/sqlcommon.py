@@ -391,21 +391,36 @@ class SqlStore(ABC):
         revision, _ = self._begin(cur)
         now = self._now()
         if limit is None:
-            count = self._exec(
+            count = int(
+                self._exec(
+                    cur,
+                    f"UPDATE relationships SET deleted_revision = ? WHERE {where} AND {LIVE_NOW}",
+                    (revision, *params, now),
+                ).rowcount
+            )
+        else:
+            rows = self._exec(
                 cur,
-                f"UPDATE relationships SET deleted_revision = ? WHERE {where} AND {LIVE_NOW}",
-                (revision, *params, now),
-            ).rowcount
-            return revision, int(count)
-        rows = self._exec(
-            cur,
-            f"SELECT {KEY}, created_revision FROM relationships WHERE {where} AND {LIVE_NOW} "
-            f"ORDER BY {KEY} LIMIT ?",
-            (*params, now, limit),
-        ).fetchall()
-        for row in rows:
-            self._exec(cur, RETIRE, (revision, *row))
-        return revision, len(rows)
+                f"SELECT {KEY}, created_revision FROM relationships WHERE {where} "
+                f"AND {LIVE_NOW} ORDER BY {KEY} LIMIT ?",
+                (*params, now, limit),
+            ).fetchall()
+            for row in rows:
+                self._exec(cur, RETIRE, (revision, *row))
+            count = len(rows)
+        if count == 0:
+            return self._give_back(cur, revision), 0
+        return revision, count
+
+    def _give_back(self, cur: SqlCursor, revision: Revision) -> Revision:
+        """Undo ``_begin`` for a write that changed nothing; returns the head it leaves.
+
+        A delete that matched nothing makes no revision (watchers and caches see
+        none); the write lock is still held, so no other writer took a number since.
+        """
+        self._exec(cur, "DELETE FROM revisions WHERE revision = ?", (revision,))
+        self._exec(cur, "UPDATE store_state SET head = head - 1")
+        return revision - 1
 
     def import_relationships(self, relationships: Iterable[Relationship]) -> Revision:
         """Bulk-create relationships in one transaction (see Writer.import_relationships)."""

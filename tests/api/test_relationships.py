@@ -92,6 +92,14 @@ def test_an_import_loads_everything_at_once(client: PolicydClient, n: int) -> No
     assert client.check(last.resource, "read", last.subject, consistency=fresh).allowed
 
 
+def test_an_empty_import_and_a_delete_of_nothing_make_no_revision(client: PolicydClient) -> None:
+    head, _ = client.import_relationships(members(3))
+    token, loaded = client.import_relationships([])
+    assert (token, loaded) == (head, 0)
+    token, deleted = client.delete(RelationshipFilter(resource_type="space", resource_id="none"))
+    assert (token, deleted) == (head, 0)
+
+
 def test_a_streamed_import_with_a_bad_relationship_imports_nothing(client: PolicydClient) -> None:
     batch = members(BIG)
     batch[2 * SMALL_IMPORT] = parse_relationship("space:big#nonsense@account:did:plc:x")

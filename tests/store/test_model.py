@@ -120,6 +120,9 @@ class StoreMachine(RuleBasedStateMachine):
             matched = matched[:limit]
         revision, count = self.store.delete(flt, limit)
         assert count == len(matched)
+        if not matched:  # nothing deleted: no revision, the head is returned
+            assert revision == max(self.history)
+            return
         for key in matched:
             del self.model[key]
         self._commit(revision)

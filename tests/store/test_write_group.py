@@ -51,6 +51,19 @@ def test_each_request_gets_its_own_revision_in_order(store: Store) -> None:
     ]
 
 
+def test_a_delete_that_matches_nothing_takes_no_revision_in_a_group(store: Store) -> None:
+    head = store.head_revision()
+    outcomes = store.write_group(
+        [
+            write("document:1#viewer@user:a"),
+            DeleteRequest(RelationshipFilter(resource_id="nothing-here")),
+            write("document:2#viewer@user:b"),
+        ]
+    )
+    assert outcomes == [head + 1, (head + 1, 0), head + 2]
+    assert store.head_revision() == head + 2
+
+
 FAILING: list[tuple[str, GroupRequest, type[Exception]]] = [
     (
         "create-of-a-live-relationship",

@@ -123,6 +123,19 @@ def test_delete_of_a_missing_relationship_is_a_no_op(store: Store) -> None:
     assert store.changes(before) == []
 
 
+def test_a_delete_by_filter_that_matches_nothing_makes_no_revision(store: Store) -> None:
+    store.write(touch("document:1#viewer@user:alice"))
+    head = store.head_revision()
+    nobody = RelationshipFilter(resource_type="document", subject_id="nobody")
+    assert store.delete(nobody) == (head, 0)
+    assert store.delete(nobody, limit=10) == (head, 0)
+    assert store.head_revision() == head
+    assert store.changes(head - 1) == store.changes(head - 1, 100)
+    assert [e.revision for e in store.changes(head - 1)] == [head]
+    after, count = store.delete(RelationshipFilter(resource_type="document"))
+    assert (after, count) == (head + 1, 1)  # the next revision is the next number
+
+
 def test_two_updates_of_one_relationship_in_a_batch_are_refused(store: Store) -> None:
     updates = touch("document:1#viewer@user:alice") + delete("document:1#viewer@user:alice")
     with pytest.raises(InvalidRelationshipError, match=r"updates\[0\]") as info:
