@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -125,6 +126,12 @@ class ConversionError(PolicydError, ValueError):
     """Another system's model or test file that policyd cannot express; ``span`` points at it."""
 
     code = "no-equivalent"
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a mistyped one, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class InvalidRequestError(PolicydError, ValueError):

@@ -58,6 +58,7 @@ from policyd.errors import (
     PolicySyntaxError,
     Severity,
     SnapshotMovedError,
+    did_you_mean,
 )
 from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import (
@@ -480,11 +481,14 @@ class Engine:
         definition = schema.definition(resource_type)
         if definition is None:
             raise InvalidRequestError(
-                f"the policy has no type '{resource_type}'", field="resource.type"
+                f"the policy has no type '{resource_type}'"
+                + did_you_mean(resource_type, schema.definitions),
+                field="resource.type",
             )
         if definition.member(permission) is None:
             raise InvalidRequestError(
-                f"type '{resource_type}' has no relation or permission '{permission}'",
+                f"type '{resource_type}' has no relation or permission '{permission}'"
+                + did_you_mean(permission, [*definition.relations, *definition.permissions]),
                 field="permission",
             )
         assert subject is not None
@@ -494,12 +498,19 @@ class Engine:
                 f"ask about one {subject.type}, or list the subjects to see the wildcard",
                 field="subject.id",
             )
-        if schema.definition(subject.type) is None:
+        subject_definition = schema.definition(subject.type)
+        if subject_definition is None:
             raise InvalidRequestError(
-                f"the policy has no type '{subject.type}'", field="subject.type"
+                f"the policy has no type '{subject.type}'"
+                + did_you_mean(subject.type, schema.definitions),
+                field="subject.type",
             )
         raise InvalidRequestError(
-            f"type '{subject.type}' has no relation or permission '{subject.relation}'",
+            f"type '{subject.type}' has no relation or permission '{subject.relation}'"
+            + did_you_mean(
+                subject.relation or "",
+                [*subject_definition.relations, *subject_definition.permissions],
+            ),
             field="subject.relation",
         )
 

@@ -805,3 +805,26 @@ def test_engine_refuses_max_depth_below_one() -> None:
     with pytest.raises(InvalidRequestError) as raised:
         Engine(MemoryStore(), max_depth=0)
     assert raised.value.field == "max_depth"
+
+
+@pytest.mark.parametrize(
+    ("query_text", "field", "suggestion"),
+    [
+        ("folders:f0#view@user:alice", "resource.type", "did you mean 'folder'?"),
+        ("folder:f0#veiw@user:alice", "permission", "did you mean 'view'?"),
+        ("folder:f0#view@usr:alice", "subject.type", "did you mean 'user'?"),
+        ("folder:f0#view@group:g#membr", "subject.relation", "did you mean 'member'?"),
+        ("folder:f0#zzz@user:alice", "permission", None),
+    ],
+)
+def test_a_mistyped_name_gets_the_closest_known_one(
+    make_engine: MakeEngine, query_text: str, field: str, suggestion: str | None
+) -> None:
+    engine = make_engine(CYCLES, ())
+    with pytest.raises(InvalidRequestError) as raised:
+        check(engine, query_text)
+    assert raised.value.field == field
+    if suggestion is None:
+        assert "did you mean" not in raised.value.message
+    else:
+        assert raised.value.message.endswith(suggestion)
