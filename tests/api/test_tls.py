@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,21 +12,13 @@ from policyd.client import PolicydClient
 from policyd.engine import Engine
 from policyd.errors import InvalidRequestError, NotFoundError, UnavailableError
 from policyd.store.memory import MemoryStore
+from tests.certificates import self_signed
 
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[bytes, bytes]:
     """A self-signed certificate for 127.0.0.1 and its key (PEM)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert.read_bytes(), key.read_bytes()
+    return self_signed(tmp_path)
 
 
 def test_tls_round_trip(certificate: tuple[bytes, bytes]) -> None:

@@ -20,6 +20,7 @@ from policyd.engine import Engine
 from policyd.relationship import parse_relationship
 from policyd.store.memory import MemoryStore
 from policyd.store.sqlite import SqliteStore
+from tests.certificates import self_signed
 from tests.cli.conftest import POLICY, ROOT, TOKEN
 
 
@@ -87,6 +88,56 @@ def test_a_missing_token_gets_a_hint(
     monkeypatch.delenv("POLICYD_TOKEN")
     assert main(["read"]) == 2
     assert "hint: the server wants a bearer token: set POLICYD_TOKEN" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[PolicydServer, Path]]:
+    """A server speaking TLS with a self-signed certificate, and the certificate's file."""
+    cert, key = self_signed(tmp_path)
+    store = MemoryStore()
+    config = ServerConfig(listen="127.0.0.1:0", token=TOKEN, tls_cert=cert, tls_key=key)
+    server = PolicydServer(Engine(store), store, config, CollectorRegistry())
+    server.start()
+    yield server, tmp_path / "cert.pem"
+    server.stop(grace=1)
+
+
+@pytest.mark.parametrize(
+    ("flags", "hint"),
+    [
+        ((), "hint: the server may speak TLS: pass --tls, or --tls-ca PEM for a private CA"),
+        (("--tls",), "hint: TLS failed: trust the server's CA with --tls-ca PEM"),
+    ],
+    ids=["plaintext-to-tls", "untrusted-certificate"],
+)
+def test_a_tls_mismatch_gets_a_hint(
+    tls_server: tuple[PolicydServer, Path],
+    flags: tuple[str, ...],
+    hint: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server, _ = tls_server
+    command = ["policy", "read", "--server", server.address, *flags]
+    assert main([*command, "--wait-for-ready", "0", "--rpc-timeout", "5"]) == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_the_servers_ca_makes_tls_work(
+    tls_server: tuple[PolicydServer, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, cert = tls_server
+    command = [
+        "policy",
+        "read",
+        "--server",
+        server.address,
+        "--tls-ca",
+        str(cert),
+        "--token",
+        TOKEN,
+    ]
+    assert main([*command, "--rpc-timeout", "5"]) == 2  # reached it: it has no policy yet
+    assert "not-found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--at-least-as-fresh", "--at-exact-snapshot"])
