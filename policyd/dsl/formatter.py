@@ -13,6 +13,8 @@ from policyd.dsl import ast
 from policyd.dsl.parser import parse_policy
 
 INDENT = "    "
+MAX_WIDTH = 100
+"""Lines longer than this are split where the language allows (permission expressions)."""
 
 # Binding strength of each expression form, loosest first; atoms bind tightest.
 _ARROW_PRECEDENCE = 4
@@ -80,10 +82,40 @@ def _block_lines(
         if index > 0 and member.layout.blank_before:
             lines.append("")
         lines.extend(_comment_lines(member.layout.comments, INDENT))
-        lines.extend(_with_trailing([INDENT + _member_text(member)], member.layout.trailing))
+        lines.extend(_with_trailing(_member_lines(member), member.layout.trailing))
     lines.extend(_comment_lines(trailing_comments, INDENT))
     lines.append("}")
     return lines
+
+
+def _member_lines(member: ast.Member) -> list[str]:
+    """A member on one line, or a permission too long for one split at its outermost operator.
+
+    The split puts each operand of the outermost run of one operator on its
+    own line, the operator first: the grouping stays exactly what one line
+    would print, and a line's length alone decides, so formatting is stable.
+    """
+    line = INDENT + _member_text(member)
+    if len(line) <= MAX_WIDTH or not isinstance(member, ast.PermissionDecl):
+        return [line]
+    expr = member.expr
+    if not isinstance(expr, ast.BinaryExpr):
+        return [line]
+    operands = _run_of(expr, expr.op)
+    strength = ast.PRECEDENCE[expr.op]
+    lines = [INDENT + _permission_head(member) + _operand(operands[0], strength, expr.op)]
+    lines += [
+        f"{INDENT * 2}{expr.op} {_operand(operand, strength + 1, expr.op)}"
+        for operand in operands[1:]
+    ]
+    return lines
+
+
+def _run_of(expr: ast.Expr, op: str) -> list[ast.Expr]:
+    """The operands of a left-associated run of ``op``: ``a + b + c`` is [a, b, c]."""
+    if isinstance(expr, ast.BinaryExpr) and expr.op == op:
+        return [*_run_of(expr.left, op), expr.right]
+    return [expr]
 
 
 def _member_text(member: ast.Member) -> str:
@@ -92,12 +124,17 @@ def _member_text(member: ast.Member) -> str:
             types = " | ".join(format_type_ref(t) for t in member.types)
             return f"relation {member.name}: {types}"
         case ast.PermissionDecl():
-            annotation = ": " + " | ".join(member.subject_types) if member.subject_types else ""
-            return f"permission {member.name}{annotation} = {format_expr(member.expr)}"
+            return _permission_head(member) + format_expr(member.expr)
         case ast.PartialRef():
             return f"...{member.name}"
         case _:
             assert_never(member)
+
+
+def _permission_head(member: ast.PermissionDecl) -> str:
+    """``permission NAME[: types] = ``, what comes before the expression."""
+    annotation = ": " + " | ".join(member.subject_types) if member.subject_types else ""
+    return f"permission {member.name}{annotation} = "
 
 
 def format_type_ref(ref: ast.TypeRef) -> str:

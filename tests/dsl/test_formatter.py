@@ -221,3 +221,21 @@ def test_golden(golden_source: Path, update_golden: bool) -> None:
         expected_path.write_text(formatted, encoding="utf-8")
     assert formatted == expected_path.read_text(encoding="utf-8")
     assert format_text(formatted, expected_path.name) == formatted
+
+
+def test_a_permission_too_long_for_one_line_breaks_at_its_outermost_operator() -> None:
+    names = [f"relation_with_a_rather_long_name_{i}" for i in range(4)]
+    relations = "".join(f"    relation {n}: user\n" for n in names)
+    one_line = " + ".join(names[:3])
+    source = (
+        "definition user {}\n\ndefinition doc {\n" + relations
+        + f"    permission view = ({one_line}) - {names[3]}  // why\n"
+        + f"    permission short = {names[0]} + {names[1]}\n}}\n"
+    )  # fmt: skip
+    formatted = format_text(source)
+    assert (
+        f"    permission view = ({one_line})\n        - {names[3]}  // why\n"
+        f"    permission short = {names[0]} + {names[1]}\n"
+    ) in formatted
+    assert format_text(formatted) == formatted
+    assert normalized(parse_policy(formatted)) == normalized(parse_policy(source))
