@@ -20,6 +20,9 @@ Sections (``--sections``, all by default):
   single writes at the serving durability alone and beside Check load and a
   streamed import's peak RSS (``policyd.bench.write_load``), and one worker
   under heavy ListSubjects and idle Watch streams (``policyd.bench.fairness``).
+- ``postgres`` (only with ``--pg-dsn``): imports, single writes from two
+  servers alone and beside an import, propagation between servers, Checks on
+  a standby with ``--pg-read-dsn`` (``policyd.bench.postgres``).
 - ``startup``: ``policyd serve`` from spawn to its first answered Check and
   its RSS then, without an index snapshot, building one, from one, and from a
   corrupt one (``policyd.bench.startup``).
@@ -369,7 +372,16 @@ def parser() -> argparse.ArgumentParser:
         ),
         help="comma-separated: inprocess, spicedb, python, grpc, xrpc, ingest, "
         + ", ".join(SERVING)
-        + ", startup",
+        + ", startup, postgres (with --pg-dsn; not in the default)",
+    )
+    p.add_argument(
+        "--pg-dsn", metavar="URL", help="the PostgreSQL of the postgres section (a test database)"
+    )
+    p.add_argument(
+        "--pg-read-dsn", metavar="URL", help="a streaming standby of --pg-dsn, for its replica rows"
+    )
+    p.add_argument(
+        "--pg-import", type=int, default=100_000, help="relationships per postgres import"
     )
     p.add_argument(
         "--ingest-events",
@@ -538,6 +550,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "above_empty: less the RSS of a server on an empty store)"
         )
         print(table(rows), flush=True)
+
+    if "postgres" in sections:
+        if not args.pg_dsn:
+            print("\n== postgres: skipped (give --pg-dsn)")
+        else:
+            from policyd.bench.postgres import postgres_rows
+
+            pg_args = (args.pg_dsn, args.pg_read_dsn, args.pg_import, args.seconds)
+            rows = isolated(postgres_rows, pg_args, args.timeout, isolate)
+            rows = rows if isinstance(rows, list) else [{"measure": "all", **rows}]
+            results["postgres"] = rows
+            print(
+                "\n== PostgreSQL: imports, single writes from two servers, propagation, a "
+                "standby (durability: the server's own)"
+            )
+            print(table(rows), flush=True)
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")

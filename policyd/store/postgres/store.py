@@ -380,8 +380,8 @@ class PostgresStore(SqlStore):
         tried again.
 
         ``tests/store/test_postgres_writers.py`` stalls an import's input and
-        commits single writes from another store meanwhile; ``benchmarks/pg_bench.py``
-        runs single writes from two stores beside a 100,000-relationship import.
+        commits single writes from another store meanwhile; ``policyd bench
+        --sections postgres`` runs single writes from two stores beside an import.
 
         Revisions stay increasing but are no longer dense after an import; the
         contract only promises order. The first import into an empty store takes

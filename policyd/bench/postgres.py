@@ -1,22 +1,25 @@
-"""PostgreSQL scale-out benchmarks: import rate, writers on two servers, propagation, a standby.
+"""Package postgres is ``policyd bench --sections postgres``: PostgreSQL past one server.
 
-Prints numbers; asserts nothing. Each run uses fresh PostgreSQL schemas and
-drops them. "Servers" are PostgresStore + Engine pairs in one process, each
-with its own connections, following the change log as ``policyd serve`` does.
+Import rate, single writes from two servers (alone and beside an import),
+propagation between servers, and Checks on a hot standby with and without a
+token. Each run uses fresh PostgreSQL schemas and drops them. "Servers" are
+PostgresStore + Engine pairs in one process, each with its own connections,
+following the change log as ``policyd serve`` does. The durability is the
+server's own (say which when quoting: fsync off is not a serving rate).
 
-.venv/bin/python benchmarks/pg_bench.py --dsn postgresql://… [--read-dsn postgresql://standby…]
+    policyd bench --sections postgres --pg-dsn postgresql://… [--pg-read-dsn postgresql://…]
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from policyd import Consistency, Engine
+from policyd.bench.measure import percentile
 from policyd.relationship import (
     Operation,
     Relationship,
@@ -37,16 +40,17 @@ definition document {
 
 
 def relationships(count: int, prefix: str) -> Iterator[Relationship]:
+    """``count`` viewers over 1,000 documents, their ids starting with ``prefix``."""
     for i in range(count):
         yield parse_relationship(f"document:{prefix}{i % 1000}#viewer@user:{prefix}u{i}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+Row = dict[str, Any]
 
 
-def import_rate(dsn: str, count: int) -> None:
+def import_rate(dsn: str, count: int) -> list[Row]:
+    """Relationships imported per second into an empty store, then into a non-empty one."""
+    rows: list[Row] = []
     store = PostgresStore(dsn, schema_name=f"b_{uuid.uuid4().hex[:12]}")
     try:
         engine = Engine(store, index=False)
@@ -55,13 +59,15 @@ def import_rate(dsn: str, count: int) -> None:
             start = time.perf_counter()
             store.import_relationships(relationships(count, uuid.uuid4().hex[:6]))
             seconds = time.perf_counter() - start
-            print(f"import {count:,} relationships, {label}: {count / seconds:,.0f}/s")
+            rows.append({"measure": f"import {count:,}, {label}", "per_s": round(count / seconds)})
     finally:
         store.drop()
         store.close()
+    return rows
 
 
-def two_writers(dsn: str, seconds: float, with_import: int) -> None:
+def two_writers(dsn: str, seconds: float, with_import: int) -> Row:
+    """Single writes from two servers (a thread each), optionally beside one bulk import."""
     schema = f"b_{uuid.uuid4().hex[:12]}"
     first = PostgresStore(dsn, schema_name=schema)
     second = PostgresStore(dsn, schema_name=schema)
@@ -99,19 +105,21 @@ def two_writers(dsn: str, seconds: float, with_import: int) -> None:
             importer.join()
             bulk.close()
         total = sum(counts)
-        beside = f" beside a {with_import:,}-relationship import" if with_import else ""
-        print(
-            f"single writes from 2 servers{beside}: {total / seconds:,.0f}/s "
-            f"(p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms)"
-        )
+        beside = f" beside a {with_import:,} import" if with_import else ""
+        return {
+            "measure": f"single writes, 2 servers{beside}",
+            "per_s": round(total / seconds),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        }
     finally:
         second.close()
         first.drop()
         first.close()
 
 
-def propagation(dsn: str, writes: int) -> None:
+def propagation(dsn: str, writes: int) -> Row:
+    """How long a write on server A takes to reach server B's index (its follower)."""
     schema = f"b_{uuid.uuid4().hex[:12]}"
     a_store = PostgresStore(dsn, schema_name=schema)
     Engine(a_store, index=False).write_policy(POLICY)
@@ -127,11 +135,11 @@ def propagation(dsn: str, writes: int) -> None:
             while (b.stats().index_revision or 0) < revision:
                 time.sleep(0.0002)
             lags.append(time.perf_counter() - began)
-        print(
-            f"propagation A→B (LISTEN/NOTIFY follower), {writes} writes: "
-            f"p50 {statistics.median(lags) * 1000:.1f} ms, "
-            f"p99 {percentile(lags, 0.99) * 1000:.1f} ms"
-        )
+        return {
+            "measure": f"propagation A to B, {writes} writes",
+            "p50_ms": round(percentile(lags, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(lags, 0.99) * 1000, 2),
+        }
     finally:
         b.close()
         a.close()
@@ -140,7 +148,9 @@ def propagation(dsn: str, writes: int) -> None:
         a_store.close()
 
 
-def replica_checks(dsn: str, read_dsn: str, checks: int) -> None:
+def replica_checks(dsn: str, read_dsn: str, checks: int) -> list[Row]:
+    """Check latency on the standby (store reads, no index) without and with a fresh token."""
+    rows: list[Row] = []
     schema = f"b_{uuid.uuid4().hex[:12]}"
     store = PostgresStore(dsn, schema_name=schema, read_dsn=read_dsn)
     try:
@@ -165,31 +175,27 @@ def replica_checks(dsn: str, read_dsn: str, checks: int) -> None:
                 began = time.perf_counter()
                 assert engine.check(resource, "view", subject, consistency=consistency).allowed
                 times.append(time.perf_counter() - began)
-            print(
-                f"Check on the standby, {label}: p50 {statistics.median(times) * 1000:.2f} ms, "
-                f"p99 {percentile(times, 0.99) * 1000:.2f} ms "
-                f"(standby reads {store.replica_reads}, "
-                f"primary fallbacks {store.primary_fallbacks})"
+            rows.append(
+                {
+                    "measure": f"Check on the standby, {label}",
+                    "p50_ms": round(percentile(times, 0.5) * 1000, 2),
+                    "p99_ms": round(percentile(times, 0.99) * 1000, 2),
+                    "standby_reads": store.replica_reads,
+                    "primary_fallbacks": store.primary_fallbacks,
+                }
             )
     finally:
         store.drop()
         store.close()
+    return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--read-dsn", help="a streaming standby of --dsn")
-    parser.add_argument("--count", type=int, default=100_000, help="relationships per import")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of the writer runs")
-    args = parser.parse_args()
-    import_rate(args.dsn, args.count)
-    two_writers(args.dsn, args.seconds, 0)
-    two_writers(args.dsn, args.seconds, args.count)
-    propagation(args.dsn, 300)
-    if args.read_dsn:
-        replica_checks(args.dsn, args.read_dsn, 300)
-
-
-if __name__ == "__main__":
-    main()
+def postgres_rows(dsn: str, read_dsn: str | None, count: int, seconds: float) -> list[Row]:
+    """Every measurement of the section, as rows (the standby's only with ``read_dsn``)."""
+    rows = import_rate(dsn, count)
+    rows.append(two_writers(dsn, seconds, 0))
+    rows.append(two_writers(dsn, seconds, count))
+    rows.append(propagation(dsn, 300))
+    if read_dsn:
+        rows += replica_checks(dsn, read_dsn, 300)
+    return rows
