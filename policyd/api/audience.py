@@ -97,17 +97,16 @@ class AudienceStream:
 
     async def _changes(self, after: Revision) -> AsyncIterator[pb.WatchPermissionResponse]:
         """Each revision's change after ``after``, and a checkpoint after a quiet batch."""
-        sent = after
         async for events in self._feed.changes(after):
             for revision, group in groupby(events, key=lambda e: e.revision):
                 change = await self._reads.run(self._tracker.change, after, revision, list(group))
                 after = revision
                 if change.reset or change.subjects:
-                    self._at = sent = revision
+                    self._at = revision
                     for response in self._pages(change):
                         yield response
-            if sent != after:
-                self._at = sent = after
+            if self._at != after:
+                self._at = after
                 yield _response(self._engine.tokens.token(after), (), reset=False, complete=True)
 
     def _pages(self, change: AudienceChange) -> list[pb.WatchPermissionResponse]:

@@ -33,7 +33,7 @@ application that needs one re-lists after the expiry it set).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -101,35 +101,15 @@ def relations_read(schema: Schema, type_name: str, member: str) -> frozenset[tup
     return frozenset(read)
 
 
-def arrow_targets(schema: Schema, type_name: str, tupleset: str) -> frozenset[str]:
-    """The members arrows over ``type_name#tupleset`` read on the objects it names."""
+def arrows_over(schema: Schema, type_name: str, tupleset: str) -> Iterator[tuple[str, Arrow]]:
+    """Each arrow over ``type_name#tupleset``, with the permission it sits in."""
     definition = schema.definitions.get(type_name)
     if definition is None:
-        return frozenset()
-    return frozenset(
-        leaf.target
-        for permission in definition.permissions.values()
-        for leaf, _ in signed_leaves(permission.rewrite)
-        if isinstance(leaf, Arrow) and leaf.tupleset == tupleset
-    )
-
-
-def all_arrow_permissions(schema: Schema, type_name: str, tupleset: str) -> frozenset[str]:
-    """The permissions of ``type_name`` with an ``.all()`` arrow over ``tupleset``.
-
-    Every object an ``.all()`` arrow walks to must agree, so one more (or one
-    fewer) object named by the tupleset can change the answer of every holder
-    of the permission, not only of the subjects reaching that object.
-    """
-    definition = schema.definitions.get(type_name)
-    if definition is None:
-        return frozenset()
-    return frozenset(
-        name
-        for name, permission in definition.permissions.items()
-        for leaf, _ in signed_leaves(permission.rewrite)
-        if isinstance(leaf, Arrow) and leaf.tupleset == tupleset and leaf.kind is ArrowKind.ALL
-    )
+        return
+    for name, permission in definition.permissions.items():
+        for leaf, _ in signed_leaves(permission.rewrite):
+            if isinstance(leaf, Arrow) and leaf.tupleset == tupleset:
+                yield name, leaf
 
 
 class _ResetNeeded(Exception):
@@ -212,7 +192,9 @@ class AudienceTracker:
             if watched.names(subject):
                 found.add(subject)
             target = ObjectRef(subject.type, subject.id)
-            members = set(arrow_targets(schema, relationship.resource.type, relationship.relation))
+            arrows = list(arrows_over(schema, relationship.resource.type, relationship.relation))
+            # The members the arrows read on the objects the tupleset names.
+            members = {arrow.target for _, arrow in arrows}
             if subject.relation is not None:
                 members.add(subject.relation)
             definition = schema.definitions.get(subject.type)
@@ -220,10 +202,11 @@ class AudienceTracker:
                 if definition is not None and definition.member(member) is not None:
                     for at in (before, revision):
                         found |= self._holders(target, member, at)
-            resource = relationship.resource
-            for permission in all_arrow_permissions(schema, resource.type, relationship.relation):
+            # Every object an .all() arrow walks to must agree, so one more (or one fewer)
+            # object named by the tupleset can change every holder of the permission.
+            for permission in {name for name, a in arrows if a.kind is ArrowKind.ALL}:
                 for at in (before, revision):
-                    found |= self._holders(resource, permission, at)
+                    found |= self._holders(relationship.resource, permission, at)
         return found
 
     def _holders(self, target: ObjectRef, member: str, revision: Revision) -> set[SubjectRef]:

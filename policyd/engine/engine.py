@@ -69,7 +69,7 @@ from policyd.relationship import (
     RelationshipUpdate,
     SubjectRef,
 )
-from policyd.schema.ir import Schema
+from policyd.schema.ir import Definition, Schema
 from policyd.store.base import Revision, Store
 from policyd.tokens import TokenCodec
 
@@ -480,17 +480,9 @@ class Engine:
         schema = plan.schema
         definition = schema.definition(resource_type)
         if definition is None:
-            raise InvalidRequestError(
-                f"the policy has no type '{resource_type}'"
-                + did_you_mean(resource_type, schema.definitions),
-                field="resource.type",
-            )
+            raise _unknown_type(schema, resource_type, "resource.type")
         if definition.member(permission) is None:
-            raise InvalidRequestError(
-                f"type '{resource_type}' has no relation or permission '{permission}'"
-                + did_you_mean(permission, [*definition.relations, *definition.permissions]),
-                field="permission",
-            )
+            raise _unknown_member(definition, permission, "permission")
         assert subject is not None
         if subject.id == WILDCARD:
             raise InvalidRequestError(
@@ -500,19 +492,8 @@ class Engine:
             )
         subject_definition = schema.definition(subject.type)
         if subject_definition is None:
-            raise InvalidRequestError(
-                f"the policy has no type '{subject.type}'"
-                + did_you_mean(subject.type, schema.definitions),
-                field="subject.type",
-            )
-        raise InvalidRequestError(
-            f"type '{subject.type}' has no relation or permission '{subject.relation}'"
-            + did_you_mean(
-                subject.relation or "",
-                [*subject_definition.relations, *subject_definition.permissions],
-            ),
-            field="subject.relation",
-        )
+            raise _unknown_type(schema, subject.type, "subject.type")
+        raise _unknown_member(subject_definition, subject.relation or "", "subject.relation")
 
     def check(
         self,
@@ -868,3 +849,20 @@ class Engine:
         found = self.stream_expand(resource, permission, consistency=consistency)
         (tree,) = items(found.steps, deadline)
         return ExpandResult(tree, found.revision, found.token)
+
+
+def _unknown_type(schema: Schema, name: str, field: str) -> InvalidRequestError:
+    """A request naming a type the policy lacks, with the closest one it has."""
+    return InvalidRequestError(
+        f"the policy has no type '{name}'" + did_you_mean(name, schema.definitions), field=field
+    )
+
+
+def _unknown_member(definition: Definition, name: str, field: str) -> InvalidRequestError:
+    """A request naming a relation or permission the type lacks, with the closest one."""
+    known = [*definition.relations, *definition.permissions]
+    return InvalidRequestError(
+        f"type '{definition.name}' has no relation or permission '{name}'"
+        + did_you_mean(name, known),
+        field=field,
+    )
