@@ -206,7 +206,7 @@ class Engine:
             if index_snapshot is None:
                 self._index.load(store.snapshot(head))
             else:
-                self._snapshots = SnapshotFile(index_snapshot, store.identity)
+                self._snapshots = SnapshotFile(index_snapshot, store.identity, store.revision_stamp)
                 self._snapshots.start(self._index, store, head)
                 head = max(head, self._index.revision)
             self._closures = Closures(self._index)

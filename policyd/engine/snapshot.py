@@ -10,13 +10,16 @@ log from that revision on (engine/revisions.py).
 A snapshot is used only when everything about it checks out, and rebuilt
 otherwise, never served: the magic and format version, the byte order, the
 store identity (``Store.identity``: a snapshot of another store is foreign),
-a revision not above the store's head, and a BLAKE2b checksum of every byte.
+a revision not above the store's head and committed at the time the snapshot
+recorded (``ChangeLog.revision_stamp``: a store restored from an older copy
+and written since has the same identity and revision numbers but another
+history), and a BLAKE2b checksum of every byte.
 It is written to a temporary file beside the target, fsynced, renamed over
 it, and the directory fsynced, so a crash leaves the old snapshot or the new
 one, never half of one.
 
 Layout: ``MAGIC``, the header length (8 bytes, little-endian), the header
-(JSON: format, byte order, store identity, revision, and per type and kind
+(JSON: format, byte order, store identity, revision and its stamp, and per type and kind
 the lengths of its sections and its changes since the build), the sections
 (raw arrays and tries) in header order, and a 32-byte BLAKE2b digest of all
 that precedes it.
@@ -30,7 +33,7 @@ import logging
 import os
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +54,7 @@ from policyd.store.base import Revision, Store
 LOG = logging.getLogger("policyd.engine")
 
 MAGIC = b"policyd-index\n"
-FORMAT = 1
+FORMAT = 2
 """Bumped whenever the layout changes; a snapshot of another format is rebuilt."""
 _DIGEST = 32
 
@@ -64,10 +67,15 @@ class SnapshotUnusableError(PolicydError):
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A snapshot read back: the index contents, and the revision they are at."""
+    """A snapshot read back: the index contents, the revision they are at and its stamp."""
 
     built: Built
     revision: Revision
+    stamp: int | None
+
+
+StampOf = Callable[[Revision], "int | None"]
+"""When a revision committed (``ChangeLog.revision_stamp``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +145,13 @@ def _sections(captured: _Captured, header: dict[str, Any]) -> Iterator[bytes]:
             yield a.tobytes()
 
 
-def write_snapshot(index: RelationshipIndex, identity: bytes, path: Path) -> tuple[int, Revision]:
-    """Write the index to ``path`` atomically; returns the bytes written and their revision."""
+def write_snapshot(
+    index: RelationshipIndex, identity: bytes, path: Path, stamp_of: StampOf
+) -> tuple[int, Revision]:
+    """Write the index to ``path`` atomically; returns the bytes written and their revision.
+
+    ``stamp_of`` gives the stamp of the revision captured, recorded beside it.
+    """
     captured = _capture(index)
     header: dict[str, Any] = {
         "format": FORMAT,
@@ -146,6 +159,7 @@ def write_snapshot(index: RelationshipIndex, identity: bytes, path: Path) -> tup
         "number_size": numbers().itemsize,
         "store": identity.hex(),
         "revision": captured.revision,
+        "stamp": stamp_of(captured.revision),
         "size": captured.size,
     }
     sections = list(_sections(captured, header))
@@ -250,7 +264,7 @@ def read_snapshot(path: Path, identity: bytes) -> Loaded:
         raise SnapshotUnusableError(f"its layout is not understood: {e!r}") from e
     if at != len(data) - _DIGEST:
         raise SnapshotUnusableError("its sections do not add up to its length")
-    return Loaded(Built(names, kinds, header["size"]), header["revision"])
+    return Loaded(Built(names, kinds, header["size"]), header["revision"], header.get("stamp"))
 
 
 COMPACT_AT = 0.25
@@ -261,9 +275,10 @@ is rebuilt before serving (the changes cost dict entries, the rebuilt rows 8 byt
 class SnapshotFile:
     """The index snapshot of one store at one path: loaded at start, saved now and then."""
 
-    def __init__(self, path: Path, identity: bytes) -> None:
+    def __init__(self, path: Path, identity: bytes, stamp_of: StampOf) -> None:
         self.path = path
         self.identity = identity
+        self.stamp_of = stamp_of
         self.saved: Revision | None = None
         """The revision of the last snapshot saved or loaded here."""
 
@@ -271,8 +286,9 @@ class SnapshotFile:
         """Fill ``index`` up to the store's head: from the snapshot if it is usable.
 
         A snapshot is usable when it checks out (``read_snapshot``), is not
-        above ``head``, and the change log still reaches back to it; otherwise
-        the index is built from the store, and saved.
+        above ``head``, its revision has the stamp it recorded, and the change
+        log still reaches back to it; otherwise the index is built from the
+        store, and saved.
         """
         try:
             loaded = read_snapshot(self.path, self.identity)
@@ -280,6 +296,14 @@ class SnapshotFile:
                 raise SnapshotUnusableError(
                     f"its revision {loaded.revision} is above the store's head {head} "
                     "(was the store restored from an older copy?)"
+                )
+            stamp = self.stamp_of(loaded.revision)
+            if stamp is None:  # collected (or never made here): the log cannot replay from it
+                raise RevisionUnavailableError(f"the store keeps no revision {loaded.revision}")
+            if stamp != loaded.stamp:
+                raise SnapshotUnusableError(
+                    f"the store's revision {loaded.revision} is not the one it was saved at "
+                    "(was the store restored from an older copy and written since?)"
                 )
             index.replace(loaded.built, loaded.revision)
             index.catch_up(store)
@@ -311,8 +335,8 @@ class SnapshotFile:
     def save(self, index: RelationshipIndex) -> None:
         """Write the index's snapshot; a failure is logged, and serving goes on."""
         try:
-            written, self.saved = write_snapshot(index, self.identity, self.path)
-        except OSError as e:
+            written, self.saved = write_snapshot(index, self.identity, self.path, self.stamp_of)
+        except (OSError, PolicydError) as e:  # a full disk, or the store gone meanwhile
             LOG.error("saving the index snapshot to %s failed: %s", self.path, e)
             return
         LOG.info(

@@ -446,6 +446,17 @@ class ChangeLog(Protocol):
         """Change-log events of revisions above ``after`` (and at most ``upto``), in order."""
         ...
 
+    def revision_stamp(self, revision: Revision) -> int | None:
+        """When ``revision`` committed (µs since the epoch); None if the store has no such revision.
+
+        With the store's identity, a fingerprint of one revision: a store
+        restored from an older copy and written since keeps its identity and
+        reuses revision numbers, but commits them at other times (an index
+        snapshot of the lost history must not be served; engine/snapshot.py).
+        None for a revision never made, or collected (see ``Retention``).
+        """
+        ...
+
 
 class Retention(Protocol):
     """Which old revisions stay readable: garbage collection, and holds that keep it away.

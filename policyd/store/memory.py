@@ -104,6 +104,12 @@ class MemoryStore:
         with self._lock:
             return self._head
 
+    def revision_stamp(self, revision: Revision) -> int | None:
+        """When ``revision`` committed (see ChangeLog)."""
+        with self._lock:
+            at = self._revision_times.get(revision)
+        return None if at is None else int(at * 1_000_000)
+
     def _now(self) -> int:
         return int(self.clock() * 1_000_000)
 

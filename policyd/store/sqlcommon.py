@@ -305,6 +305,14 @@ class SqlStore(ABC):
             head: Revision = self._exec(cur, "SELECT head FROM store_state").fetchone()[0]
         return head
 
+    def revision_stamp(self, revision: Revision) -> int | None:
+        """When ``revision`` committed, from its ``revisions`` row (see ChangeLog)."""
+        with self._read() as cur:
+            row = self._exec(
+                cur, "SELECT created_at FROM revisions WHERE revision = ?", (revision,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     # ---- writes --------------------------------------------------------------------------------
 
     def write(

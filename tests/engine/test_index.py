@@ -149,7 +149,7 @@ def test_reads_equal_a_model_through_writes_rebuilds_and_snapshots(
                 idx.compact()
             elif action == "snapshot":
                 path = Path(tmp) / "index.snapshot"
-                write_snapshot(idx, IDENTITY, path)
+                write_snapshot(idx, IDENTITY, path, lambda _: 1)
                 loaded = read_snapshot(path, IDENTITY)
                 idx = RelationshipIndex()
                 idx.replace(loaded.built, loaded.revision)

@@ -211,6 +211,33 @@ def test_a_snapshot_newer_than_the_store_is_rebuilt(
     store.close()
 
 
+def test_a_restored_store_written_past_the_snapshot_is_detected_and_rebuilt(
+    db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backup = tmp_path / "backup.db"
+    shutil.copy(db, backup)
+    snapshot = tmp_path / "index.snapshot"
+    engine, store = start(db, snapshot)
+    write_later(engine)
+    engine.close()
+    store.close()
+    saved_at = read_snapshot(snapshot, SqliteStore(db).identity).revision
+    # The copy taken before those writes comes back and takes other writes, to the same
+    # revision numbers and past them: same identity, a head not below the snapshot's.
+    restored = SqliteStore(backup)
+    other = Engine(restored)
+    while restored.head_revision() <= saved_at:
+        n = restored.head_revision()
+        other.write([RelationshipUpdate(Operation.TOUCH, rel(f"doc:r{n}#viewer@user:eve"))])
+    restored.close()
+    with caplog.at_level(logging.INFO, "policyd.engine"):
+        engine, store = start(backup, snapshot)
+    assert f"the store's revision {saved_at} is not the one it was saved at" in caplog.text
+    assert answers(engine) == [True, True, False, False, False, False]  # the store's, not LATER's
+    assert read_snapshot(snapshot, store.identity).revision == store.head_revision()
+    store.close()
+
+
 def test_a_failed_save_leaves_the_old_snapshot_whole(
     db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -100,3 +100,21 @@ def test_gc_window_is_configurable(store: Store, clock: FakeClock) -> None:
     clock.advance(120)
     assert store.gc(timedelta(hours=1)).removed == 0
     assert store.gc(timedelta(minutes=1)).removed == 1
+
+
+def test_each_revision_has_the_stamp_of_its_commit_until_collected(
+    store: Store, clock: FakeClock
+) -> None:
+    r1 = store.write(touch("document:1#viewer@user:a"))
+    clock.advance(1.5)
+    r2 = store.write(touch("document:1#viewer@user:b"))
+    s1, s2 = store.revision_stamp(r1), store.revision_stamp(r2)
+    assert s1 is not None
+    assert s2 is not None
+    assert s2 - s1 == 1_500_000  # microseconds, from the store's clock
+    assert store.revision_stamp(r2) == s2  # the same every time it is asked
+    assert store.revision_stamp(r2 + 1) is None  # not made yet
+    clock.advance(timedelta(hours=25).total_seconds())
+    store.write(touch("document:2#viewer@user:c"))
+    assert store.gc().oldest_revision > r1
+    assert store.revision_stamp(r1) is None  # collected
