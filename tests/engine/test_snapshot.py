@@ -193,9 +193,8 @@ def test_a_snapshot_older_than_the_collected_log_is_rebuilt(
     store.close()
 
 
-def test_a_snapshot_newer_than_the_store_is_rebuilt(
-    db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def snapshot_past_a_backup(db: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ``db`` (the backup), then a snapshot saved after ``write_later`` on ``db``."""
     backup = tmp_path / "backup.db"
     shutil.copy(db, backup)
     snapshot = tmp_path / "index.snapshot"
@@ -203,6 +202,13 @@ def test_a_snapshot_newer_than_the_store_is_rebuilt(
     write_later(engine)
     engine.close()
     store.close()
+    return backup, snapshot
+
+
+def test_a_snapshot_newer_than_the_store_is_rebuilt(
+    db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backup, snapshot = snapshot_past_a_backup(db, tmp_path)
     # The store comes back from the copy taken before the writes: same identity, older head.
     with caplog.at_level(logging.INFO, "policyd.engine"):
         engine, store = start(backup, snapshot)
@@ -214,13 +220,7 @@ def test_a_snapshot_newer_than_the_store_is_rebuilt(
 def test_a_restored_store_written_past_the_snapshot_is_detected_and_rebuilt(
     db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    backup = tmp_path / "backup.db"
-    shutil.copy(db, backup)
-    snapshot = tmp_path / "index.snapshot"
-    engine, store = start(db, snapshot)
-    write_later(engine)
-    engine.close()
-    store.close()
+    backup, snapshot = snapshot_past_a_backup(db, tmp_path)
     saved_at = read_snapshot(snapshot, SqliteStore(db).identity).revision
     # The copy taken before those writes comes back and takes other writes, to the same
     # revision numbers and past them: same identity, a head not below the snapshot's.
