@@ -215,6 +215,7 @@ class Engine:
         changes; ``cache.hits``/``misses`` feed metrics."""
         if self._index is not None and self._closures is not None:
             self._index.on_change(self._changed)
+            self._index.on_rebuild(self.cache.clear)
             self._closures.on_change(self.cache.closure_changed)
         self._policies = PolicyCache(store, self._closures)
         self._revisions = Revisions(

@@ -107,6 +107,7 @@ class Revisions:
             else:
                 before = index.revision
                 policy_changed = index.catch_up(self._store)
+                index.compact_if_changed()
                 self._head = max(self._head, index.revision)
                 if index.revision > before:
                     self._advanced(before, index.revision, policy_changed)
@@ -243,9 +244,7 @@ class Revisions:
                 if index.revision == revision - 1 or self._nothing_between(
                     index.revision, revision
                 ):
-                    with index.lock, index.applying():
-                        rows.apply(index)
-                        index.revision = revision
+                    rows.apply(index, revision)
         self.wrote(revision)
 
     def _nothing_between(self, known: Revision, revision: Revision) -> bool:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from policyd.engine.index import (
+    COMPACT_AT,
     Adjacency,
     Built,
     Edge,
@@ -265,11 +266,6 @@ def read_snapshot(path: Path, identity: bytes) -> Loaded:
     if at != len(data) - _DIGEST:
         raise SnapshotUnusableError("its sections do not add up to its length")
     return Loaded(Built(names, kinds, header["size"]), header["revision"], header.get("stamp"))
-
-
-COMPACT_AT = 0.25
-"""A loaded snapshot whose changes since its build exceed this share of its relationships
-is rebuilt before serving (the changes cost dict entries, the rebuilt rows 8 bytes)."""
 
 
 class SnapshotFile:

@@ -27,6 +27,7 @@ from policyd.relationship import (
     Relationship,
     RelationshipUpdate,
     SubjectRef,
+    parse_relationship,
 )
 from policyd.store.memory import MemoryStore
 
@@ -219,3 +220,56 @@ def test_list_objects_pages_in_order_over_large_rows(rebuilt: bool) -> None:
     assert all_pages(engine, 100) == expected
     listed = engine.list_objects("doc", "view", SubjectRef("user", "alice"), consistency=FRESH)
     assert [o.resource_id for o in listed.objects] == expected
+
+
+def owners(count: int) -> list[Relationship]:
+    """``doc:iN#owner@user:uN`` for N below ``count``."""
+    return [parse_relationship(f"doc:i{i}#owner@user:u{i}") for i in range(count)]
+
+
+def test_a_large_import_goes_into_rebuilt_arrays_and_ends_the_cached_decisions() -> None:
+    engine = Engine(MemoryStore())
+    engine.write_policy(POLICY)
+    engine.write([RelationshipUpdate(Operation.TOUCH, parse_relationship("doc:a#owner@user:u0"))])
+    carol = SubjectRef("user", "carol")
+    assert not engine.check(ObjectRef("doc", "a"), "view", carol).allowed  # now cached
+    imported = owners(50)
+    engine.import_relationships([*imported, parse_relationship("doc:a#owner@user:carol")])
+    idx = engine._index
+    assert idx is not None
+    assert idx.changes() == 0  # in the arrays, not the change overlay
+    assert idx.size == 52
+    assert engine.check(ObjectRef("doc", "a"), "view", carol).allowed
+    assert engine.check(ObjectRef("doc", "i7"), "view", SubjectRef("user", "u7")).allowed
+
+
+def test_a_small_import_is_put_into_the_overlay() -> None:
+    engine = Engine(MemoryStore())
+    engine.write_policy(POLICY)
+    engine.import_relationships(owners(100))
+    engine.import_relationships([parse_relationship("doc:i1#owner@user:late")])
+    idx = engine._index
+    assert idx is not None
+    assert idx.changes() == 1
+    assert engine.check(ObjectRef("doc", "i1"), "view", SubjectRef("user", "late")).allowed
+
+
+def test_a_large_change_applied_from_the_log_is_compacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index, "COMPACT_MIN_CHANGES", 10)
+    store = MemoryStore()
+    follower = Engine(store)
+    writer = Engine(store, index=False)  # another server: its writes reach the follower's log
+    writer.write_policy(POLICY)
+    writer.import_relationships(owners(40))
+    assert follower.check(
+        ObjectRef("doc", "i3"), "view", SubjectRef("user", "u3"), consistency=FRESH
+    ).allowed
+    idx = follower._index
+    assert idx is not None
+    assert idx.changes() == 0
+    assert idx.size == 40
+    writer.write([RelationshipUpdate(Operation.TOUCH, parse_relationship("doc:i3#owner@user:u9"))])
+    assert follower.check(
+        ObjectRef("doc", "i3"), "view", SubjectRef("user", "u9"), consistency=FRESH
+    ).allowed
+    assert idx.changes() == 1  # below the share that is worth a rebuild
