@@ -7,6 +7,7 @@ standby to make it lag on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +16,7 @@ import pytest
 
 from policyd.store import open_store
 from policyd.store.postgres import PostgresStore
-from tests.store.clusters import Cluster, own_cluster, scratch_directory
+from tests.store.clusters import Cluster, own_cluster, scratch_directory, wait_until
 from tests.store.schemas import POLICY_TEXT, base_schema
 from tests.store.shorthand import everything, touch
 
@@ -33,21 +34,46 @@ def clusters() -> Iterator[tuple[Cluster, Cluster]]:
             standby.stop("immediate")
 
 
+@contextlib.contextmanager
+def replicated_store(
+    clusters: tuple[Cluster, Cluster], replica_wait: float
+) -> Iterator[PostgresStore]:
+    """A store on the primary reading from the standby, in a fresh schema the standby has."""
+    primary, standby = clusters
+    schema = f"r_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(
+        primary.dsn,
+        schema_name=schema,
+        read_dsn=standby.dsn,
+        replica_wait=replica_wait,
+    )
+    try:
+        revision = store.write_policy(POLICY_TEXT, base_schema())
+        # Until the standby has replayed the schema's tables, reading its head there fails
+        # and the primary serves at once, whatever replica_wait says.
+        assert wait_until(lambda: standby_head(standby, schema) >= revision)
+        yield store
+    finally:
+        replay(standby, paused=False)
+        store.drop()
+        store.close()
+
+
 @pytest.fixture
 def replicated(clusters: tuple[Cluster, Cluster]) -> Iterator[tuple[PostgresStore, Cluster]]:
     """A store on the primary reading from the standby (replica_wait short: it may lag)."""
-    primary, standby = clusters
-    store = PostgresStore(
-        primary.dsn,
-        schema_name=f"r_{uuid.uuid4().hex[:12]}",
-        read_dsn=standby.dsn,
-        replica_wait=0.2,
-    )
-    store.write_policy(POLICY_TEXT, base_schema())
-    yield store, standby
-    replay(standby, paused=False)
-    store.drop()
-    store.close()
+    with replicated_store(clusters, replica_wait=0.2) as store:
+        yield store, clusters[1]
+
+
+def standby_head(standby: Cluster, schema: str) -> int:
+    """The head revision of ``schema`` the standby has replayed, -1 before its tables."""
+    with psycopg.connect(standby.dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f"{schema}.store_state",)).fetchone()
+        if found is None or found[0] is None:
+            return -1
+        row = conn.execute(f"SELECT head FROM {schema}.store_state".encode()).fetchone()
+    return -1 if row is None else int(row[0])
 
 
 def replay(standby: Cluster, *, paused: bool) -> None:
