@@ -193,6 +193,7 @@ def replica_checks(dsn: str, read_dsn: str, checks: int) -> list[Row]:
                     "p99_ms": round(percentile(times, 0.99) * 1000, 2),
                     "standby_reads": store.replica_reads,
                     "primary_fallbacks": store.primary_fallbacks,
+                    "conflict_retries": store.conflict_retries,
                 }
             )
     finally:
