@@ -79,17 +79,18 @@ def serve(db: Path, workers: int, token: str, startup_seconds: float = 300.0) ->
 
 @contextmanager
 def serve_process(
-    db: Path,
+    db: Path | str,
     workers: int,
     token: str,
     options: Sequence[str] = (),
     metrics: bool = False,
     startup_seconds: float = 300.0,
 ) -> Iterator[Served]:
-    """Run ``policyd serve`` on ``db`` with extra ``options`` until the block ends.
+    """Run ``policyd serve`` on ``db`` (a SQLite file or a store URL) until the block ends.
 
-    It yields once every worker has printed that it listens. With ``metrics``
-    the server serves /metrics on a free loopback port.
+    It runs with extra ``options`` and yields once every worker has printed
+    that it listens. With ``metrics`` the server serves /metrics on a free
+    loopback port.
 
     Raises:
         RuntimeError: the server exited or did not come up within ``startup_seconds``.

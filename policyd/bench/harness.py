@@ -22,7 +22,9 @@ Sections (``--sections``, all by default):
   under heavy ListSubjects and idle Watch streams (``policyd.bench.fairness``).
 - ``postgres`` (only with ``--pg-dsn``): imports, single writes from two
   servers alone and beside an import, propagation between servers, Checks on
-  a standby with ``--pg-read-dsn`` (``policyd.bench.postgres``).
+  a standby with ``--pg-read-dsn``, and ``policyd serve`` from spawn to its
+  first Check and its RSS on ``--pg-startup`` relationships
+  (``policyd.bench.postgres``).
 - ``startup``: ``policyd serve`` from spawn to its first answered Check and
   its RSS then, without an index snapshot, building one, from one, and from a
   corrupt one (``policyd.bench.startup``).
@@ -343,6 +345,17 @@ def xrpc_rows(seconds: float) -> dict[str, list[dict[str, object]]]:
 # ---- the program -----------------------------------------------------------------------------
 
 
+def counts(text: str) -> list[int]:
+    """Comma-separated relationship counts; zeros and blanks are dropped."""
+    try:
+        found = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated counts: {text!r}") from None
+    if any(n < 0 for n in found):
+        raise argparse.ArgumentTypeError(f"counts cannot be negative: {text!r}")
+    return [n for n in found if n > 0]
+
+
 def parser() -> argparse.ArgumentParser:
     """The harness's command line (also what ``policyd bench`` takes)."""
     p = argparse.ArgumentParser(
@@ -382,6 +395,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pg-import", type=int, default=100_000, help="relationships per postgres import"
+    )
+    p.add_argument(
+        "--pg-startup",
+        type=counts,
+        default="1000000",
+        metavar="COUNTS",
+        help="comma-separated relationship counts policyd serve starts on in the postgres "
+        "section (default 1000000; 0 skips)",
     )
     p.add_argument(
         "--ingest-events",
@@ -557,13 +578,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from policyd.bench.postgres import postgres_rows
 
-            pg_args = (args.pg_dsn, args.pg_read_dsn, args.pg_import, args.seconds)
+            pg_args = (args.pg_dsn, args.pg_read_dsn, args.pg_import, args.seconds, args.pg_startup)
             rows = isolated(postgres_rows, pg_args, args.timeout, isolate)
             rows = rows if isinstance(rows, list) else [{"measure": "all", **rows}]
             results["postgres"] = rows
             print(
                 "\n== PostgreSQL: imports, single writes from two servers, propagation, a "
-                "standby (durability: the server's own)"
+                "standby, serve start-up (durability: the server's own; load average "
+                f"{load_average()})"
             )
             print(table(rows), flush=True)
 

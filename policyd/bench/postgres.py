@@ -1,25 +1,36 @@
 """Package postgres is ``policyd bench --sections postgres``: PostgreSQL past one server.
 
 Import rate, single writes from two servers (alone and beside an import),
-propagation between servers, and Checks on a hot standby with and without a
-token. Each run uses fresh PostgreSQL schemas and drops them. "Servers" are
-PostgresStore + Engine pairs in one process, each with its own connections,
-following the change log as ``policyd serve`` does. The durability is the
-server's own (say which when quoting: fsync off is not a serving rate).
+propagation between servers, Checks on a hot standby with and without a
+token, and ``policyd serve`` started on a PostgreSQL store of 1M
+relationships (``--pg-startup`` counts): spawn to first Check, and RSS,
+without an index snapshot, building one and from one. Each run uses fresh
+PostgreSQL schemas and drops them. "Servers" are PostgresStore + Engine
+pairs in one process, each with its own connections, following the change
+log as ``policyd serve`` does (the start-up rows run ``policyd serve``
+itself). The durability is the server's own (say which when quoting: fsync
+off is not a serving rate).
 
     policyd bench --sections postgres --pg-dsn postgresql://… [--pg-read-dsn postgresql://…]
+        [--pg-startup 1000000,10000000]
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from policyd import Consistency, Engine
 from policyd.bench.measure import percentile
+from policyd.bench.startup import EMPTY_QUERY, start_columns, start_once
+from policyd.bench.workloads import Query
 from policyd.relationship import (
     Operation,
     Relationship,
@@ -182,6 +193,7 @@ def replica_checks(dsn: str, read_dsn: str, checks: int) -> list[Row]:
                     "p99_ms": round(percentile(times, 0.99) * 1000, 2),
                     "standby_reads": store.replica_reads,
                     "primary_fallbacks": store.primary_fallbacks,
+                    "conflict_retries": store.conflict_retries,
                 }
             )
     finally:
@@ -190,12 +202,83 @@ def replica_checks(dsn: str, read_dsn: str, checks: int) -> list[Row]:
     return rows
 
 
-def postgres_rows(dsn: str, read_dsn: str | None, count: int, seconds: float) -> list[Row]:
-    """Every measurement of the section, as rows (the standby's only with ``read_dsn``)."""
+def schema_url(dsn: str, schema: str) -> str:
+    """The store URL of ``schema`` in ``dsn``'s database, for ``policyd serve --db``."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"--pg-dsn must be a postgresql:// URL to serve from, not {dsn!r}")
+    query = [*parse_qsl(parts.query), ("schema", schema)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@contextmanager
+def loaded_schema(dsn: str, count: int, prefix: str) -> Iterator[tuple[str, float]]:
+    """A fresh schema holding POLICY and ``count`` relationships; its URL and import seconds."""
+    schema = f"b_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(dsn, schema_name=schema)
+    try:
+        Engine(store, index=False).write_policy(POLICY)
+        began = time.perf_counter()
+        if count:
+            store.import_relationships(relationships(count, prefix))
+        yield schema_url(dsn, schema), time.perf_counter() - began
+    finally:
+        store.drop()
+        store.close()
+
+
+def serve_startup(dsn: str, count: int) -> list[Row]:
+    """``policyd serve`` on a schema of ``count`` relationships: spawn to first Check, and RSS.
+
+    As the SQLite start-up section does (bench/startup.py, whose ``start_once``
+    runs each start): with no index snapshot (every relationship read from
+    PostgreSQL), with a snapshot path but no file (read, then saved), and from
+    that snapshot. Each start answers a Check allowed by construction of
+    ``relationships`` and one of a subject that does not exist. ``above_empty``
+    is less the RSS of the same server on an empty schema.
+    """
+    with loaded_schema(dsn, 0, "") as (url, _):
+        baseline = start_once(url, "off", EMPTY_QUERY).rss
+    prefix = "s"
+    resource = parse_object(f"document:{prefix}0")
+    allowed = Query(resource, "view", parse_subject(f"user:{prefix}u0"), True)
+    denied = Query(resource, "view", parse_subject(f"user:{prefix}absent"), False)
+    rows: list[Row] = []
+    with loaded_schema(dsn, count, prefix) as (url, import_s):
+        rows.append(
+            {
+                "measure": f"import {count:,} to serve from",
+                "per_s": round(count / import_s),
+                "import_s": round(import_s, 1),
+            }
+        )
+        with tempfile.TemporaryDirectory(prefix="policyd-bench-") as tmp:
+            snapshot = Path(tmp) / "startup.index"
+            starts = [
+                ("no snapshot", "off"),
+                ("snapshot path, no file: build, save", str(snapshot)),
+                ("from the snapshot", str(snapshot)),
+            ]
+            for name, path in starts:
+                start = start_once(url, path, allowed, denied)
+                columns = start_columns(start, count, baseline, snapshot)
+                rows.append({"measure": f"serve {count:,}, {name}", **columns})
+    return rows
+
+
+def postgres_rows(
+    dsn: str, read_dsn: str | None, count: int, seconds: float, startup: Sequence[int] = ()
+) -> list[Row]:
+    """Every measurement of the section, as rows (the standby's only with ``read_dsn``).
+
+    ``startup`` holds the relationship counts ``policyd serve`` starts on.
+    """
     rows = import_rate(dsn, count)
     rows.append(two_writers(dsn, seconds, 0))
     rows.append(two_writers(dsn, seconds, count))
     rows.append(propagation(dsn, 300))
     if read_dsn:
         rows += replica_checks(dsn, read_dsn, 300)
+    for relationship_count in startup:
+        rows += serve_startup(dsn, relationship_count)
     return rows

@@ -53,23 +53,44 @@ def first_check(target: str, token: str, query: Query) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """One start of a server: seconds to its first Check, its RSS then, and a wrong answer."""
+    """One start of a server: seconds to its first Check, its RSS then, and wrong answers."""
 
     first_check_s: float
     rss: int
-    wrong: bool
+    wrong: int
 
 
-def start_once(db: Path, snapshot: str, query: Query) -> Start:
-    """Start ``policyd serve`` on ``db`` and time it to the first Check answered."""
+def start_once(db: Path | str, snapshot: str, query: Query, *more: Query) -> Start:
+    """Start ``policyd serve`` on ``db`` (a file or store URL), time it to the first Check.
+
+    The queries in ``more`` are asked after the RSS is read, so that it is
+    the RSS after one Check whatever they are; every answer is verified.
+    """
     token = secrets.token_hex(16)
     started = time.perf_counter()
     options = ["--index-snapshot", snapshot]
     with serve_process(db, 1, token, options, startup_seconds=FIRST_CHECK_SECONDS) as served:
-        answer = first_check(served.target, token, query)
+        answers = [first_check(served.target, token, query)]
         seconds = time.perf_counter() - started
         rss = server_rss(served.pid)
-    return Start(seconds, rss, query.expected is not None and answer != query.expected)
+        answers += [first_check(served.target, token, q) for q in more]
+    wrong = sum(
+        q.expected is not None and a != q.expected
+        for q, a in zip((query, *more), answers, strict=True)
+    )
+    return Start(seconds, rss, wrong)
+
+
+def start_columns(start: Start, count: int, baseline: int, snapshot: Path) -> dict[str, object]:
+    """A start's columns in a table: ``baseline`` is the RSS on an empty store, ``count`` rels."""
+    return {
+        "first_check_s": round(start.first_check_s, 2),
+        "rss_mib": round(start.rss / 2**20),
+        "rss_b_per_rel": round(start.rss / max(count, 1), 1),
+        "above_empty_b_per_rel": round((start.rss - baseline) / max(count, 1), 1),
+        "snapshot_mib": round(snapshot.stat().st_size / 2**20, 1) if snapshot.exists() else 0,
+        "wrong": start.wrong,
+    }
 
 
 EMPTY_QUERY = Query(ObjectRef("document", "d0"), "view", SubjectRef("user", "u0"), False)
@@ -106,14 +127,7 @@ def measure_startup(workload: Workload, workdir: Path) -> list[dict[str, object]
                 "workload": workload.name,
                 "rels": count,
                 "start": name,
-                "first_check_s": round(start.first_check_s, 2),
-                "rss_mib": round(start.rss / 2**20),
-                "rss_b_per_rel": round(start.rss / max(count, 1), 1),
-                "above_empty_b_per_rel": round((start.rss - baseline) / max(count, 1), 1),
-                "snapshot_mib": round(snapshot.stat().st_size / 2**20, 1)
-                if snapshot.exists()
-                else 0,
-                "wrong": int(start.wrong),
+                **start_columns(start, count, baseline, snapshot),
             }
         )
     return rows

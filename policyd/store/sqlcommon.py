@@ -922,14 +922,12 @@ class SqlSnapshot:
     def read_policy(self) -> StoredPolicy | None:
         """The policy in force at this revision."""
         store, at = self._store, self.revision
-        with store._read() as cur:
-            row = store._exec(
-                cur,
-                "SELECT s.head, s.oldest, p.revision, p.text, p.schema_json FROM store_state s "
-                "LEFT JOIN (SELECT revision, text, schema_json FROM policies WHERE revision <= ? "
-                "ORDER BY revision DESC LIMIT 1) p ON 1 = 1",
-                (at,),
-            ).fetchone()
+        row = store._fetch_one(
+            "SELECT s.head, s.oldest, p.revision, p.text, p.schema_json FROM store_state s "
+            "LEFT JOIN (SELECT revision, text, schema_json FROM policies WHERE revision <= ? "
+            "ORDER BY revision DESC LIMIT 1) p ON 1 = 1",
+            (at,),
+        )
         store._check_revision(at, row[0], row[1])
         if row[2] is None:
             return None

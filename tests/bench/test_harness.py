@@ -90,6 +90,16 @@ def test_harness_refuses_unknown_workloads() -> None:
         harness.main(["--workloads", "nested", "--sections", "inprocess"])
 
 
+def test_pg_startup_counts_default_to_a_million_and_zero_skips() -> None:
+    assert harness.parser().parse_args([]).pg_startup == [1_000_000]
+    given = harness.parser().parse_args(["--pg-startup", "1000000,10_000_000"])
+    assert given.pg_startup == [1_000_000, 10_000_000]
+    assert harness.parser().parse_args(["--pg-startup", "0"]).pg_startup == []
+    assert harness.parser().parse_args(["--pg-startup", ""]).pg_startup == []
+    with pytest.raises(SystemExit):
+        harness.parser().parse_args(["--pg-startup", "1M"])
+
+
 def test_measure_helpers() -> None:
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([], 0.99) == 0.0

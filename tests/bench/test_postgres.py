@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policyd.bench.postgres import postgres_rows
+from policyd.bench.postgres import postgres_rows, schema_url, serve_startup
 
 
 def test_the_postgres_section_measures_every_row(pg_dsn: str) -> None:
@@ -17,3 +17,23 @@ def test_the_postgres_section_measures_every_row(pg_dsn: str) -> None:
     ]
     assert all(int(r["per_s"]) > 0 for r in rows if "per_s" in r)
     assert all(0 <= float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows if "p50_ms" in r)
+
+
+def test_serve_starts_on_postgres_three_ways_and_answers_right(pg_dsn: str) -> None:
+    rows = serve_startup(pg_dsn, 2_000)
+    assert [r["measure"] for r in rows] == [
+        "import 2,000 to serve from",
+        "serve 2,000, no snapshot",
+        "serve 2,000, snapshot path, no file: build, save",
+        "serve 2,000, from the snapshot",
+    ]
+    assert rows[0]["per_s"] > 0
+    starts = rows[1:]
+    assert [r["wrong"] for r in starts] == [0, 0, 0]  # an allowed and a denied Check each
+    assert all(r["first_check_s"] > 0 and r["rss_b_per_rel"] > 0 for r in starts)
+    assert starts[0]["snapshot_mib"] == 0  # "off" writes none
+
+
+def test_a_schema_url_keeps_the_dsn_options() -> None:
+    url = schema_url("postgresql://u:p@127.0.0.1:5432/db?sslmode=disable", "b_1")
+    assert url == "postgresql://u:p@127.0.0.1:5432/db?sslmode=disable&schema=b_1"

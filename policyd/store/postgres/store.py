@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import logging
 import re
 import secrets
 import threading
@@ -47,6 +48,7 @@ from policyd.store.sqlcommon import (
     KEY,
     KEY_COLUMNS,
     ROW_COLUMNS,
+    Row,
     SqlCursor,
     SqlSnapshot,
     SqlStore,
@@ -54,6 +56,8 @@ from policyd.store.sqlcommon import (
     row_values,
 )
 from policyd.store.validation import Validator
+
+LOG = logging.getLogger("policyd.store")
 
 # ASCII only, at most PostgreSQL's 63-byte identifier limit: the name also goes into a
 # ``search_path`` option, where anything else would need quoting rules of its own.
@@ -106,6 +110,15 @@ _KEEPALIVES = {
 }
 
 
+class _RecoveryConflict(StoreError):
+    """A hot standby cancelled a read because it held up WAL replay; the primary can answer it."""
+
+
+_RECOVERY_CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+"""What a hot standby cancels a query with when it conflicts with replay ("canceling statement
+due to conflict with recovery"): SQLSTATE 40001, or 40P01 for a buffer-pin deadlock with it."""
+
+
 class _Server:
     """One PostgreSQL server: its connection pool, and whether it answers.
 
@@ -113,7 +126,9 @@ class _Server:
     server is marked unreachable and every call fails at once with StoreError
     (UNAVAILABLE) instead of queueing on a pool that cannot fill; a probe, at
     most one per ``probe_interval``, lets calls through again as soon as a
-    connection opens.
+    connection opens. On a ``standby``, a query cancelled for a conflict with
+    replay raises _RecoveryConflict: the server is up, the read can go to the
+    primary.
     """
 
     def __init__(
@@ -123,8 +138,10 @@ class _Server:
         timeouts: PgTimeouts,
         min_connections: int,
         max_connections: int,
+        standby: bool = False,
     ) -> None:
         self.dsn = dsn
+        self.standby = standby
         self._connect_kwargs = connect_kwargs
         self._timeouts = timeouts
         self.unreachable: str | None = None
@@ -164,6 +181,8 @@ class _Server:
         except psycopg.errors.QueryCanceled as e:
             raise StoreError(f"PostgreSQL statement timed out or was cancelled: {e}") from e
         except psycopg.Error as e:
+            if self.standby and isinstance(e, _RECOVERY_CONFLICTS):
+                raise _RecoveryConflict(f"the standby cancelled a read: {e}") from e
             if conn is not None and conn.broken:
                 self.unreachable = str(e).strip() or "the connection broke"
                 self._probed_at = time.monotonic()
@@ -250,7 +269,11 @@ class PostgresStore(SqlStore):
         """Snapshots served by the standby (``read_dsn``)."""
         self.primary_fallbacks = 0
         """Snapshots the standby had not replayed in time, served by the primary instead."""
+        self.conflict_retries = 0
+        """Snapshot reads the standby cancelled for a conflict with replay, read on the primary."""
         self._replica_head = -1
+        self._primary_store = self
+        """The store that reads from the primary: itself, or the one the standby's copy is of."""
         try:
             with psycopg.connect(dsn, **self._connect_kwargs) as conn:
                 migrate(conn, schema_name)
@@ -262,8 +285,14 @@ class PostgresStore(SqlStore):
             if read_dsn is not None:
                 replica = copy.copy(self)
                 replica._reads = _Server(
-                    read_dsn, self._connect_kwargs, timeouts, min_connections, max_connections
+                    read_dsn,
+                    self._connect_kwargs,
+                    timeouts,
+                    min_connections,
+                    max_connections,
+                    standby=True,
                 )
+                replica._primary_store = self
                 self._replica = replica
         except psycopg.Error as e:
             raise StoreError(f"cannot open PostgreSQL store: {e}") from e
@@ -569,6 +598,31 @@ class PostgresStore(SqlStore):
                 return False
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 0.02)
+
+    def _select_at(self, data: str, params: Sequence[Any], revision: Revision) -> list[Row]:
+        try:
+            return super()._select_at(data, params, revision)
+        except _RecoveryConflict as e:
+            return self._after_conflict(e)._select_at(data, params, revision)
+
+    def _fetch_one(self, text: str, params: Sequence[Any]) -> Row:
+        try:
+            return super()._fetch_one(text, params)
+        except _RecoveryConflict as e:
+            return self._after_conflict(e)._fetch_one(text, params)
+
+    def _after_conflict(self, conflict: _RecoveryConflict) -> PostgresStore:
+        """The primary's store, to read once more what the standby cancelled (counted, logged).
+
+        A standby cancels a query that holds up WAL replay for longer than its
+        ``max_standby_streaming_delay`` (a lock replay needs, row versions a
+        VACUUM removed). Every snapshot read is one statement at a revision the
+        primary also has, so the primary answers it the same.
+        """
+        primary = self._primary_store
+        primary.conflict_retries += 1
+        LOG.info("reading again on the primary: %s", conflict)
+        return primary
 
     def opener(self) -> Callable[[], PostgresStore]:
         """Connects to the same database and schema again."""

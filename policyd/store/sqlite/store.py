@@ -294,7 +294,7 @@ class SqliteStore(SqlStore):
     # ---- hot path ------------------------------------------------------------------------------
 
     def _fetch_one(self, text: str, params: Sequence[Any]) -> Row:
-        """The one row of a read statement: the point read of snapshot ``get``.
+        """The one row of a read statement: the point read of snapshot ``get``, and its policy.
 
         Flattened (no context manager, one cached statement) for the point-read
         numbers of benchmarks/store_bench.py.
