@@ -533,11 +533,12 @@ class Engine:
         permission: str,
         subject: SubjectRef,
         context: Mapping[str, Any] | None,
-        runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] | None = None,
+        runs: dict[tuple[SubjectRef, str, bool], CheckRun | _CachedRun] | None = None,
     ) -> Partial:
         """One decision, from the cache when it can be (index reads, no caveat context).
 
         ``runs`` lets a batch share one CheckRun, and so its memo, per subject and context.
+        Only a decision asked before is computed to be cached (``DecisionCache.admit``).
         """
         cacheable = not context and isinstance(reader, IndexReader) and self.cache.capacity > 0
         if not cacheable:
@@ -549,7 +550,11 @@ class Engine:
         cached = self.cache.get(key, reader.now)
         if cached is not None:
             return cached
-        recorded = self._shared_run(runs, subject, None, compiled, reader)
+        if not self.cache.admit(key):
+            run = self._shared_run(runs, subject, None, compiled, reader, record=False)
+            assert isinstance(run, CheckRun)
+            return run.check(resource.type, resource.id, permission, 0)
+        recorded = self._shared_run(runs, subject, None, compiled, reader, record=True)
         assert isinstance(recorded, _CachedRun)
         value = recorded.run.check(resource.type, resource.id, permission, 0)
         self.cache.put(key, value, recorded.run.valid_until, recorded.dependencies, recorded.serial)
@@ -557,26 +562,28 @@ class Engine:
 
     def _shared_run(
         self,
-        runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] | None,
+        runs: dict[tuple[SubjectRef, str, bool], CheckRun | _CachedRun] | None,
         subject: SubjectRef,
         context: Mapping[str, Any] | None,
         compiled: CompiledPolicy,
         reader: GraphReader,
+        record: bool = False,
     ) -> CheckRun | _CachedRun:
         """The batch's run for this subject and context (a new one outside a batch).
 
-        Without context, over the index and with the cache on, it is a run that
-        notes what it reads.
+        With ``record`` (no context, over the index, the cache on) it is a run
+        that notes what it reads, so its answers can be cached.
         """
         context_key = json.dumps(context, sort_keys=True, default=str) if context else ""
-        found = runs.get((subject, context_key)) if runs is not None else None
+        shared = (subject, context_key, record)
+        found = runs.get(shared) if runs is not None else None
         if found is None:
-            if not context and isinstance(reader, IndexReader) and self.cache.capacity > 0:
+            if record:
                 found = self._cached_run(compiled, subject)
             else:
                 found = self._run(compiled, reader, subject, context)
             if runs is not None:
-                runs[(subject, context_key)] = found
+                runs[shared] = found
         return found
 
     def _result(
@@ -615,7 +622,7 @@ class Engine:
         """The answers of a batch on one reader, sharing a run (and its memo) per subject."""
         plan = compiled.plan
         token = self.tokens.token(reader.revision)
-        runs: dict[tuple[SubjectRef, str], CheckRun | _CachedRun] = {}
+        runs: dict[tuple[SubjectRef, str, bool], CheckRun | _CachedRun] = {}
         results: list[CheckResult] = []
         for i, request in enumerate(requests):
             try:

@@ -715,7 +715,8 @@ def test_metrics_count_requests_errors_and_decisions(
     assert value("policyd_decisions_total", {"result": "has_permission"}) == 1
     assert value("policyd_decisions_total", {"result": "no_permission"}) == 1
     assert (value("policyd_revision") or 0) >= 2
-    client.check(POST1, "view", ALICE)  # the same question again: served from the cache
+    client.check(POST1, "view", ALICE)  # asked before: now stored (DecisionCache.admit)
+    client.check(POST1, "view", ALICE)  # and served from the cache
     hits = value("policyd_decision_cache_hits_total") or 0
     misses = value("policyd_decision_cache_misses_total") or 0
     assert hits >= 1

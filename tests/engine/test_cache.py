@@ -127,9 +127,32 @@ def touch(engine: Engine, *texts: str) -> None:
     engine.write([RelationshipUpdate(Operation.TOUCH, rel(t)) for t in texts])
 
 
+def test_a_decision_is_stored_the_second_time_it_is_asked() -> None:
+    engine = cached_engine(["doc:1#viewer@user:ann"])
+    for _ in range(2):  # the first miss only notes the question; the second stores it
+        assert ask(engine, "doc:1#view@user:ann") is Permissionship.HAS_PERMISSION
+        assert engine.cache.hits == 0
+    assert len(engine.cache) == 1
+    assert ask(engine, "doc:1#view@user:ann") is Permissionship.HAS_PERMISSION
+    assert engine.cache.hits == 1
+    touch(engine, "doc:1#banned@user:ann")  # ends the entry; the next miss stores at once
+    assert ask(engine, "doc:1#view@user:ann") is Permissionship.NO_PERMISSION
+    assert ask(engine, "doc:1#view@user:ann") is Permissionship.NO_PERMISSION
+    assert engine.cache.hits == 2
+
+
+def test_the_questions_asked_once_are_bounded() -> None:
+    cache = DecisionCache(5)
+    for i in range(100):
+        assert not cache.admit(("doc", str(i), "view", "user", "ann", ""))
+    assert len(cache._asked) <= 10
+    assert cache.admit(("doc", "99", "view", "user", "ann", ""))
+
+
 def test_an_unrelated_write_keeps_the_decision() -> None:
     engine = cached_engine(["doc:1#viewer@user:ann"])
-    assert ask(engine, "doc:1#view@user:ann") is Permissionship.HAS_PERMISSION
+    for _ in range(2):  # asked before, so stored (DecisionCache.admit)
+        assert ask(engine, "doc:1#view@user:ann") is Permissionship.HAS_PERMISSION
     hits = engine.cache.hits
     touch(engine, "doc:2#viewer@user:bob")
     assert ask(engine, "doc:1#view@user:ann") is Permissionship.HAS_PERMISSION
