@@ -254,8 +254,11 @@ def _labelled(
 
 
 def _warm(load: Load, calls: Calls) -> None:
-    """Send a working set once on every connection, so every worker's cache holds it."""
-    per_process = len(calls.bodies) * load.channels
+    """Send a working set twice on every connection, so every worker's cache holds it.
+
+    Twice: a decision is stored the second time it is asked (``DecisionCache.admit``).
+    """
+    per_process = 2 * len(calls.bodies) * load.channels
     drive(replace(load, seconds=600, max_calls=per_process), one(calls))
 
 
