@@ -469,12 +469,13 @@ def settle_collector() -> None:
     a few tuples and lists) for its whole life, and every request allocates
     thousands of short-lived objects that reference counting frees. At the
     default thresholds the collector kept rescanning the long-lived heap: a
-    profile of distinct BatchCheck(100) calls had the collector as the
-    difference between cache on and off, and with the heap frozen after
+    profile of distinct BatchCheck(100) calls had the collector as much of
+    the difference between cache on and off, and with the heap frozen after
     start-up and a youngest generation of 100k objects one worker went from
-    12.0k to 20.3k decisions/s with the cache on (p99 311 → 43 ms) and from
-    25.3k to 29.1k with it off (groups workload, scale 0.01, one Python
-    client process on the same 2 cores). Cycles are still collected, later.
+    11.8-11.9k to 14.7-16.3k decisions/s with the cache on, p99 278-382 →
+    56-62 ms (groups workload, scale 0.01, one Python client process on the
+    same 2 cores, old and new server run back to back). Cycles are still
+    collected, later.
     """
     gc.collect()
     gc.freeze()
