@@ -563,6 +563,8 @@ class RelationshipIndex:
         before and after read one whole revision; otherwise it may have read a mix."""
         self._listeners: list[Listener] = []
         self._rebuild_listeners: list[Callable[[], None]] = []
+        self._moved_since_build = 0
+        """Pairs added or removed since the build: a bound on ``changes()`` free to read."""
 
     @contextmanager
     def applying(self) -> Iterator[None]:
@@ -616,6 +618,7 @@ class RelationshipIndex:
         if kind.forward.add(r, s):
             kind.reverse.add(s, r)
             self.size += 1
+            self._moved_since_build += 1
         else:
             previous = kind.values.pop((r, s), None)
             if previous is not None and previous.expires_at is not None:
@@ -638,6 +641,7 @@ class RelationshipIndex:
             return
         kind.reverse.discard(s, r)
         self.size -= 1
+        self._moved_since_build += 1
         previous = kind.values.pop((r, s), None)
         if previous is not None and previous.expires_at is not None:
             self.expiring -= 1
@@ -691,8 +695,12 @@ class RelationshipIndex:
         (another server's import) is folded in rather than kept that way. At
         least ``COMPACT_MIN_CHANGES``, so a small index is not rebuilt often.
         """
-        changes = self.changes()
-        if changes < COMPACT_MIN_CHANGES or changes <= COMPACT_AT * self.size:
+        threshold = max(COMPACT_MIN_CHANGES - 1, COMPACT_AT * self.size)
+        if self._moved_since_build <= threshold:  # the cheap bound: called after every write
+            return False
+        changes = self.changes()  # a walk of the overlay, so only past the bound
+        self._moved_since_build = changes
+        if changes <= threshold:
             return False
         self.compact()
         return True
@@ -703,6 +711,7 @@ class RelationshipIndex:
             for kind in built.kinds:
                 self._add_kind(kind)
             self.size = built.size
+            self._moved_since_build = 0
             self.expiring = sum(
                 1 for k in built.kinds for v in k.values.values() if v.expires_at is not None
             )

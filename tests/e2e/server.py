@@ -17,11 +17,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from policyd.client import PolicydClient
+from policyd.relationship import parse_object, parse_subject
 
 TOKEN = "e2e-token"
 START_TIMEOUT = 30.0
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_FILE = ROOT / "policies" / "atproto.policy"
+
+POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
+BOB = parse_subject("account:did:plc:bob")
+CAROL = parse_subject("account:did:plc:carol")
+SPACE_WITH_A_POST = [
+    "space:cats#owner@account:did:plc:alice",
+    "space:cats#member@account:did:plc:bob",
+    f"{POST}#space@space:cats",
+]
+"""Under POLICY_FILE: bob, a member of the space, may view POST; carol may not."""
 
 
 class ServerProcess:

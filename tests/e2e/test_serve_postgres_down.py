@@ -16,21 +16,20 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from policyd import Consistency, parse_object, parse_relationship, parse_subject
+from policyd import Consistency, parse_relationship
 from policyd.errors import PolicydError, StoreError, UnavailableError
-from tests.e2e.server import POLICY_FILE, ServerFactory, ServerProcess
+from tests.e2e.server import (
+    BOB,
+    CAROL,
+    POLICY_FILE,
+    POST,
+    SPACE_WITH_A_POST,
+    ServerFactory,
+    ServerProcess,
+)
 from tests.store.clusters import Cluster, own_cluster, wait_until
 
 pytestmark = pytest.mark.postgres
-
-POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
-BOB = parse_subject("account:did:plc:bob")
-CAROL = parse_subject("account:did:plc:carol")
-SETUP = [
-    "space:cats#owner@account:did:plc:alice",
-    "space:cats#member@account:did:plc:bob",
-    f"{POST}#space@space:cats",
-]
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def test_postgres_down_fails_fast_keeps_index_answers_and_recovers_without_resta
 ) -> None:
     server = start_server("--store", "postgres", "--dsn", cluster.dsn, "--policy", str(POLICY_FILE))
     with server.client() as client:
-        token = client.touch(parse_relationship(r) for r in SETUP)
+        token = client.touch(parse_relationship(r) for r in SPACE_WITH_A_POST)
         assert client.check(POST, "view", BOB, consistency=Consistency.at_least_as_fresh(token))
     assert health(server) == health_pb2.HealthCheckResponse.SERVING
 

@@ -15,21 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
-from policyd import Consistency, parse_object, parse_relationship, parse_subject
+from policyd import Consistency, parse_relationship
 from policyd.filters import RelationshipFilter
-from tests.e2e.server import POLICY_FILE, ServerFactory
+from tests.e2e.server import BOB, CAROL, POLICY_FILE, POST, SPACE_WITH_A_POST, ServerFactory
 from tests.store.clusters import wait_until
 
 pytestmark = pytest.mark.postgres
-
-POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
-BOB = parse_subject("account:did:plc:bob")
-CAROL = parse_subject("account:did:plc:carol")
-SETUP = [
-    "space:cats#owner@account:did:plc:alice",
-    "space:cats#member@account:did:plc:bob",
-    f"{POST}#space@space:cats",
-]
 
 
 def oldest_kept(pg_url: str) -> int:
@@ -52,7 +43,7 @@ def test_a_server_behind_the_gc_point_resyncs_itself(
     )  # fmt: skip
     behind = start_server("--store", "postgres", "--dsn", pg_url)
     with collector.client() as a, behind.client() as b:
-        token = a.touch(parse_relationship(r) for r in SETUP)
+        token = a.touch(parse_relationship(r) for r in SPACE_WITH_A_POST)
         assert b.check(POST, "view", BOB, consistency=Consistency.at_least_as_fresh(token))
 
         os.kill(behind.process.pid, signal.SIGSTOP)
