@@ -27,16 +27,13 @@ from policyd.relationship import (
     Operation,
     Relationship,
     RelationshipUpdate,
-    parse_object,
     parse_relationship,
     parse_subject,
 )
 from policyd.tokens import TokenCodec, new_store_identity
-from tests.e2e.server import POLICY_FILE, ServerFactory, ServerProcess
+from tests.e2e.server import BOB, POLICY_FILE, POST, ServerFactory, ServerProcess
 
-POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
 ALICE = parse_subject("account:did:plc:alice")
-BOB = parse_subject("account:did:plc:bob")
 SETUP = [
     "space:cats#owner@account:did:plc:alice",
     "space:cats#member@account:did:plc:bob",

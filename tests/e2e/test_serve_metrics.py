@@ -17,13 +17,11 @@ import urllib.request
 import pytest
 
 from policyd.consistency import Consistency
-from policyd.relationship import parse_object, parse_relationship, parse_subject
-from tests.e2e.server import POLICY_FILE, ServerFactory, ServerProcess
+from policyd.relationship import parse_relationship
+from tests.e2e.server import BOB, POLICY_FILE, POST, ServerFactory, ServerProcess
 
 CHECKS = 40
 CHECK = 'method="/policyd.v1.PermissionService/Check"'
-POST = parse_object("post:at://did:plc:alice/app.bsky.feed.post/3k2a")
-BOB = parse_subject("account:did:plc:bob")
 SETUP = [
     "space:cats#member@account:did:plc:bob",
     f"{POST}#space@space:cats",
