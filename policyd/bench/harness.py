@@ -405,6 +405,14 @@ def parser() -> argparse.ArgumentParser:
         "section (default 1000000; 0 skips)",
     )
     p.add_argument(
+        "--pg-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="also run the postgres section's single writes through a proxy adding MS to every "
+        "round trip (default 0: not run)",
+    )
+    p.add_argument(
         "--ingest-events",
         type=int,
         default=20_000,
@@ -578,7 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from policyd.bench.postgres import postgres_rows
 
-            pg_args = (args.pg_dsn, args.pg_read_dsn, args.pg_import, args.seconds, args.pg_startup)
+            pg_args = (
+                args.pg_dsn,
+                args.pg_read_dsn,
+                args.pg_import,
+                args.seconds,
+                args.pg_startup,
+                args.pg_delay_ms,
+            )
             rows = isolated(postgres_rows, pg_args, args.timeout, isolate)
             rows = rows if isinstance(rows, list) else [{"measure": "all", **rows}]
             results["postgres"] = rows

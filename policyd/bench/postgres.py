@@ -12,7 +12,12 @@ itself). The durability is the server's own (say which when quoting: fsync
 off is not a serving rate).
 
     policyd bench --sections postgres --pg-dsn postgresql://… [--pg-read-dsn postgresql://…]
-        [--pg-startup 1000000,10000000]
+        [--pg-startup 1000000,10000000] [--pg-delay-ms 1]
+
+``--pg-delay-ms`` runs the single writes once more through ``delay_proxy``,
+which adds that much to every round trip: on loopback a lock held across a
+transaction's round trips costs almost nothing, across a network it costs
+all of them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import psycopg
+
 from policyd import Consistency, Engine
+from policyd.bench.delay_proxy import delayed
 from policyd.bench.measure import percentile
 from policyd.bench.startup import EMPTY_QUERY, start_columns, start_once
 from policyd.bench.workloads import Query
@@ -77,14 +85,18 @@ def import_rate(dsn: str, count: int) -> list[Row]:
     return rows
 
 
-def two_writers(dsn: str, seconds: float, with_import: int) -> Row:
-    """Single writes from two servers (a thread each), optionally beside one bulk import."""
+def two_writers(
+    dsn: str, seconds: float, with_import: int, clients: int = 1, network: str = ""
+) -> Row:
+    """Single writes from two servers, ``clients`` threads each, optionally beside an import.
+
+    ``network`` names the delay the connections go through (``--pg-delay-ms``).
+    """
     schema = f"b_{uuid.uuid4().hex[:12]}"
-    first = PostgresStore(dsn, schema_name=schema)
-    second = PostgresStore(dsn, schema_name=schema)
+    stores = [PostgresStore(dsn, schema_name=schema) for _ in range(2)]
     try:
-        Engine(first, index=False).write_policy(POLICY)
-        counts = [0, 0]
+        Engine(stores[0], index=False).write_policy(POLICY)
+        counts = [0] * (2 * clients)
         latencies: list[float] = []
         stop = time.monotonic() + seconds
 
@@ -106,7 +118,7 @@ def two_writers(dsn: str, seconds: float, with_import: int) -> Row:
             )
             importer.start()
         threads = [
-            threading.Thread(target=write, args=(i, s)) for i, s in enumerate((first, second))
+            threading.Thread(target=write, args=(i, stores[i % 2])) for i in range(2 * clients)
         ]
         for t in threads:
             t.start()
@@ -118,15 +130,34 @@ def two_writers(dsn: str, seconds: float, with_import: int) -> Row:
         total = sum(counts)
         beside = f" beside a {with_import:,} import" if with_import else ""
         return {
-            "measure": f"single writes, 2 servers{beside}",
+            "measure": f"single writes, 2 servers x {clients} clients{beside}{network}",
             "per_s": round(total / seconds),
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         }
     finally:
-        second.close()
-        first.drop()
-        first.close()
+        stores[1].close()
+        stores[0].drop()
+        stores[0].close()
+
+
+def delayed_writers(dsn: str, seconds: float, delay_ms: float) -> list[Row]:
+    """``two_writers`` through a proxy that adds ``delay_ms`` to every round trip to PostgreSQL."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres") or parts.hostname is None:
+        raise ValueError(f"--pg-delay-ms needs --pg-dsn as a postgresql:// URL, not {dsn!r}")
+    with delayed(parts.hostname, parts.port or 5432, delay_ms) as port:
+        auth = parts.netloc.rpartition("@")[0]
+        netloc = f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}"
+        proxied = urlunsplit(parts._replace(netloc=netloc))
+        with psycopg.connect(proxied) as conn:
+            conn.execute("SELECT 1")
+            began = time.perf_counter()
+            for _ in range(50):
+                conn.execute("SELECT 1").fetchone()
+            round_trip = (time.perf_counter() - began) / 50 * 1000
+        network = f", {round_trip:.2f} ms round trip ({delay_ms:g} ms added)"
+        return [two_writers(proxied, seconds, 0, clients, network) for clients in (1, 4)]
 
 
 def propagation(dsn: str, writes: int) -> Row:
@@ -267,15 +298,24 @@ def serve_startup(dsn: str, count: int) -> list[Row]:
 
 
 def postgres_rows(
-    dsn: str, read_dsn: str | None, count: int, seconds: float, startup: Sequence[int] = ()
+    dsn: str,
+    read_dsn: str | None,
+    count: int,
+    seconds: float,
+    startup: Sequence[int] = (),
+    delay_ms: float = 0.0,
 ) -> list[Row]:
     """Every measurement of the section, as rows (the standby's only with ``read_dsn``).
 
-    ``startup`` holds the relationship counts ``policyd serve`` starts on.
+    ``startup`` holds the relationship counts ``policyd serve`` starts on;
+    ``delay_ms``, when not 0, adds rows of writes through a delaying proxy.
     """
     rows = import_rate(dsn, count)
     rows.append(two_writers(dsn, seconds, 0))
+    rows.append(two_writers(dsn, seconds, 0, clients=4))
     rows.append(two_writers(dsn, seconds, count))
+    if delay_ms:
+        rows += delayed_writers(dsn, seconds, delay_ms)
     rows.append(propagation(dsn, 300))
     if read_dsn:
         rows += replica_checks(dsn, read_dsn, 300)

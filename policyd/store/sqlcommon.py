@@ -630,26 +630,30 @@ class SqlStore(ABC):
         error takes its place in the result. Any other failure is the store's:
         the transaction rolls back whole and the error propagates.
         """
-        outcomes: list[Outcome] = []
         if not requests:
-            return outcomes
+            return []
         try:
             with self._write() as cur:
-                for request in requests:
-                    self._exec(cur, "SAVEPOINT request")
-                    try:
-                        outcomes.append(self._apply_request(cur, request))
-                    except StoreError:
-                        raise
-                    except PolicydError as e:
-                        self._exec(cur, "ROLLBACK TO SAVEPOINT request")
-                        outcomes.append(e)
-                    self._exec(cur, "RELEASE SAVEPOINT request")
+                return self._group_in(cur, requests)
         except BaseException:
             # A later request may have cached the validator of a policy written earlier in
             # this group; that policy revision was never committed, so forget it.
             self._validator = (-1, Validator(None))
             raise
+
+    def _group_in(self, cur: SqlCursor, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply each request in its own savepoint of the open transaction ``cur``."""
+        outcomes: list[Outcome] = []
+        for request in requests:
+            self._exec(cur, "SAVEPOINT request")
+            try:
+                outcomes.append(self._apply_request(cur, request))
+            except StoreError:
+                raise
+            except PolicydError as e:
+                self._exec(cur, "ROLLBACK TO SAVEPOINT request")
+                outcomes.append(e)
+            self._exec(cur, "RELEASE SAVEPOINT request")
         return outcomes
 
     def _apply_request(

@@ -6,15 +6,19 @@ from policyd.bench.postgres import postgres_rows, schema_url, serve_startup
 
 
 def test_the_postgres_section_measures_every_row(pg_dsn: str) -> None:
-    rows = postgres_rows(pg_dsn, None, count=500, seconds=0.3)
+    rows = postgres_rows(pg_dsn, None, count=500, seconds=0.3, delay_ms=0.5)
     measures = [str(r["measure"]) for r in rows]
-    assert measures == [
+    assert measures[:4] == [
         "import 500, empty store",
         "import 500, non-empty store",
-        "single writes, 2 servers",
-        "single writes, 2 servers beside a 500 import",
-        "propagation A to B, 300 writes",
+        "single writes, 2 servers x 1 clients",
+        "single writes, 2 servers x 4 clients",
     ]
+    assert measures[4] == "single writes, 2 servers x 1 clients beside a 500 import"
+    delayed = [m.split(",")[1].strip() for m in measures[5:7]]
+    assert delayed == ["2 servers x 1 clients", "2 servers x 4 clients"]
+    assert all("ms round trip (0.5 ms added)" in m for m in measures[5:7])
+    assert measures[7] == "propagation A to B, 300 writes"
     assert all(int(r["per_s"]) > 0 for r in rows if "per_s" in r)
     assert all(0 <= float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows if "p50_ms" in r)
 

@@ -1,4 +1,4 @@
-"""PostgreSQL writers on several servers: a bulk import holds no other write; commits notify."""
+"""PostgreSQL writers on several servers: none holds another's write for its whole transaction."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import psycopg
 import pytest
 
 from policyd.errors import AlreadyExistsError
+from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import Relationship
-from policyd.store.base import ChangeKind, ChangeNotifier
+from policyd.store.base import ChangeKind, ChangeNotifier, WriteRequest
 from policyd.store.postgres import PostgresStore
 from policyd.store.postgres import store as postgres_store
 from tests.store.schemas import POLICY_TEXT, base_schema
-from tests.store.shorthand import create, everything, rel, touch
+from tests.store.shorthand import create, delete, everything, exists, rel, touch
 
 pytestmark = pytest.mark.postgres
 
@@ -153,3 +154,154 @@ def test_a_clash_committed_while_an_import_loads_is_refused(
         importer.import_relationships([rel("document:i#viewer@user:imp")])
     assert writer.head_revision() == head + 1  # the clashing write's; the import left nothing
     assert everything(writer).count("document:i#viewer@user:imp") == 1
+
+
+# ---- plain writes take their revision at commit ------------------------------------------------
+
+
+def _in_background(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``call`` in a thread; its result or exception lands in the list."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as e:  # handed to the test, which asserts on it
+            outcome.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+class _Paused:
+    """A plain write held open inside its transaction, after it wrote, until finished."""
+
+    def __init__(self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+        wrote, self._release = threading.Event(), threading.Event()
+        apply = store._apply
+
+        def apply_then_wait(*args: Any) -> None:
+            apply(*args)
+            wrote.set()
+            assert self._release.wait(60), "the test never released the paused write"
+
+        monkeypatch.setattr(store, "_apply", apply_then_wait)
+        self._thread, self.outcome = _in_background(lambda: store.write(touch(text)))
+        assert wrote.wait(60)
+
+    def finish(self) -> object:
+        """Let the write commit; its revision (or exception)."""
+        self._release.set()
+        self._thread.join(60)
+        return self.outcome[0]
+
+
+def _behind_a_paused_write(
+    paused: _Paused, dsn: str, call: Callable[[], object]
+) -> tuple[object, object]:
+    """Start ``call`` while ``paused`` is open, see it wait for a lock, then finish both.
+
+    Returns the paused write's outcome and ``call``'s.
+    """
+    thread, outcome = _in_background(call)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(6000):
+            (waiting,) = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone() or (0,)
+            if waiting:
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("the call never waited for an advisory lock")
+    assert outcome == []
+    first = paused.finish()
+    thread.join(60)
+    return first, outcome[0]
+
+
+def test_a_write_commits_while_another_server_s_write_is_open(
+    two_servers: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = two_servers
+    paused = _Paused(first, monkeypatch, "document:a#viewer@user:a")
+    # The first server's transaction is open and has written. With the revision lock taken
+    # at a write's first statement, this write would wait for it (and fail at lock_timeout).
+    written = second.write(touch("document:b#viewer@user:b"))
+    assert paused.outcome == []
+    opened_first = paused.finish()
+    # Revision order is commit order: the write that committed last has the later revision.
+    assert opened_first == written + 1
+    assert "document:b#viewer@user:b" in everything(second, written)
+    assert "document:a#viewer@user:a" not in everything(second, written)
+    assert "document:a#viewer@user:a" in everything(second, written + 1)
+    changes = second.changes(written - 1)
+    assert [(e.revision, str(e.relationship)) for e in changes] == [
+        (written, "document:b#viewer@user:b"),
+        (written + 1, "document:a#viewer@user:a"),
+    ]
+
+
+def test_writes_to_one_key_from_two_servers_take_turns(
+    two_servers: tuple[PostgresStore, PostgresStore],
+    monkeypatch: pytest.MonkeyPatch,
+    pg_dsn: str,
+) -> None:
+    first, second = two_servers
+    paused = _Paused(first, monkeypatch, "document:k#viewer@user:k")
+    # The second server's create reads the key's live row only once the first committed:
+    # reading it earlier it would find none and store a second live copy.
+    _, created = _behind_a_paused_write(
+        paused, pg_dsn, lambda: second.write(create("document:k#viewer@user:k"))
+    )
+    assert isinstance(created, AlreadyExistsError)
+    touched = second.write(touch("document:k#viewer@user:k"))
+    # The touch found the first server's row live and unchanged: one copy, no new event.
+    assert everything(second).count("document:k#viewer@user:k") == 1
+    kinds = [(e.revision, e.kind) for e in second.changes(touched - 2)]
+    assert kinds == [(touched - 1, ChangeKind.TOUCH)]
+
+
+def test_a_precondition_waits_for_the_plain_writes_under_way(
+    two_servers: tuple[PostgresStore, PostgresStore],
+    monkeypatch: pytest.MonkeyPatch,
+    pg_dsn: str,
+) -> None:
+    first, second = two_servers
+    paused = _Paused(first, monkeypatch, "document:p#viewer@user:p")
+    # A precondition reads more than its own keys, so it runs alone: it waits for the open
+    # plain write and then sees its row (read beside it, the row would not be there yet).
+    needs_p = Precondition.must_match(RelationshipFilter(resource_type="document", resource_id="p"))
+    plain, conditional = _behind_a_paused_write(
+        paused, pg_dsn, lambda: second.write(touch("document:q#viewer@user:q"), [needs_p])
+    )
+    assert isinstance(plain, int)
+    assert conditional == plain + 1
+
+
+def test_a_failed_request_in_a_group_of_plain_writes_takes_no_revision(
+    two_servers: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, _ = two_servers
+    first.write(touch("document:g#viewer@user:taken"))
+    head = first.head_revision()
+    outcomes = first.write_group(
+        [
+            WriteRequest(tuple(touch("document:g#viewer@user:one"))),
+            WriteRequest(tuple(create("document:g#viewer@user:taken"))),
+            WriteRequest(tuple(touch("document:g#viewer@user:two"))),
+            WriteRequest(tuple(delete("document:g#viewer@user:one"))),
+        ]
+    )
+    assert outcomes[0] == head + 1
+    assert isinstance(outcomes[1], AlreadyExistsError)
+    assert outcomes[2:] == [head + 2, head + 3]
+    assert exists(first, "document:g#viewer@user:one", head + 1)
+    assert not exists(first, "document:g#viewer@user:one", head + 3)
+    assert exists(first, "document:g#viewer@user:two", head + 2)
+    assert [(e.revision, e.kind) for e in first.changes(head)] == [
+        (head + 1, ChangeKind.TOUCH),
+        (head + 2, ChangeKind.TOUCH),
+        (head + 3, ChangeKind.DELETE),
+    ]

@@ -1,10 +1,13 @@
 """Package store.postgres.store holds PostgresStore: the Store contract on PostgreSQL via psycopg 3.
 
-Any number of policyd replicas may share one database. Every write first
-updates the one ``store_state`` row (``head = head + 1``), whose row lock is
-held until commit: writers are serialised, revisions commit in order, and a
-reader who sees revision R sees every write at or below R. Reads run in
-autocommit, one statement each (see sqlcommon), on pooled connections.
+Any number of policyd replicas may share one database. Every write takes its
+revision from the one ``store_state`` row (``head = head + 1``), whose row
+lock is held until commit, so revisions commit in order and a reader who
+sees revision R sees every write at or below R. A plain write (no
+preconditions) takes that lock only in its last statement, not its first
+(see ``_write_plain``): writers on other servers wait for one statement and
+a commit, not for a whole transaction. Reads run in autocommit, one
+statement each (see sqlcommon), on pooled connections.
 
 Nothing waits on PostgreSQL without a bound (``PgTimeouts``): connecting,
 every statement, every lock wait and a transaction left idle each have a
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import logging
 import re
 import secrets
@@ -39,8 +43,18 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
-from policyd.relationship import Relationship
-from policyd.store.base import LIVE, Clock, Revision, SnapshotReader, wait_bound
+from policyd.filters import Precondition
+from policyd.relationship import Relationship, RelationshipKey, RelationshipUpdate
+from policyd.store.base import (
+    LIVE,
+    Clock,
+    GroupRequest,
+    Outcome,
+    Revision,
+    SnapshotReader,
+    WriteRequest,
+    wait_bound,
+)
 from policyd.store.postgres.migrations import SECONDARY_INDEXES, migrate
 from policyd.store.sqlcommon import (
     ATTRS,
@@ -99,6 +113,41 @@ class PgTimeouts:
 IMPORT_RESERVE = 1 << 24
 """How far above the head an import reserves its revision: writes that commit while it
 loads take the revisions below (16.7 million of them)."""
+
+PLACEHOLDER = 1 << 62
+"""Where the stand-in revisions of a plain write's requests start (``_write_plain``): above
+every real revision (imports reserve below 2^26 past the head) and below ``LIVE``. No other
+session ever sees one: the transaction replaces them with real revisions before it commits."""
+
+_STAMP = f"""
+WITH s AS (UPDATE store_state SET head = head + %(count)s RETURNING head - %(count)s AS base),
+m AS (
+    SELECT u.placeholder, s.base + u.n AS revision
+    FROM s, unnest(%(placeholders)s::bigint[]) WITH ORDINALITY AS u(placeholder, n)
+),
+t AS (
+    UPDATE relationships SET
+        created_revision = COALESCE(
+            (SELECT m.revision FROM m WHERE m.placeholder = relationships.created_revision),
+            created_revision),
+        deleted_revision = COALESCE(
+            (SELECT m.revision FROM m WHERE m.placeholder = relationships.deleted_revision),
+            deleted_revision)
+    WHERE (created_revision >= {PLACEHOLDER} AND created_revision < {LIVE})
+        OR (deleted_revision >= {PLACEHOLDER} AND deleted_revision < {LIVE})
+),
+r AS (INSERT INTO revisions (revision, created_at) SELECT revision, %(now)s FROM m)
+SELECT base, pg_notify(%(channel)s, '') FROM s
+"""
+"""One statement that ends a plain write: take the next revisions (and with them the row lock,
+held to commit), put them in place of the placeholders in the transaction's own rows, record
+them, and notify followers at commit."""
+
+
+def _lock_id(*parts: str) -> bytes:
+    """Eight bytes naming an advisory lock, from the store's schema and what is locked."""
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+
 
 # A connection that dies without a word (a host gone, a cable pulled) is noticed by TCP
 # keepalives within about idle + interval * count seconds, not the kernel's two hours.
@@ -264,6 +313,10 @@ class PostgresStore(SqlStore):
         self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
         self._locked: set[int] = set()
         """Connections whose open write transaction took a revision (``_begin``)."""
+        self._plain: dict[int, tuple[list[int], Revision]] = {}
+        """Connections in a plain write: the next placeholder ordinal, the policy in force."""
+        self._gate = int.from_bytes(_lock_id(schema_name, "write gate"), "big", signed=True)
+        """The advisory lock plain writes share and every other write takes alone."""
         self._replica_wait = replica_wait
         self.replica_reads = 0
         """Snapshots served by the standby (``read_dsn``)."""
@@ -352,13 +405,127 @@ class PostgresStore(SqlStore):
     def _begin(self, cur: SqlCursor) -> tuple[Revision, Validator]:
         """Take the next revision, and tell listeners once the transaction commits.
 
-        PostgreSQL delivers a NOTIFY at commit and never for a rollback, and
-        folds repeats within one transaction, so a group commit sends one.
+        In a plain write the revision is a placeholder, replaced at the end
+        (``_write_plain``). Any other write first takes the write gate alone,
+        waiting for the plain writes under way: a precondition, a delete by
+        filter, a policy change or an ingest then reads a state no concurrent
+        writer changes. PostgreSQL delivers a NOTIFY at commit and never for a
+        rollback, and folds repeats within one transaction, so a group commit
+        sends one.
         """
+        plain = self._plain.get(id(cur))
+        if plain is not None:
+            ordinal, policy_revision = plain
+            ordinal[0] += 1
+            return PLACEHOLDER + ordinal[0], self._validator_for(cur, policy_revision)
+        # Taken again for each request: locks taken in a savepoint that rolls back are released.
+        self._exec(cur, "SELECT pg_advisory_xact_lock(?)", (self._gate,))
         begun = super()._begin(cur)
         cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
         self._locked.add(id(cur))
         return begun
+
+    # ---- plain writes: the revision taken at commit ---------------------------------------------
+
+    def write(
+        self,
+        updates: Sequence[RelationshipUpdate],
+        preconditions: Sequence[Precondition] = (),
+    ) -> Revision:
+        """Apply a batch atomically (see Writer.write); without preconditions, as a plain write."""
+        if preconditions:
+            return super().write(updates, preconditions)
+        (revision,) = self._write_plain([WriteRequest(tuple(updates))], isolate=False)
+        assert isinstance(revision, int)  # a failure raised instead
+        return revision
+
+    def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """Apply requests in one transaction (see Writer.write_group); plain writes run as such."""
+        if requests and all(isinstance(r, WriteRequest) and not r.preconditions for r in requests):
+            return self._write_plain(requests, isolate=True)
+        return super().write_group(requests)
+
+    def _write_plain(self, requests: Sequence[GroupRequest], *, isolate: bool) -> list[Outcome]:
+        """Relationship writes without preconditions, taking their revisions in the last statement.
+
+        Every writer used to take the ``store_state`` row lock first and hold
+        it to commit, so a transaction on one server held every other
+        server's writes for its whole length: each round trip to PostgreSQL,
+        a slow client's group, a paused process (issue 12). Here the
+        transaction shares the write gate, locks the keys it writes (sorted,
+        so two writers never wait on each other in a cycle), writes its rows
+        with placeholder revisions (``PLACEHOLDER`` + the request's ordinal),
+        and only then, in one statement (``_STAMP``), takes the head's next
+        revisions, puts them in place of the placeholders and records them.
+        The row lock is still held to commit, so revisions commit in order and
+        "new enemy" order holds; but it is held for one statement and the
+        commit, and writers to other keys run their transactions side by side.
+
+        Why the key locks: a writer reads the live row of each key it changes,
+        and without the lock another writer could change that key between the
+        read and the commit (READ COMMITTED sees only what committed before
+        each statement). Why the gate: a write whose outcome depends on more
+        than its own keys (a precondition, a delete by filter, a policy change
+        validated against every row) takes it alone (``_begin``), so no plain
+        write runs beside it. ``isolate`` gives each request a savepoint, as a
+        group commit does; without it, a failure raises and rolls back all.
+        """
+        keys = sorted(
+            {
+                self._key_lock(update.relationship.key)
+                for request in requests
+                if isinstance(request, WriteRequest)
+                for update in request.updates
+            }
+        )
+        with self._write() as cur:
+            if not isinstance(cur, psycopg.Connection):
+                raise TypeError("PostgresStore writes on psycopg connections")
+            _, policy_revision = cur.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s), policy_revision FROM store_state",
+                (self._gate,),
+            ).fetchone() or (None, 0)
+            if keys:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(a, b) "
+                    "FROM unnest(%s::int4[], %s::int4[]) AS k(a, b)",
+                    ([a for a, _ in keys], [b for _, b in keys]),
+                )
+            self._plain[id(cur)] = ([0], policy_revision)
+            try:
+                if isolate:
+                    outcomes = self._group_in(cur, requests)
+                else:
+                    outcomes = [self._apply_request(cur, requests[0])]
+            finally:
+                del self._plain[id(cur)]
+            placeholders = [o for o in outcomes if isinstance(o, int)]
+            if not placeholders:
+                return outcomes
+            (base, _) = cur.execute(
+                _STAMP,
+                {
+                    "count": len(placeholders),
+                    "placeholders": placeholders,
+                    "now": self._now(),
+                    "channel": self._channel,
+                },
+            ).fetchone() or (0, None)
+        revisions = {p: base + n for n, p in enumerate(placeholders, start=1)}
+        return [revisions[o] if isinstance(o, int) else o for o in outcomes]
+
+    def _key_lock(self, key: RelationshipKey) -> tuple[int, int]:
+        """The two-integer advisory lock of a relationship key in this store.
+
+        PostgreSQL keeps two-integer advisory locks apart from one-bigint ones
+        (the gate, migrations); a hash collision only makes two keys wait on
+        each other.
+        """
+        digest = _lock_id(self._schema_name, *key)
+        return (
+            int.from_bytes(digest[:4], "big", signed=True),
+            int.from_bytes(digest[4:], "big", signed=True),
+        )
 
     def wait_for_change(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a commit on any server; True if one came.
@@ -458,6 +625,8 @@ class PostgresStore(SqlStore):
         # the planner took them for one row and joined them with a scan per row: minutes,
         # under the lock, at 100k rows). ANALYZE sees this transaction's own rows.
         cur.execute(b"ANALYZE relationships")
+        # Publish alone: the plain writes under way commit first, new ones wait for this one.
+        self._exec(cur, "SELECT pg_advisory_xact_lock(?)", (self._gate,))
         for _ in range(3):
             published = self._exec(
                 cur,
