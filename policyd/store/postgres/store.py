@@ -144,6 +144,18 @@ held to commit), put them in place of the placeholders in the transaction's own 
 them, and notify followers at commit."""
 
 
+_LOCK_PLAIN = """
+SELECT s.policy_revision FROM store_state s
+CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock_shared(%s)::text AS shared) g
+CROSS JOIN LATERAL (
+    SELECT count(pg_advisory_xact_lock(k.a, k.b)) AS locked
+    FROM unnest(%s::int4[], %s::int4[]) AS k(a, b) WHERE g.shared IS NOT NULL
+) k
+"""
+"""A plain write's first statement: the write gate shared, then its keys' locks in the order
+given (the keys' scan reads the gate's result, so it runs after it), and the policy in force."""
+
+
 def _lock_id(*parts: str) -> bytes:
     """Eight bytes naming an advisory lock, from the store's schema and what is locked."""
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
@@ -481,16 +493,9 @@ class PostgresStore(SqlStore):
         with self._write() as cur:
             if not isinstance(cur, psycopg.Connection):
                 raise TypeError("PostgresStore writes on psycopg connections")
-            _, policy_revision = cur.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s), policy_revision FROM store_state",
-                (self._gate,),
-            ).fetchone() or (None, 0)
-            if keys:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(a, b) "
-                    "FROM unnest(%s::int4[], %s::int4[]) AS k(a, b)",
-                    ([a for a, _ in keys], [b for _, b in keys]),
-                )
+            (policy_revision,) = cur.execute(
+                _LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys])
+            ).fetchone() or (0,)
             self._plain[id(cur)] = ([0], policy_revision)
             try:
                 if isolate:
