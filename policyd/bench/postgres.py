@@ -1,6 +1,7 @@
 """Package postgres is ``policyd bench --sections postgres``: PostgreSQL past one server.
 
-Import rate, single writes from two servers (alone and beside an import),
+Import rate, single writes from two servers (alone and beside an import;
+stores in this process, and ``policyd serve`` processes over gRPC),
 propagation between servers, Checks on a hot standby with and without a
 token, and ``policyd serve`` started on a PostgreSQL store of 1M
 relationships (``--pg-startup`` counts): spawn to first Check, and RSS,
@@ -22,6 +23,7 @@ all of them.
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import threading
 import time
@@ -36,9 +38,11 @@ import psycopg
 
 from policyd import Consistency, Engine
 from policyd.bench.delay_proxy import delayed
+from policyd.bench.grpc_load import serve_process
 from policyd.bench.measure import percentile
 from policyd.bench.startup import EMPTY_QUERY, start_columns, start_once
 from policyd.bench.workloads import Query
+from policyd.bench.write_load import run_writers
 from policyd.relationship import (
     Operation,
     Relationship,
@@ -158,6 +162,34 @@ def delayed_writers(dsn: str, seconds: float, delay_ms: float) -> list[Row]:
             round_trip = (time.perf_counter() - began) / 50 * 1000
         network = f", {round_trip:.2f} ms round trip ({delay_ms:g} ms added)"
         return [two_writers(proxied, seconds, 0, clients, network) for clients in (1, 4)]
+
+
+def served_writers(dsn: str, seconds: float, clients: int = 8) -> Row:
+    """Writes over gRPC to two ``policyd serve`` processes on one schema, ``clients`` each.
+
+    Each client is a thread of a client process (one per server) writing in a
+    closed loop (``write_load``); each server group-commits what its clients
+    send. Servers, clients and PostgreSQL share the machine's cores.
+    """
+    schema = f"b_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(dsn, schema_name=schema)
+    try:
+        Engine(store, index=False).write_policy(POLICY)
+        token = secrets.token_hex(16)
+        url = schema_url(dsn, schema)
+        with serve_process(url, 1, token) as first, serve_process(url, 1, token) as second:
+            row = run_writers(
+                [first.target, second.target], token, 2 * clients, 2, seconds, 10**9, "pg"
+            )
+        return {
+            "measure": f"gRPC writes, 2 policyd serve x {clients} clients",
+            "per_s": row["writes_per_s"],
+            "p50_ms": row["p50_ms"],
+            "p99_ms": row["p99_ms"],
+        }
+    finally:
+        store.drop()
+        store.close()
 
 
 def propagation(dsn: str, writes: int) -> Row:
@@ -314,6 +346,7 @@ def postgres_rows(
     rows.append(two_writers(dsn, seconds, 0))
     rows.append(two_writers(dsn, seconds, 0, clients=4))
     rows.append(two_writers(dsn, seconds, count))
+    rows.append(served_writers(dsn, seconds))
     if delay_ms:
         rows += delayed_writers(dsn, seconds, delay_ms)
     rows.append(propagation(dsn, 300))

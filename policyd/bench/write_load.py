@@ -119,13 +119,25 @@ def _write_process(spec: WriteSpec, barrier: Any, results: Any) -> None:
 
 
 def run_writers(
-    target: str, token: str, clients: int, processes: int, seconds: float, max_writes: int, tag: str
+    target: str | Sequence[str],
+    token: str,
+    clients: int,
+    processes: int,
+    seconds: float,
+    max_writes: int,
+    tag: str,
 ) -> dict[str, object]:
-    """Drive writes from ``clients`` clients in ``processes`` processes; aggregate their numbers."""
+    """Drive writes from ``clients`` clients in ``processes`` processes; aggregate their numbers.
+
+    Several targets (servers of one store) take the processes in turn.
+    """
+    targets = [target] if isinstance(target, str) else list(target)
     processes = max(1, min(processes, clients))
     base, extra = divmod(clients, processes)
     specs = [
-        WriteSpec(target, token, seconds, max_writes, base + (p < extra), f"{tag}p{p}")
+        WriteSpec(
+            targets[p % len(targets)], token, seconds, max_writes, base + (p < extra), f"{tag}p{p}"
+        )
         for p in range(processes)
     ]
     collected = gather(_write_process, specs, seconds)
