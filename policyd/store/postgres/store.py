@@ -29,6 +29,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import itertools
 import logging
 import re
 import secrets
@@ -154,6 +155,14 @@ CROSS JOIN LATERAL (
 """
 """A plain write's first statement: the write gate shared, then its keys' locks in the order
 given (the keys' scan reads the gate's result, so it runs after it), and the policy in force."""
+
+
+def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The one row of a statement over ``store_state``; none means a damaged schema."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StoreError("store_state has no row: the schema is damaged")
+    return row
 
 
 def _lock_id(*parts: str) -> bytes:
@@ -325,8 +334,8 @@ class PostgresStore(SqlStore):
         self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
         self._locked: set[int] = set()
         """Connections whose open write transaction took a revision (``_begin``)."""
-        self._plain: dict[int, tuple[list[int], Revision]] = {}
-        """Connections in a plain write: the next placeholder ordinal, the policy in force."""
+        self._plain: dict[int, tuple[Iterator[Revision], Revision]] = {}
+        """Connections in a plain write: their next placeholders, the policy in force."""
         self._gate = int.from_bytes(_lock_id(schema_name, "write gate"), "big", signed=True)
         """The advisory lock plain writes share and every other write takes alone."""
         self._replica_wait = replica_wait
@@ -427,9 +436,8 @@ class PostgresStore(SqlStore):
         """
         plain = self._plain.get(id(cur))
         if plain is not None:
-            ordinal, policy_revision = plain
-            ordinal[0] += 1
-            return PLACEHOLDER + ordinal[0], self._validator_for(cur, policy_revision)
+            placeholders, policy_revision = plain
+            return next(placeholders), self._validator_for(cur, policy_revision)
         # Taken again for each request: locks taken in a savepoint that rolls back are released.
         self._exec(cur, "SELECT pg_advisory_xact_lock(?)", (self._gate,))
         begun = super()._begin(cur)
@@ -453,11 +461,12 @@ class PostgresStore(SqlStore):
 
     def write_group(self, requests: Sequence[GroupRequest]) -> list[Outcome]:
         """Apply requests in one transaction (see Writer.write_group); plain writes run as such."""
-        if requests and all(isinstance(r, WriteRequest) and not r.preconditions for r in requests):
-            return self._write_plain(requests, isolate=True)
+        writes = [r for r in requests if isinstance(r, WriteRequest) and not r.preconditions]
+        if writes and len(writes) == len(requests):
+            return self._write_plain(writes, isolate=True)
         return super().write_group(requests)
 
-    def _write_plain(self, requests: Sequence[GroupRequest], *, isolate: bool) -> list[Outcome]:
+    def _write_plain(self, requests: Sequence[WriteRequest], *, isolate: bool) -> list[Outcome]:
         """Relationship writes without preconditions, taking their revisions in the last statement.
 
         Every writer used to take the ``store_state`` row lock first and hold
@@ -483,39 +492,36 @@ class PostgresStore(SqlStore):
         group commit does; without it, a failure raises and rolls back all.
         """
         keys = sorted(
-            {
-                self._key_lock(update.relationship.key)
-                for request in requests
-                if isinstance(request, WriteRequest)
-                for update in request.updates
-            }
+            {self._key_lock(u.relationship.key) for request in requests for u in request.updates}
         )
         with self._write() as cur:
             if not isinstance(cur, psycopg.Connection):
                 raise TypeError("PostgresStore writes on psycopg connections")
-            (policy_revision,) = cur.execute(
-                _LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys])
-            ).fetchone() or (0,)
-            self._plain[id(cur)] = ([0], policy_revision)
+            (policy_revision,) = _one_row(
+                cur.execute(_LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys]))
+            )
+            self._plain[id(cur)] = (itertools.count(PLACEHOLDER + 1), policy_revision)
             try:
                 if isolate:
                     outcomes = self._group_in(cur, requests)
                 else:
-                    outcomes = [self._apply_request(cur, requests[0])]
+                    outcomes = [self._write_in(cur, requests[0].updates, ())]
             finally:
                 del self._plain[id(cur)]
             placeholders = [o for o in outcomes if isinstance(o, int)]
             if not placeholders:
                 return outcomes
-            (base, _) = cur.execute(
-                _STAMP,
-                {
-                    "count": len(placeholders),
-                    "placeholders": placeholders,
-                    "now": self._now(),
-                    "channel": self._channel,
-                },
-            ).fetchone() or (0, None)
+            (base, _) = _one_row(
+                cur.execute(
+                    _STAMP,
+                    {
+                        "count": len(placeholders),
+                        "placeholders": placeholders,
+                        "now": self._now(),
+                        "channel": self._channel,
+                    },
+                )
+            )
         revisions = {p: base + n for n, p in enumerate(placeholders, start=1)}
         return [revisions[o] if isinstance(o, int) else o for o in outcomes]
 
