@@ -31,15 +31,17 @@ from policyd.relationship import (
     parse_subject,
 )
 from policyd.tokens import TokenCodec, new_store_identity
-from tests.e2e.server import BOB, POLICY_FILE, POST, ServerFactory, ServerProcess
+from tests.e2e.server import (
+    BOB,
+    POLICY_FILE,
+    POST,
+    SPACE_WITH_A_POST,
+    ServerFactory,
+    ServerProcess,
+)
 
 ALICE = parse_subject("account:did:plc:alice")
-SETUP = [
-    "space:cats#owner@account:did:plc:alice",
-    "space:cats#member@account:did:plc:bob",
-    f"{POST}#space@space:cats",
-    f"{POST}#author@account:did:plc:alice",
-]
+SETUP = [*SPACE_WITH_A_POST, f"{POST}#author@account:did:plc:alice"]
 
 
 def _setup(client: PolicydClient) -> str:
