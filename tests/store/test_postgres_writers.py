@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,9 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from policyd.errors import AlreadyExistsError
+from policyd.errors import AlreadyExistsError, InvalidRequestError
 from policyd.filters import Precondition, RelationshipFilter
 from policyd.relationship import Relationship
+from policyd.schema.ir import Permission, RelationRef, Schema
 from policyd.store.base import ChangeKind, ChangeNotifier, WriteRequest
 from policyd.store.postgres import PostgresStore
 from policyd.store.postgres import store as postgres_store
@@ -197,6 +199,19 @@ class _Paused:
         return self.outcome[0]
 
 
+def _wait_for_an_advisory_lock_wait(dsn: str) -> None:
+    """Return once some session waits for an advisory lock (a gate or a key's); fail after 60 s."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(6000):
+            (waiting,) = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone() or (0,)
+            if waiting:
+                return
+            threading.Event().wait(0.01)
+    raise AssertionError("no session waited for an advisory lock")
+
+
 def _behind_a_paused_write(
     paused: _Paused, dsn: str, call: Callable[[], object]
 ) -> tuple[object, object]:
@@ -205,16 +220,7 @@ def _behind_a_paused_write(
     Returns the paused write's outcome and ``call``'s.
     """
     thread, outcome = _in_background(call)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for _ in range(6000):
-            (waiting,) = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ).fetchone() or (0,)
-            if waiting:
-                break
-            threading.Event().wait(0.01)
-        else:
-            raise AssertionError("the call never waited for an advisory lock")
+    _wait_for_an_advisory_lock_wait(dsn)
     assert outcome == []
     first = paused.finish()
     thread.join(60)
@@ -305,3 +311,55 @@ def test_a_failed_request_in_a_group_of_plain_writes_takes_no_revision(
         (head + 2, ChangeKind.TOUCH),
         (head + 3, ChangeKind.DELETE),
     ]
+
+
+def _without_owner() -> Schema:
+    """base_schema with document's ``owner`` relation gone (and ``view`` from viewer alone)."""
+    schema = base_schema()
+    document = schema.definitions["document"]
+    relations = {name: r for name, r in document.relations.items() if name != "owner"}
+    view = Permission("view", RelationRef("viewer"))
+    return dataclasses.replace(
+        schema,
+        definitions={
+            **schema.definitions,
+            "document": dataclasses.replace(
+                document, relations=relations, permissions={"view": view}
+            ),
+        },
+    )
+
+
+def test_a_plain_write_waiting_out_a_policy_change_is_checked_against_the_new_policy(
+    two_servers: tuple[PostgresStore, PostgresStore],
+    monkeypatch: pytest.MonkeyPatch,
+    pg_dsn: str,
+) -> None:
+    first, second = two_servers
+    checked, release = threading.Event(), threading.Event()
+    blockers = first._blockers
+
+    def check_then_wait(*args: Any) -> list[str]:
+        found = blockers(*args)
+        checked.set()
+        assert release.wait(60), "the test never released the policy change"
+        return found
+
+    monkeypatch.setattr(first, "_blockers", check_then_wait)
+    policy_thread, policy_outcome = _in_background(
+        lambda: first.write_policy(POLICY_TEXT, _without_owner())
+    )
+    assert checked.wait(60)
+    # The policy change holds the write gate and found no owner rows to orphan. A plain
+    # write of an owner row waits for the gate; once the change commits, the write must be
+    # checked against the policy now in force, which has no owner relation.
+    write_thread, write_outcome = _in_background(
+        lambda: second.write(touch("document:x#owner@user:y"))
+    )
+    _wait_for_an_advisory_lock_wait(pg_dsn)
+    release.set()
+    policy_thread.join(60)
+    write_thread.join(60)
+    assert isinstance(policy_outcome[0], int)
+    assert isinstance(write_outcome[0], InvalidRequestError), write_outcome
+    assert "document:x#owner@user:y" not in everything(second)

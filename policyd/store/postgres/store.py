@@ -121,7 +121,10 @@ every real revision (imports reserve below 2^26 past the head) and below ``LIVE`
 session ever sees one: the transaction replaces them with real revisions before it commits."""
 
 _STAMP = f"""
-WITH s AS (UPDATE store_state SET head = head + %(count)s RETURNING head - %(count)s AS base),
+WITH s AS (
+    UPDATE store_state SET head = head + %(count)s WHERE policy_revision = %(policy)s
+    RETURNING head - %(count)s AS base
+),
 m AS (
     SELECT u.placeholder, s.base + u.n AS revision
     FROM s, unnest(%(placeholders)s::bigint[]) WITH ORDINALITY AS u(placeholder, n)
@@ -142,8 +145,12 @@ SELECT base, pg_notify(%(channel)s, '') FROM s
 """
 """One statement that ends a plain write: take the next revisions (and with them the row lock,
 held to commit), put them in place of the placeholders in the transaction's own rows, record
-them, and notify followers at commit."""
+them, and notify followers at commit. It takes none, and returns no row, if the policy in force
+is no longer the one the rows were checked against (see ``_write_plain``)."""
 
+
+_POLICY_RETRIES = 3
+"""How often a plain write starts again because a policy change committed as it waited."""
 
 _LOCK_PLAIN = """
 SELECT s.policy_revision FROM store_state s
@@ -154,7 +161,8 @@ CROSS JOIN LATERAL (
 ) k
 """
 """A plain write's first statement: the write gate shared, then its keys' locks in the order
-given (the keys' scan reads the gate's result, so it runs after it), and the policy in force."""
+given (the keys' scan reads the gate's result, so it runs after it), and the policy in force
+as the statement began (``_STAMP`` checks it still is)."""
 
 
 def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -178,6 +186,10 @@ _KEEPALIVES = {
     "keepalives_interval": 2,
     "keepalives_count": 2,
 }
+
+
+class _PolicyMoved(Exception):
+    """A policy change committed while a plain write waited for the gate: write it again."""
 
 
 class _RecoveryConflict(StoreError):
@@ -494,6 +506,25 @@ class PostgresStore(SqlStore):
         keys = sorted(
             {self._key_lock(u.relationship.key) for request in requests for u in request.updates}
         )
+        for _ in range(_POLICY_RETRIES):
+            try:
+                return self._write_plain_once(requests, keys, isolate=isolate)
+            except _PolicyMoved:
+                continue
+        raise StoreError("the policy kept changing under a write; retry it")
+
+    def _write_plain_once(
+        self, requests: Sequence[WriteRequest], keys: list[tuple[int, int]], *, isolate: bool
+    ) -> list[Outcome]:
+        """One attempt at ``_write_plain``; raises _PolicyMoved (rolling back) to try again.
+
+        The first statement reads the policy from the snapshot taken as it
+        began, before it waited for the gate: a policy change holding the gate
+        then commits unseen, and the rows are checked against the old policy.
+        The stamp takes revisions only if that policy is still in force (found
+        by ``test_a_plain_write_waiting_out_a_policy_change_is_checked_against_the_new_policy``);
+        otherwise the transaction rolls back and the next attempt reads the new one.
+        """
         with self._write() as cur:
             if not isinstance(cur, psycopg.Connection):
                 raise TypeError("PostgresStore writes on psycopg connections")
@@ -511,17 +542,19 @@ class PostgresStore(SqlStore):
             placeholders = [o for o in outcomes if isinstance(o, int)]
             if not placeholders:
                 return outcomes
-            (base, _) = _one_row(
-                cur.execute(
-                    _STAMP,
-                    {
-                        "count": len(placeholders),
-                        "placeholders": placeholders,
-                        "now": self._now(),
-                        "channel": self._channel,
-                    },
-                )
-            )
+            stamped = cur.execute(
+                _STAMP,
+                {
+                    "count": len(placeholders),
+                    "placeholders": placeholders,
+                    "policy": policy_revision,
+                    "now": self._now(),
+                    "channel": self._channel,
+                },
+            ).fetchone()
+            if stamped is None:
+                raise _PolicyMoved
+            base = stamped[0]
         revisions = {p: base + n for n, p in enumerate(placeholders, start=1)}
         return [revisions[o] if isinstance(o, int) else o for o in outcomes]
 
