@@ -126,8 +126,8 @@ WITH s AS (
     RETURNING head - %(count)s AS base
 ),
 m AS (
-    SELECT u.placeholder, s.base + u.n AS revision
-    FROM s, unnest(%(placeholders)s::bigint[]) WITH ORDINALITY AS u(placeholder, n)
+    SELECT u.placeholder, (SELECT base FROM s) + u.n AS revision
+    FROM unnest(%(placeholders)s::bigint[]) WITH ORDINALITY AS u(placeholder, n)
 ),
 t AS (
     UPDATE relationships SET
@@ -145,8 +145,10 @@ SELECT base, pg_notify(%(channel)s, '') FROM s
 """
 """One statement that ends a plain write: take the next revisions (and with them the row lock,
 held to commit), put them in place of the placeholders in the transaction's own rows, record
-them, and notify followers at commit. It takes none, and returns no row, if the policy in force
-is no longer the one the rows were checked against (see ``_write_plain``)."""
+them, and notify followers at commit. If the policy in force is no longer the one the rows were
+checked against (see ``_write_plain``), ``s`` updates nothing, every revision in ``m`` is NULL and
+the insert into ``revisions`` fails (NotNullViolation): an error, so that the COMMIT sent with
+this statement does not run."""
 
 
 _POLICY_RETRIES = 3
@@ -525,38 +527,69 @@ class PostgresStore(SqlStore):
         by ``test_a_plain_write_waiting_out_a_policy_change_is_checked_against_the_new_policy``);
         otherwise the transaction rolls back and the next attempt reads the new one.
         """
-        with self._write() as cur:
-            if not isinstance(cur, psycopg.Connection):
-                raise TypeError("PostgresStore writes on psycopg connections")
-            (policy_revision,) = _one_row(
-                cur.execute(_LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys]))
-            )
-            self._plain[id(cur)] = (itertools.count(PLACEHOLDER + 1), policy_revision)
+        with self._connection() as conn:
+            conn.execute(b"BEGIN")
             try:
-                if isolate:
-                    outcomes = self._group_in(cur, requests)
-                else:
-                    outcomes = [self._write_in(cur, requests[0].updates, ())]
-            finally:
-                del self._plain[id(cur)]
-            placeholders = [o for o in outcomes if isinstance(o, int)]
-            if not placeholders:
-                return outcomes
-            stamped = cur.execute(
-                _STAMP,
-                {
-                    "count": len(placeholders),
-                    "placeholders": placeholders,
-                    "policy": policy_revision,
-                    "now": self._now(),
-                    "channel": self._channel,
-                },
-            ).fetchone()
-            if stamped is None:
-                raise _PolicyMoved
-            base = stamped[0]
+                (policy_revision,) = _one_row(
+                    conn.execute(
+                        _LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys])
+                    )
+                )
+                self._plain[id(conn)] = (itertools.count(PLACEHOLDER + 1), policy_revision)
+                try:
+                    if isolate:
+                        outcomes = self._group_in(conn, requests)
+                    else:
+                        outcomes = [self._write_in(conn, requests[0].updates, ())]
+                finally:
+                    del self._plain[id(conn)]
+                placeholders = [o for o in outcomes if isinstance(o, int)]
+                if not placeholders:
+                    conn.execute(b"COMMIT")
+                    return outcomes
+                base = self._stamp_and_commit(conn, placeholders, policy_revision)
+            except BaseException:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute(b"ROLLBACK")
+                raise
         revisions = {p: base + n for n, p in enumerate(placeholders, start=1)}
         return [revisions[o] if isinstance(o, int) else o for o in outcomes]
+
+    def _stamp_and_commit(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        placeholders: list[int],
+        policy_revision: Revision,
+    ) -> Revision:
+        """Run ``_STAMP`` and COMMIT in one message; the revision before the first taken.
+
+        The ``store_state`` row lock the stamp takes is held until the commit
+        ends. Sent as two messages, that would include a round trip from
+        PostgreSQL to this process and back (the stamp's answer, then the
+        COMMIT), and every other server's writer would wait it out too; sent
+        as one, the lock is held only while PostgreSQL runs the stamp and
+        flushes the commit. One message with two statements goes by the simple
+        query protocol, which takes no parameters: psycopg's client-side
+        binding writes them in as literals (all integers but the channel, an
+        identifier this store made). A failed statement skips the rest of the
+        message, so an error in the stamp never commits.
+        """
+        stamp = psycopg.ClientCursor(conn).mogrify(
+            _STAMP,
+            {
+                "count": len(placeholders),
+                "placeholders": placeholders,
+                "policy": policy_revision,
+                "now": self._now(),
+                "channel": self._channel,
+            },
+        )
+        try:
+            (base, _) = _one_row(conn.execute(f"{stamp}; COMMIT".encode()))
+        except psycopg.errors.NotNullViolation as e:
+            raise _PolicyMoved from e
+        return int(base)
 
     def _key_lock(self, key: RelationshipKey) -> tuple[int, int]:
         """The two-integer advisory lock of a relationship key in this store.
