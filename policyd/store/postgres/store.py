@@ -175,6 +175,18 @@ def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
     return row
 
 
+def _literally(conn: psycopg.Connection[tuple[Any, ...]], text: str, params: Any) -> str:
+    """``text`` with ``params`` written in as SQL literals, to send with other statements.
+
+    Several statements in one message go by the simple query protocol, which
+    takes no parameters; psycopg's client-side binding quotes them instead.
+    Plain writes use it for their first and last messages (BEGIN with the locks;
+    the stamp with COMMIT), saving a round trip each. Their values are integers,
+    arrays of them and a channel name this store made from its schema name.
+    """
+    return psycopg.ClientCursor(conn).mogrify(text, params)
+
+
 def _lock_id(*parts: str) -> bytes:
     """Eight bytes naming an advisory lock, from the store's schema and what is locked."""
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
@@ -528,13 +540,13 @@ class PostgresStore(SqlStore):
         otherwise the transaction rolls back and the next attempt reads the new one.
         """
         with self._connection() as conn:
-            conn.execute(b"BEGIN")
+            lock = _literally(
+                conn, _LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys])
+            )
             try:
-                (policy_revision,) = _one_row(
-                    conn.execute(
-                        _LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys])
-                    )
-                )
+                begun = conn.execute(f"BEGIN; {lock}".encode())
+                begun.nextset()
+                (policy_revision,) = _one_row(begun)
                 self._plain[id(conn)] = (itertools.count(PLACEHOLDER + 1), policy_revision)
                 try:
                     if isolate:
@@ -569,13 +581,11 @@ class PostgresStore(SqlStore):
         PostgreSQL to this process and back (the stamp's answer, then the
         COMMIT), and every other server's writer would wait it out too; sent
         as one, the lock is held only while PostgreSQL runs the stamp and
-        flushes the commit. One message with two statements goes by the simple
-        query protocol, which takes no parameters: psycopg's client-side
-        binding writes them in as literals (all integers but the channel, an
-        identifier this store made). A failed statement skips the rest of the
-        message, so an error in the stamp never commits.
+        flushes the commit (``_literally`` says how). A failed statement skips
+        the rest of the message, so an error in the stamp never commits.
         """
-        stamp = psycopg.ClientCursor(conn).mogrify(
+        stamp = _literally(
+            conn,
             _STAMP,
             {
                 "count": len(placeholders),
