@@ -791,7 +791,8 @@ class SqlStore(ABC):
             self._exec(cur, "DELETE FROM revision_holds WHERE expires_at <= ?", (now,))
             point = self._exec(
                 cur,
-                "SELECT MAX(revision) FROM revisions WHERE created_at <= ?",
+                "SELECT MAX(revision) FROM revisions WHERE created_at <= ? "
+                "AND revision <= (SELECT head FROM store_state)",
                 (cutoff,),
             ).fetchone()[0]
             held = self._exec(cur, "SELECT MIN(revision) FROM revision_holds").fetchone()[0]

@@ -186,14 +186,14 @@ def test_concurrent_writers_commit_in_revision_order(store_url: str) -> None:
         for name in ("a", "b")
     ]
     try:
-        # While they write, every head a reader sees must come with every revision below it.
-        checks = 0
+        # While they write, note what each head a reader sees comes with: no revision may
+        # turn up at or below a head later (revisions need not be dense numbers, so this is
+        # asked of the change log at the end, not of the numbers).
+        observed: list[tuple[int, set[int]]] = []
         while any(p.poll() is None for p in procs):
             head = store.head_revision()
             revisions = {e.revision for e in store.changes(start_revision, limit=100_000)}
-            seen = {r for r in revisions if r <= head}
-            assert seen == set(range(start_revision + 1, head + 1))
-            checks += 1
+            observed.append((head, {r for r in revisions if r <= head}))
         acks = [finish(p) for p in procs]
         by_revision: dict[int, str] = {}
         for out in acks:
@@ -203,10 +203,16 @@ def test_concurrent_writers_commit_in_revision_order(store_url: str) -> None:
                 _, rev, text = line.split()
                 assert int(rev) not in by_revision
                 by_revision[int(rev)] = text
-        assert sorted(by_revision) == list(range(start_revision + 1, start_revision + 301))
+        assert len(by_revision) == 300
+        assert min(by_revision) > start_revision
+        assert store.head_revision() == max(by_revision)
+        final = {e.revision for e in store.changes(start_revision, limit=1000)}
+        assert final == set(by_revision)
+        assert observed
+        for head, seen in observed:
+            assert seen == {r for r in final if r <= head}
         for event in store.changes(start_revision, limit=1000):
             assert event.kind is ChangeKind.TOUCH
             assert str(event.relationship) == by_revision[event.revision]
-        assert checks > 0
     finally:
         store.close()

@@ -133,7 +133,8 @@ def test_a_delete_by_filter_that_matches_nothing_makes_no_revision(store: Store)
     assert store.changes(head - 1) == store.changes(head - 1, 100)
     assert [e.revision for e in store.changes(head - 1)] == [head]
     after, count = store.delete(RelationshipFilter(resource_type="document"))
-    assert (after, count) == (head + 1, 1)  # the next revision is the next number
+    assert after > head
+    assert count == 1
 
 
 def test_two_updates_of_one_relationship_in_a_batch_are_refused(store: Store) -> None:

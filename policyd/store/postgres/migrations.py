@@ -91,10 +91,18 @@ _INGEST_RECORDS = [
     "updated_at BIGINT NOT NULL)",
 ]
 
+# Revisions numbered by transaction id (see policyd.store.postgres.revisions): the offset
+# starts at the head, so every revision numbered from now on is above every earlier one.
+_XID_REVISIONS = [
+    "ALTER TABLE store_state ADD COLUMN revision_offset BIGINT NOT NULL DEFAULT 0",
+    "UPDATE store_state SET revision_offset = head",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _INITIAL),
     ("0002_store_identity", _STORE_IDENTITY),
     ("0003_ingest_records", _INGEST_RECORDS),
+    ("0004_xid_revisions", _XID_REVISIONS),
 ]
 
 

@@ -29,7 +29,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import itertools
 import logging
 import re
 import secrets
@@ -43,7 +42,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from policyd.errors import AlreadyExistsError, InvalidRequestError, StoreError
+from policyd.errors import AlreadyExistsError, InvalidRequestError, PolicydError, StoreError
 from policyd.filters import Precondition
 from policyd.relationship import Relationship, RelationshipKey, RelationshipUpdate
 from policyd.store.base import (
@@ -57,6 +56,17 @@ from policyd.store.base import (
     wait_bound,
 )
 from policyd.store.postgres.migrations import SECONDARY_INDEXES, migrate
+from policyd.store.postgres.revisions import (
+    ADVANCE_MESSAGE,
+    FINISH_PLAIN_CALL,
+    LOCK_PLAIN_CALL,
+    MAX_ORDINAL,
+    NUMBER_ALONE,
+    XID_SHIFT,
+    last_row,
+    literally,
+    prepare,
+)
 from policyd.store.sqlcommon import (
     ATTRS,
     COLUMNS,
@@ -112,59 +122,33 @@ class PgTimeouts:
 
 
 IMPORT_RESERVE = 1 << 24
-"""How far above the head an import reserves its revision: writes that commit while it
-loads take the revisions below (16.7 million of them)."""
-
-PLACEHOLDER = 1 << 62
-"""Where the stand-in revisions of a plain write's requests start (``_write_plain``): above
-every real revision (imports reserve below 2^26 past the head) and below ``LIVE``. No other
-session ever sees one: the transaction replaces them with real revisions before it commits."""
-
-_STAMP = f"""
-WITH s AS (
-    UPDATE store_state SET head = head + %(count)s WHERE policy_revision = %(policy)s
-    RETURNING head - %(count)s AS base
-),
-m AS (
-    SELECT u.placeholder, (SELECT base FROM s) + u.n AS revision
-    FROM unnest(%(placeholders)s::bigint[]) WITH ORDINALITY AS u(placeholder, n)
-),
-t AS (
-    UPDATE relationships SET
-        created_revision = COALESCE(
-            (SELECT m.revision FROM m WHERE m.placeholder = relationships.created_revision),
-            created_revision),
-        deleted_revision = COALESCE(
-            (SELECT m.revision FROM m WHERE m.placeholder = relationships.deleted_revision),
-            deleted_revision)
-    WHERE (created_revision >= {PLACEHOLDER} AND created_revision < {LIVE})
-        OR (deleted_revision >= {PLACEHOLDER} AND deleted_revision < {LIVE})
-),
-r AS (INSERT INTO revisions (revision, created_at) SELECT revision, %(now)s FROM m)
-SELECT base, pg_notify(%(channel)s, '') FROM s
-"""
-"""One statement that ends a plain write: take the next revisions (and with them the row lock,
-held to commit), put them in place of the placeholders in the transaction's own rows, record
-them, and notify followers at commit. If the policy in force is no longer the one the rows were
-checked against (see ``_write_plain``), ``s`` updates nothing, every revision in ``m`` is NULL and
-the insert into ``revisions`` fails (NotNullViolation): an error, so that the COMMIT sent with
-this statement does not run."""
-
+"""How many transaction ids above the current ones an import reserves its revision at:
+writes that commit while it loads number theirs below (16.7 million transactions)."""
 
 _POLICY_RETRIES = 3
-"""How often a plain write starts again because a policy change committed as it waited."""
+"""How often a plain write starts again because a policy change or publish committed as it
+waited for the gate."""
 
-_LOCK_PLAIN = """
-SELECT s.policy_revision FROM store_state s
-CROSS JOIN LATERAL (SELECT pg_advisory_xact_lock_shared(%s)::text AS shared) g
-CROSS JOIN LATERAL (
-    SELECT count(pg_advisory_xact_lock(k.a, k.b)) AS locked
-    FROM unnest(%s::int4[], %s::int4[]) AS k(a, b) WHERE g.shared IS NOT NULL
-) k
+_HEAD_WAIT = (0.0005, 0.02)
+"""First and longest pause between a writer's looks at the head while an older write is open."""
+
+
+_PUBLISH = f"""
+WITH state AS (
+    SELECT s.revision_offset + (pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+        << {XID_SHIFT}) AS numbered, pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xid
+    FROM store_state s
+),
+target AS (SELECT CASE WHEN numbered <= ?::bigint THEN ?::bigint ELSE numbered END AS revision,
+    xid FROM state)
+UPDATE store_state SET head = target.revision,
+    revision_offset = greatest(revision_offset, target.revision + 1 - (target.xid << {XID_SHIFT}))
+FROM target RETURNING target.revision, store_state.policy_revision
 """
-"""A plain write's first statement: the write gate shared, then its keys' locks in the order
-given (the keys' scan reads the gate's result, so it runs after it), and the policy in force
-as the statement began (``_STAMP`` checks it still is)."""
+"""An import's publish, run holding the gate alone: the head moves to the reserved revision,
+or, if writes numbered at or past it meanwhile (every transaction below the snapshot's xmax
+numbered below ``numbered``), to just above them; the offset moves so that writes after it
+number above it."""
 
 
 def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -175,16 +159,35 @@ def _one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
     return row
 
 
-def _literally(conn: psycopg.Connection[tuple[Any, ...]], text: str, params: Any) -> str:
-    """``text`` with ``params`` written in as SQL literals, to send with other statements.
+@dataclass
+class _Numbering:
+    """How an open write transaction numbers its requests' revisions (see revisions.py)."""
 
-    Several statements in one message go by the simple query protocol, which
-    takes no parameters; psycopg's client-side binding quotes them instead.
-    Plain writes use it for their first and last messages (BEGIN with the locks;
-    the stamp with COMMIT), saving a round trip each. Their values are integers,
-    arrays of them and a channel name this store made from its schema name.
-    """
-    return psycopg.ClientCursor(conn).mogrify(text, params)
+    base: Revision
+    policy_revision: Revision
+    offset: Revision
+    """The offset a plain write read (checked again as it ends); unused by one alone."""
+    alone: bool
+    """Whether the transaction holds the gate alone (records each revision as it takes it)."""
+    taken: int = 0
+
+    def next(self) -> Revision:
+        if self.taken == MAX_ORDINAL:
+            raise StoreError(f"one transaction numbers at most {MAX_ORDINAL} revisions")
+        self.taken += 1
+        return self.base + self.taken
+
+    @property
+    def last(self) -> Revision:
+        return self.base + self.taken
+
+
+def _one_row_of_last(cursor: psycopg.Cursor[tuple[Any, ...]]) -> Any:
+    """The first value of the last result with rows, of a message of several statements."""
+    row = last_row(cursor)
+    if row is None:
+        raise StoreError("the head's advance returned no row")
+    return row[0]
 
 
 def _lock_id(*parts: str) -> bytes:
@@ -203,7 +206,7 @@ _KEEPALIVES = {
 
 
 class _PolicyMoved(Exception):
-    """A policy change committed while a plain write waited for the gate: write it again."""
+    """A policy change or publish committed while a plain write waited for the gate: again."""
 
 
 class _RecoveryConflict(StoreError):
@@ -250,6 +253,7 @@ class _Server:
             max_size=max_connections,
             timeout=timeouts.pool,
             kwargs=connect_kwargs,
+            configure=None if standby else prepare,
             open=True,
         )
 
@@ -358,10 +362,8 @@ class PostgresStore(SqlStore):
             **_KEEPALIVES,
         }
         self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._locked: set[int] = set()
-        """Connections whose open write transaction took a revision (``_begin``)."""
-        self._plain: dict[int, tuple[Iterator[Revision], Revision]] = {}
-        """Connections in a plain write: their next placeholders, the policy in force."""
+        self._numbering: dict[int, _Numbering] = {}
+        """Connections in a write transaction that numbers revisions, and how it does."""
         self._gate = int.from_bytes(_lock_id(schema_name, "write gate"), "big", signed=True)
         """The advisory lock plain writes share and every other write takes alone."""
         self._replica_wait = replica_wait
@@ -416,11 +418,15 @@ class PostgresStore(SqlStore):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[SqlCursor]:
-        with self._connection() as conn, conn.transaction():
-            try:
-                yield conn
-            finally:
-                self._locked.discard(id(conn))
+        """A write transaction; once it commits, the head moves past what it numbered."""
+        with self._connection() as conn:
+            with conn.transaction():
+                try:
+                    yield conn
+                finally:
+                    numbering = self._numbering.pop(id(conn), None)
+            if numbering is not None and numbering.taken:
+                self._await_head(conn, numbering.last, None)
 
     def _sql(self, text: str) -> str:
         cached = self._sql_cache.get(text)
@@ -450,28 +456,76 @@ class PostgresStore(SqlStore):
         return f"policyd_{self._schema_name}"[:63]
 
     def _begin(self, cur: SqlCursor) -> tuple[Revision, Validator]:
-        """Take the next revision, and tell listeners once the transaction commits.
+        """Number the next request of this transaction (see revisions.py).
 
-        In a plain write the revision is a placeholder, replaced at the end
-        (``_write_plain``). Any other write first takes the write gate alone,
+        A plain write numbered its transaction in its first statement
+        (``_write_plain``). Any other write takes the write gate alone first,
         waiting for the plain writes under way: a precondition, a delete by
         filter, a policy change or an ingest then reads a state no concurrent
-        writer changes. PostgreSQL delivers a NOTIFY at commit and never for a
-        rollback, and folds repeats within one transaction, so a group commit
-        sends one.
+        writer changes. It records each revision as it takes it, and reads the
+        policy again each time (an earlier request of its group may have
+        changed it).
         """
-        plain = self._plain.get(id(cur))
-        if plain is not None:
-            placeholders, policy_revision = plain
-            return next(placeholders), self._validator_for(cur, policy_revision)
-        # Taken again for each request: locks taken in a savepoint that rolls back are released.
-        self._exec(cur, "SELECT pg_advisory_xact_lock(?)", (self._gate,))
-        begun = super()._begin(cur)
-        cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
-        self._locked.add(id(cur))
-        return begun
+        numbering = self._numbering.get(id(cur))
+        if numbering is not None and not numbering.alone:
+            return numbering.next(), self._validator_for(cur, numbering.policy_revision)
+        if numbering is None:
+            numbering = self._number_alone(cur)
+        revision = numbering.next()
+        (policy_revision,) = self._exec(
+            cur,
+            "INSERT INTO revisions (revision, created_at) VALUES (?, ?) "
+            "RETURNING (SELECT policy_revision FROM store_state)",
+            (revision, self._now()),
+        ).fetchone()
+        return revision, self._validator_for(cur, policy_revision)
 
-    # ---- plain writes: the revision taken at commit ---------------------------------------------
+    def _number_alone(self, cur: SqlCursor) -> _Numbering:
+        """Take the gate alone for this transaction and number it (``NUMBER_ALONE``).
+
+        Called outside any request's savepoint (``_group_in`` calls it before
+        them): a savepoint rolled back would release the gate and undo the
+        offset's move while the transaction went on numbering.
+        """
+        self._exec(cur, "SELECT pg_advisory_xact_lock(?)", (self._gate,))
+        self._exec(cur, "SELECT pg_current_xact_id()")
+        base, policy_revision = _one_row(self._exec(cur, NUMBER_ALONE))
+        numbering = _Numbering(base, policy_revision, offset=0, alone=True)
+        self._numbering[id(cur)] = numbering
+        return numbering
+
+    def _group_in(self, cur: SqlCursor, requests: Sequence[GroupRequest]) -> list[Outcome]:
+        """SqlStore._group_in, numbered alone first unless it is a plain write's group."""
+        if id(cur) not in self._numbering:
+            self._number_alone(cur)
+        return super()._group_in(cur, requests)
+
+    def _apply_request(
+        self, cur: SqlCursor, request: GroupRequest
+    ) -> Revision | tuple[Revision, int]:
+        """SqlStore._apply_request; a request that fails gives its revision back to the next."""
+        numbering = self._numbering[id(cur)]
+        taken = numbering.taken
+        try:
+            return super()._apply_request(cur, request)
+        except PolicydError:
+            numbering.taken = taken
+            raise
+
+    def _give_back(self, cur: SqlCursor, revision: Revision) -> Revision:
+        """Undo ``_begin`` for a write that changed nothing; the revision it leaves.
+
+        That is the previous request's of this transaction, or else the head.
+        """
+        self._exec(cur, "DELETE FROM revisions WHERE revision = ?", (revision,))
+        numbering = self._numbering[id(cur)]
+        numbering.taken -= 1
+        if numbering.taken:
+            return numbering.last
+        head: Revision = self._exec(cur, "SELECT head FROM store_state").fetchone()[0]
+        return head
+
+    # ---- plain writes: numbered by transaction id, the gate shared ------------------------------
 
     def write(
         self,
@@ -493,29 +547,26 @@ class PostgresStore(SqlStore):
         return super().write_group(requests)
 
     def _write_plain(self, requests: Sequence[WriteRequest], *, isolate: bool) -> list[Outcome]:
-        """Relationship writes without preconditions, taking their revisions in the last statement.
+        """Relationship writes without preconditions: no shared row touched before commit.
 
-        Every writer used to take the ``store_state`` row lock first and hold
-        it to commit, so a transaction on one server held every other
-        server's writes for its whole length: each round trip to PostgreSQL,
-        a slow client's group, a paused process (issue 12). Here the
-        transaction shares the write gate, locks the keys it writes (sorted,
-        so two writers never wait on each other in a cycle), writes its rows
-        with placeholder revisions (``PLACEHOLDER`` + the request's ordinal),
-        and only then, in one statement (``_STAMP``), takes the head's next
-        revisions, puts them in place of the placeholders and records them.
-        The row lock is still held to commit, so revisions commit in order and
-        "new enemy" order holds; but it is held for one statement and the
-        commit, and writers to other keys run their transactions side by side.
+        Every writer used to take the ``store_state`` row lock and hold it to
+        commit, so a transaction on one server held every other server's
+        writes (issue 12). Here the transaction shares the write gate, locks
+        the keys it writes (sorted, so two writers never wait on each other in
+        a cycle), takes its transaction id and numbers its requests by it
+        (revisions.py), all in its first message. Its last message records
+        the revisions, commits, and moves the head (``ADVANCE``). Writers on
+        other servers meet it only on the keys they share.
 
         Why the key locks: a writer reads the live row of each key it changes,
         and without the lock another writer could change that key between the
         read and the commit (READ COMMITTED sees only what committed before
         each statement). Why the gate: a write whose outcome depends on more
         than its own keys (a precondition, a delete by filter, a policy change
-        validated against every row) takes it alone (``_begin``), so no plain
-        write runs beside it. ``isolate`` gives each request a savepoint, as a
-        group commit does; without it, a failure raises and rolls back all.
+        validated against every row) takes it alone (``_number_alone``), so no
+        plain write runs beside it. ``isolate`` gives each request a
+        savepoint, as a group commit does; without it, a failure raises and
+        rolls back all.
         """
         keys = sorted(
             {self._key_lock(u.relationship.key) for request in requests for u in request.updates}
@@ -532,74 +583,115 @@ class PostgresStore(SqlStore):
     ) -> list[Outcome]:
         """One attempt at ``_write_plain``; raises _PolicyMoved (rolling back) to try again.
 
-        The first statement reads the policy from the snapshot taken as it
-        began, before it waited for the gate: a policy change holding the gate
-        then commits unseen, and the rows are checked against the old policy.
-        The stamp takes revisions only if that policy is still in force (found
-        by ``test_a_plain_write_waiting_out_a_policy_change_is_checked_against_the_new_policy``);
-        otherwise the transaction rolls back and the next attempt reads the new one.
+        The first statement reads the policy and offset from the snapshot taken
+        as it began, before it waited for the gate: a policy change (or an
+        import's publish) holding the gate then commits unseen. ``FINISH_PLAIN``
+        records the revisions only if both are still in force (found by
+        ``test_a_plain_write_waiting_out_a_policy_change_is_checked_against_the_new_policy``);
+        otherwise the transaction rolls back and the next attempt reads them again.
         """
         with self._connection() as conn:
-            lock = _literally(
-                conn, _LOCK_PLAIN, (self._gate, [a for a, _ in keys], [b for _, b in keys])
+            lock = literally(
+                conn, LOCK_PLAIN_CALL, (self._gate, [a for a, _ in keys], [b for _, b in keys])
             )
             try:
                 begun = conn.execute(f"BEGIN; {lock}".encode())
                 begun.nextset()
-                (policy_revision,) = _one_row(begun)
-                self._plain[id(conn)] = (itertools.count(PLACEHOLDER + 1), policy_revision)
+                policy_revision, offset, numbered = _one_row(begun)
+                numbering = _Numbering(offset + numbered, policy_revision, offset, alone=False)
+                self._numbering[id(conn)] = numbering
                 try:
                     if isolate:
                         outcomes = self._group_in(conn, requests)
                     else:
                         outcomes = [self._write_in(conn, requests[0].updates, ())]
                 finally:
-                    del self._plain[id(conn)]
-                placeholders = [o for o in outcomes if isinstance(o, int)]
-                if not placeholders:
+                    del self._numbering[id(conn)]
+                revisions = [o for o in outcomes if isinstance(o, int)]
+                if not revisions:
                     conn.execute(b"COMMIT")
                     return outcomes
-                base = self._stamp_and_commit(conn, placeholders, policy_revision)
+                head = self._finish_plain(conn, revisions, numbering)
             except BaseException:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(psycopg.Error):
                         conn.execute(b"ROLLBACK")
                 raise
-        revisions = {p: base + n for n, p in enumerate(placeholders, start=1)}
-        return [revisions[o] if isinstance(o, int) else o for o in outcomes]
+            self._await_head(conn, max(revisions), head)
+        return outcomes
 
-    def _stamp_and_commit(
-        self,
-        conn: psycopg.Connection[tuple[Any, ...]],
-        placeholders: list[int],
-        policy_revision: Revision,
-    ) -> Revision:
-        """Run ``_STAMP`` and COMMIT in one message; the revision before the first taken.
+    def _finish_plain(
+        self, conn: psycopg.Connection[tuple[Any, ...]], revisions: list[int], numbering: _Numbering
+    ) -> Revision | None:
+        """Record the revisions, COMMIT and advance the head, in one message; the head after.
 
-        The ``store_state`` row lock the stamp takes is held until the commit
-        ends. Sent as two messages, that would include a round trip from
-        PostgreSQL to this process and back (the stamp's answer, then the
-        COMMIT), and every other server's writer would wait it out too; sent
-        as one, the lock is held only while PostgreSQL runs the stamp and
-        flushes the commit (``_literally`` says how). A failed statement skips
-        the rest of the message, so an error in the stamp never commits.
+        Sent as one message, nothing waits on a round trip to this process
+        once the revisions are in (``literally`` says how). A failed statement
+        skips the rest of the message, so a failed check never commits. The
+        advance runs after the COMMIT, in a transaction of its own; should
+        only it fail, the write stands and the caller advances again (None).
         """
-        stamp = _literally(
+        finish = literally(
             conn,
-            _STAMP,
-            {
-                "count": len(placeholders),
-                "placeholders": placeholders,
-                "policy": policy_revision,
-                "now": self._now(),
-                "channel": self._channel,
-            },
+            FINISH_PLAIN_CALL,
+            (numbering.policy_revision, numbering.offset, self._now(), revisions),
         )
+        advance = literally(conn, ADVANCE_MESSAGE, self._advance_params)
         try:
-            (base, _) = _one_row(conn.execute(f"{stamp}; COMMIT".encode()))
+            return int(_one_row_of_last(conn.execute(f"{finish}; COMMIT; {advance}".encode())))
         except psycopg.errors.NotNullViolation as e:
             raise _PolicyMoved from e
-        return int(base)
+        except psycopg.Error:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                conn.execute(b"ROLLBACK")
+            committed = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM revisions WHERE revision = %s)", (revisions[0],)
+            ).fetchone()
+            if committed is None or not committed[0]:
+                raise
+            return None
+
+    # ---- the head: moved to the stable point ----------------------------------------------------
+
+    @functools.cached_property
+    def _advance_params(self) -> tuple[int, int, str]:
+        """The gate's two halves as ``pg_locks`` shows them, and the channel to notify."""
+        unsigned = self._gate & 0xFFFFFFFFFFFFFFFF
+        return (unsigned >> 32, unsigned & 0xFFFFFFFF, self._channel)
+
+    def advance(self, conn: psycopg.Connection[tuple[Any, ...]] | None = None) -> Revision:
+        """Move the head to the stable point (``ADVANCE``); the head after."""
+        if conn is None:
+            with self._connection() as own:
+                return self.advance(own)
+        message = literally(conn, ADVANCE_MESSAGE, self._advance_params)
+        return int(_one_row_of_last(conn.execute(message.encode())))
+
+    def _await_head(
+        self, conn: psycopg.Connection[tuple[Any, ...]], revision: Revision, head: Revision | None
+    ) -> None:
+        """Return once the head has moved to ``revision`` (the write's own, committed).
+
+        It cannot while a write numbered below it is still open; that write's
+        own advance will move the head past both, and this one looks again
+        meanwhile. An open write ends within the idle-in-transaction or the
+        statement timeout (PostgreSQL ends it), so past both this raises: the
+        write stands, but acknowledging it would hand out a revision no reader
+        can read yet.
+        """
+        pause, longest = _HEAD_WAIT
+        timeouts = self.timeouts
+        give_up = time.monotonic() + timeouts.idle_in_transaction + timeouts.statement
+        while head is None or head < revision:
+            if time.monotonic() > give_up:
+                raise StoreError(
+                    f"the write committed at revision {revision}, but an older write on "
+                    "this store stayed open and readers cannot see it yet; retry to confirm"
+                )
+            if head is not None:
+                time.sleep(pause)
+                pause = min(pause * 2, longest)
+            head = self.advance(conn)
 
     def _key_lock(self, key: RelationshipKey) -> tuple[int, int]:
         """The two-integer advisory lock of a relationship key in this store.
@@ -628,6 +720,10 @@ class PostgresStore(SqlStore):
                 self._listener = listener
             for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                 return True
+            # Quiet for a while: move the head past a write whose server died between its
+            # commit and its advance (nobody else would until the next write).
+            with contextlib.suppress(StoreError):
+                self.advance()
             return False
         except psycopg.Error:
             self._close_listener()
@@ -640,36 +736,34 @@ class PostgresStore(SqlStore):
                 listener.close()
 
     def _import_in(self, cur: SqlCursor, relationships: Iterable[Relationship]) -> Revision:
-        """Import with the revision lock held only to publish the import, not to load it.
+        """Import with the write gate held only to publish the import, not to load it.
 
-        Every writer takes the ``store_state`` row lock to get its revision and
-        holds it to commit (sqlcommon), so an import that took it first blocked
-        every other server's writes for as long as it ran (a 40 s pause of an
+        An import that held back other writers while it loaded blocked every
+        other server's writes for as long as it ran (a 40 s pause of an
         importing server held all writes for 66 s, measured for issue 12).
 
-        Here the import reserves a revision far above the head (``IMPORT_RESERVE``
-        plus a random offset, so concurrent imports differ), validates and COPYs
-        its input into a temporary table, inserts it at that revision and checks
-        it against every live row, all with no lock. Its rows are invisible to
-        every other transaction until it commits. Only then does it take the lock
-        to publish: the head jumps to the reserved revision in the same commit
-        that makes the rows visible, so commit order and revision order still
-        agree, and a reader at any revision sees all of the import or none. The
-        writes that committed meanwhile (revisions between the old head and the
-        reserved one) are checked for clashes and expired rows are retired
-        (both small); a policy that changed meanwhile is checked again. Should
-        that many writes have committed meanwhile (the head passed the
-        reservation), the rows move to a new reservation and the publish is
-        tried again.
+        Here the import reserves a revision far above the current ones
+        (``IMPORT_RESERVE`` transaction ids past the snapshot's, plus a random
+        amount, so concurrent imports differ), validates and COPYs its input
+        into a temporary table, inserts it at that revision and checks it
+        against every live row, all with no lock. Its rows are invisible to
+        every other transaction until it commits. Only then does it take the
+        gate alone to publish (``_PUBLISH``): the head jumps to the reserved
+        revision in the same commit that makes the rows visible, and the
+        offset moves so that every write after it numbers above it. A reader
+        at any revision sees all of the import or none. The writes that
+        committed meanwhile are checked for clashes and expired rows are
+        retired (both small); a policy that changed meanwhile is checked
+        again. Should so many transactions have started meanwhile that writes
+        numbered at or past the reservation, the import publishes just above
+        them instead and its rows move there.
 
         ``tests/store/test_postgres_writers.py`` stalls an import's input and
         commits single writes from another store meanwhile; ``policyd bench
         --sections postgres`` runs single writes from two stores beside an import.
 
-        Revisions stay increasing but are no longer dense after an import; the
-        contract only promises order. The first import into an empty store takes
-        the lock first instead: it drops and rebuilds the secondary indexes,
-        which locks the table anyway.
+        The first import into an empty store takes the gate first instead: it
+        drops and rebuilds the secondary indexes, which locks the table anyway.
         """
         if not isinstance(cur, psycopg.Connection):
             raise TypeError("PostgresStore writes on psycopg connections")
@@ -681,12 +775,15 @@ class PostgresStore(SqlStore):
             b"CREATE TEMPORARY TABLE import_staging ON COMMIT DROP AS "
             + f"SELECT {COLUMNS} FROM relationships WITH NO DATA".encode()
         )
-        head, policy_revision = self._exec(
-            cur, "SELECT head, policy_revision FROM store_state"
+        head, policy_revision, numbered_now = self._exec(
+            cur,
+            f"SELECT head, policy_revision, revision_offset + "
+            f"(pg_snapshot_xmax(pg_current_snapshot())::text::bigint << {XID_SHIFT}) "
+            f"FROM store_state",
         ).fetchone()
-        # An earlier request of this transaction's group took a revision: the transaction
-        # holds the lock anyway, and the next revision is its own.
-        locked = id(cur) in self._locked
+        # An earlier request of this transaction's group numbered it: the transaction holds
+        # the gate alone anyway, and the next revision is its own.
+        locked = id(cur) in self._numbering
         check = self._validator_for(cur, policy_revision).check
         with (
             cur.cursor() as c,
@@ -706,7 +803,8 @@ class PostgresStore(SqlStore):
         # planner can pick a nested loop of scans for the joins below.
         cur.execute(b"ANALYZE import_staging")
         self._refuse_staged_clashes(cur, now)
-        revision: Revision = head + IMPORT_RESERVE + secrets.randbelow(IMPORT_RESERVE)
+        reserved = IMPORT_RESERVE + secrets.randbelow(IMPORT_RESERVE)
+        revision: Revision = numbered_now + (reserved << XID_SHIFT)
         self._insert_staged(cur, revision)
         # The statistics must know the rows at the reserved revision (past their histogram,
         # the planner took them for one row and joined them with a scan per row: minutes,
@@ -714,34 +812,23 @@ class PostgresStore(SqlStore):
         cur.execute(b"ANALYZE relationships")
         # Publish alone: the plain writes under way commit first, new ones wait for this one.
         self._exec(cur, "SELECT pg_advisory_xact_lock(?)", (self._gate,))
-        for _ in range(3):
-            published = self._exec(
-                cur,
-                "UPDATE store_state SET head = ? WHERE head < ? RETURNING policy_revision",
-                (revision, revision),
-            ).fetchone()
-            if published is not None:
-                break
-            # The head passed the reservation: reserve above it and move the rows there.
-            moved = self._exec(cur, "SELECT head FROM store_state").fetchone()[0] + IMPORT_RESERVE
-            # Writers took revisions up to the reservation meanwhile: move only this import's
-            # rows (a writer's row with one of these keys at that revision would have clashed
+        published, policy_now = _one_row(self._exec(cur, _PUBLISH, (revision, revision)))
+        if published != revision:
+            # Writes numbered up to the reservation meanwhile: move only this import's rows
+            # (a writer's row with one of these keys at that revision would have clashed
             # with ours in the primary key).
             self._exec(
                 cur,
                 f"UPDATE relationships SET created_revision = ? WHERE created_revision = ? "
                 f"AND ({KEY}) IN (SELECT {KEY} FROM import_staging)",
-                (moved, revision),
+                (published, revision),
             )
-            revision = moved
-        else:
-            raise StoreError("the head kept passing the import's reserved revision; retry it")
-        # From here on this transaction holds the revision lock, until it commits.
+            revision = published
         self._exec(
             cur, "INSERT INTO revisions (revision, created_at) VALUES (?, ?)", (revision, now)
         )
         cur.execute("SELECT pg_notify(%s, '')", (self._channel,))
-        self._recheck_policy(cur, policy_revision, published[0])
+        self._recheck_policy(cur, policy_revision, policy_now)
         self._refuse_clashes(cur, revision, now, since=head)
         self._retire_expired(cur, revision, now)
         return revision
@@ -749,10 +836,10 @@ class PostgresStore(SqlStore):
     def _import_locked(
         self, cur: psycopg.Connection[tuple[Any, ...]], policy_revision: Revision, now: int
     ) -> Revision:
-        """Move the staged rows in at the next revision, under the lock from the start.
+        """Move the staged rows in at the next revision, holding the gate alone from the start.
 
         For an empty store (the indexes are dropped and rebuilt around the load)
-        and for an import in a group whose transaction holds the lock already.
+        and for an import in a group whose transaction holds the gate already.
         """
         revision, _ = self._begin(cur)
         self._recheck_policy(cur, policy_revision, self._validator[0])
