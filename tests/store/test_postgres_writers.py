@@ -435,3 +435,21 @@ def test_a_commit_whose_server_died_before_moving_the_head_is_picked_up_by_a_fol
     assert not follower.wait_for_change(0.05)  # quiet: it moves the head itself
     assert follower.head_revision() == written
     assert "document:d#viewer@user:d" in everything(follower, written)
+
+
+def test_a_write_after_another_server_s_acknowledged_write_is_numbered_after_it(
+    two_servers: tuple[PostgresStore, PostgresStore],
+) -> None:
+    # "New enemy": once one server acknowledged a write, a write any server starts after
+    # it has a later revision, and a reader at the later one sees both. Revisions come
+    # from transaction ids, and a transaction started later has the larger one.
+    first, second = two_servers
+    written: list[tuple[int, str]] = []
+    for i in range(20):
+        text = f"document:e{i}#viewer@user:u{i}"
+        store, other = (first, second) if i % 2 else (second, first)
+        written.append((store.write(touch(text)), text))
+        revision = written[-1][0]
+        assert other.head_revision() >= revision  # acknowledged: readable anywhere
+        assert sorted(everything(other, revision)) == sorted(t for _, t in written)
+    assert [r for r, _ in written] == sorted(r for r, _ in written)

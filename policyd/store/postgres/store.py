@@ -129,8 +129,14 @@ _POLICY_RETRIES = 3
 """How often a plain write starts again because a policy change or publish committed as it
 waited for the gate."""
 
-_HEAD_WAIT = (0.0005, 0.02)
+_HEAD_WAIT = (0.00025, 0.002)
 """First and longest pause between a writer's looks at the head while an older write is open."""
+
+_ADVANCE_EVERY = 4
+"""While it waits, a writer moves the head itself on every 4th look (an ``ADVANCE`` costs about
+0.35 ms of PostgreSQL's time; reading the head, a tenth of that). The older write it waits for
+moves the head past both when it commits; a writer whose own advance was skipped (another
+session held the row) or whose elder died must move it itself."""
 
 
 _PUBLISH = f"""
@@ -682,6 +688,7 @@ class PostgresStore(SqlStore):
         pause, longest = _HEAD_WAIT
         timeouts = self.timeouts
         give_up = time.monotonic() + timeouts.idle_in_transaction + timeouts.statement
+        looks = 0
         while head is None or head < revision:
             if time.monotonic() > give_up:
                 raise StoreError(
@@ -691,7 +698,11 @@ class PostgresStore(SqlStore):
             if head is not None:
                 time.sleep(pause)
                 pause = min(pause * 2, longest)
-            head = self.advance(conn)
+            if looks % _ADVANCE_EVERY == 0:
+                head = self.advance(conn)
+            else:
+                head = _one_row(conn.execute(b"SELECT head FROM store_state"))[0]
+            looks += 1
 
     def _key_lock(self, key: RelationshipKey) -> tuple[int, int]:
         """The two-integer advisory lock of a relationship key in this store.
