@@ -30,10 +30,10 @@ Several processes on one SQLite file (``--workers N``) each run their own
 writer; the writers take turns on SQLite's write lock (``BEGIN IMMEDIATE``,
 waiting up to the busy timeout), which costs a waiting writer SQLite's
 busy-handler sleeps (1, 2, 5, 10 ms…) but makes its next group larger.
-PostgreSQL runs the same writer: each write takes its revision from the one
-``store_state`` row and holds that row lock to commit (a plain write only from
-its last statement, see ``PostgresStore._write_plain``), so one commit per
-request would serialise on that lock and its WAL flush just the same.
+PostgreSQL runs the same writer: writers there number their revisions by
+transaction id and commit side by side (see ``PostgresStore._write_plain``),
+but each commit still costs a round trip, a WAL flush and a move of the head,
+which a group pays once.
 """
 
 from __future__ import annotations

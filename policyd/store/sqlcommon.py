@@ -14,10 +14,10 @@ The tables, by role (DDL lives with each backend):
 ``store_state``
     one row: ``head`` revision, ``oldest`` readable revision, ``policy_revision``,
     and ``store_id``, the store's random identity (see ``policyd.tokens``).
-    Every write takes its revision with ``UPDATE store_state SET head = head + 1``;
-    the row lock (PostgreSQL) or the write lock (SQLite ``BEGIN IMMEDIATE``) it
-    takes is held to commit, so revisions commit in order. Here that is a
-    write's first statement; PostgreSQL's plain writes take it last.
+    Here every write takes its revision with ``UPDATE store_state SET head =
+    head + 1`` under SQLite's write lock (``BEGIN IMMEDIATE``), held to commit,
+    so revisions commit in order. PostgreSQL numbers writes by transaction id
+    instead and moves the head separately (``policyd.store.postgres.revisions``).
 ``revisions``
     commit time of each revision, so GC can turn a time window into a revision.
 ``policies``

@@ -453,3 +453,21 @@ def test_a_write_after_another_server_s_acknowledged_write_is_numbered_after_it(
         assert other.head_revision() >= revision  # acknowledged: readable anywhere
         assert sorted(everything(other, revision)) == sorted(t for _, t in written)
     assert [r for r, _ in written] == sorted(r for r, _ in written)
+
+
+def test_a_long_transaction_outside_the_store_does_not_hold_the_head(
+    two_servers: tuple[PostgresStore, PostgresStore], pg_dsn: str
+) -> None:
+    # The head waits only for transactions holding this store's write gate, not for the
+    # cluster's oldest transaction (a snapshot's xmin): a stranger's long transaction,
+    # begun (and given an xid) before the write, does not delay it.
+    store, _ = two_servers
+    with psycopg.connect(pg_dsn) as stranger:
+        (xid,) = stranger.execute("SELECT pg_current_xact_id()::text::bigint").fetchone() or (0,)
+        written = store.write(touch("document:s#viewer@user:s"))
+        assert store.head_revision() == written
+        (xmin,) = stranger.execute(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        ).fetchone() or (0,)
+        assert xmin <= xid  # the stranger is still open, holding the cluster's xmin back
+        stranger.rollback()

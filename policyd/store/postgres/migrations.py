@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from policyd.store.base import LIVE
+from policyd.store.postgres.revisions import FUNCTIONS
 from policyd.store.sqlcommon import KEY
 from policyd.tokens import STORE_IDENTITY_BYTES
 
@@ -92,10 +93,12 @@ _INGEST_RECORDS = [
 ]
 
 # Revisions numbered by transaction id (see policyd.store.postgres.revisions): the offset
-# starts at the head, so every revision numbered from now on is above every earlier one.
+# starts at the head, so every revision numbered from now on is above every earlier one;
+# the plain writes' statements become functions (``FUNCTIONS``).
 _XID_REVISIONS = [
     "ALTER TABLE store_state ADD COLUMN revision_offset BIGINT NOT NULL DEFAULT 0",
     "UPDATE store_state SET revision_offset = head",
+    *FUNCTIONS,
 ]
 
 MIGRATIONS: list[tuple[str, list[str]]] = [

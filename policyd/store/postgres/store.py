@@ -1,13 +1,13 @@
 """Package store.postgres.store holds PostgresStore: the Store contract on PostgreSQL via psycopg 3.
 
-Any number of policyd replicas may share one database. Every write takes its
-revision from the one ``store_state`` row (``head = head + 1``), whose row
-lock is held until commit, so revisions commit in order and a reader who
-sees revision R sees every write at or below R. A plain write (no
-preconditions) takes that lock only in its last statement, not its first
-(see ``_write_plain``): writers on other servers wait for one statement and
-a commit, not for a whole transaction. Reads run in autocommit, one
-statement each (see sqlcommon), on pooled connections.
+Any number of policyd replicas may share one database. A write numbers its
+revisions by its transaction id (``revisions.py``), touching no shared row
+before it commits, and is acknowledged once the head (``store_state.head``,
+moved only to a point below every write still open) has reached it, so a
+reader who sees revision R sees every write at or below R. A plain write (no
+preconditions) shares the write gate with other plain writes (see
+``_write_plain``); any other write holds it alone. Reads run in autocommit,
+one statement each (see sqlcommon), on pooled connections.
 
 Nothing waits on PostgreSQL without a bound (``PgTimeouts``): connecting,
 every statement, every lock wait and a transaction left idle each have a
@@ -19,8 +19,8 @@ instead of queueing it on a pool that cannot fill; a probe, at most one per
 ``probe_interval``, lets calls through again as soon as a connection opens.
 
 It runs past 500 lines because what differs on PostgreSQL (connections and
-their timeouts, COPY imports publishing under the revision lock, reads on a
-standby) all hangs on the same connection handling.
+their timeouts, writes numbered by transaction id, COPY imports publishing
+under the gate, reads on a standby) all hangs on the same connection handling.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ from policyd.store.postgres.revisions import (
     XID_SHIFT,
     last_row,
     literally,
-    prepare,
 )
 from policyd.store.sqlcommon import (
     ATTRS,
@@ -259,7 +258,6 @@ class _Server:
             max_size=max_connections,
             timeout=timeouts.pool,
             kwargs=connect_kwargs,
-            configure=None if standby else prepare,
             open=True,
         )
 
