@@ -681,30 +681,40 @@ class SqlStore(ABC):
     ) -> list[ChangeEvent]:
         """Change-log events after ``after`` (see ChangeLog.changes)."""
         check_limit(limit)
-        events = self._changes(after, LIVE - 1 if upto is None else upto, limit)
+        events = self._changes(after, upto, limit)
         if len(events) >= limit:
             last = events[-1].revision
             events = [e for e in events if e.revision < last]
             events.extend(self._changes(last - 1, last, None))
         return events
 
-    def _changes(self, after: Revision, upto: Revision, limit: int | None) -> list[ChangeEvent]:
+    def _changes(
+        self, after: Revision, upto: Revision | None, limit: int | None
+    ) -> list[ChangeEvent]:
+        """One read of the log; without ``upto``, up to the head read in the same statement.
+
+        Never past the head: rows above it may be committed while an older
+        revision is still open (PostgreSQL numbers revisions by transaction id,
+        postgres/revisions.py), and a reader that moved past them would never
+        see that older revision when it commits.
+        """
         same_key = " AND ".join(f"n.{c} = o.{c}" for c in KEY_COLUMNS)
+        top = "(SELECT head FROM store_state)" if upto is None else "?"
         blank = ", ".join(f"'' AS {c}" for c in KEY_COLUMNS)
         data = (
             f"SELECT revision AS rev, 0 AS kind, {blank}, NULL AS caveat_name, "
             f"NULL AS caveat_context, NULL AS expires_at FROM policies "
-            f"WHERE revision > ? AND revision <= ? "
+            f"WHERE revision > ? AND revision <= {top} "
             f"UNION ALL SELECT o.deleted_revision, 1, {', '.join('o.' + c for c in KEY_COLUMNS)}, "
             f"o.caveat_name, o.caveat_context, o.expires_at FROM relationships o "
-            f"WHERE o.deleted_revision > ? AND o.deleted_revision <= ? "
+            f"WHERE o.deleted_revision > ? AND o.deleted_revision <= {top} "
             f"AND o.deleted_revision < {LIVE} AND NOT EXISTS (SELECT 1 FROM relationships n "
             f"WHERE {same_key} AND n.created_revision = o.deleted_revision) "
             f"UNION ALL SELECT created_revision, 2, {COLUMNS} FROM relationships "
-            f"WHERE created_revision > ? AND created_revision <= ? "
+            f"WHERE created_revision > ? AND created_revision <= {top} "
             f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
         )
-        bounds: tuple[int, ...] = (after, upto) * 3
+        bounds: tuple[int, ...] = (after,) * 3 if upto is None else (after, upto) * 3
         if limit is not None:
             data += " LIMIT ?"
             bounds += (limit,)

@@ -246,6 +246,9 @@ def test_a_write_commits_while_another_server_s_write_is_open(
     # pass it, and it is not acknowledged, until the first one ends.
     assert second.head_revision() == head
     assert outcome == []
+    # Nor does the change log show it: a reader (Watch, an index catching up) that moved
+    # past it would never be shown the first write, committed later at a smaller revision.
+    assert second.changes(head) == []
     opened_first = paused.finish()
     thread.join(60)
     (written,) = outcome
