@@ -1,9 +1,9 @@
 """Package postgres is ``policyd bench --sections postgres``: PostgreSQL past one server.
 
-Import rate, single writes from two servers (alone and beside an import;
-stores in this process, and ``policyd serve`` processes over gRPC),
-propagation between servers, Checks on a hot standby with and without a
-token, and ``policyd serve`` started on a PostgreSQL store of 1M
+Import rate, single writes from two servers (alone and beside an import, by
+one of them or by another process; stores in this process, and ``policyd
+serve`` processes over gRPC), propagation between servers, Checks on a hot
+standby with and without a token, and ``policyd serve`` started on a PostgreSQL store of 1M
 relationships (``--pg-startup`` counts): spawn to first Check, and RSS,
 without an index snapshot, building one and from one. Each run uses fresh
 PostgreSQL schemas and drops them. "Servers" are PostgresStore + Engine
@@ -23,6 +23,7 @@ all of them.
 
 from __future__ import annotations
 
+import multiprocessing
 import secrets
 import tempfile
 import threading
@@ -89,12 +90,31 @@ def import_rate(dsn: str, count: int) -> list[Row]:
     return rows
 
 
+def _import_into(dsn: str, schema: str, count: int) -> None:
+    """Import ``count`` relationships into ``schema`` (the body of another process)."""
+    store = PostgresStore(dsn, schema_name=schema)
+    try:
+        store.import_relationships(relationships(count, "imp"))
+    finally:
+        store.close()
+
+
 def two_writers(
-    dsn: str, seconds: float, with_import: int, clients: int = 1, network: str = ""
+    dsn: str,
+    seconds: float,
+    with_import: int,
+    clients: int = 1,
+    network: str = "",
+    *,
+    import_elsewhere: bool = False,
 ) -> Row:
     """Single writes from two servers, ``clients`` threads each, optionally beside an import.
 
     ``network`` names the delay the connections go through (``--pg-delay-ms``).
+    The import runs in a thread of the writers' process, as an import sent to
+    one of the two servers would, or with ``import_elsewhere`` in a process of
+    its own, a third server: then its Python work (parsing, validating, COPY
+    buffers) does not hold the writers' interpreter lock.
     """
     schema = f"b_{uuid.uuid4().hex[:12]}"
     stores = [PostgresStore(dsn, schema_name=schema) for _ in range(2)]
@@ -114,12 +134,14 @@ def two_writers(
                 n += 1
             counts[index] = n
 
-        importer = None
+        importer: threading.Thread | multiprocessing.process.BaseProcess | None = None
         if with_import:
-            bulk = PostgresStore(dsn, schema_name=schema)
-            importer = threading.Thread(
-                target=lambda: bulk.import_relationships(relationships(with_import, "imp"))
-            )
+            if import_elsewhere:
+                importer = multiprocessing.get_context("spawn").Process(
+                    target=_import_into, args=(dsn, schema, with_import)
+                )
+            else:
+                importer = threading.Thread(target=_import_into, args=(dsn, schema, with_import))
             importer.start()
         threads = [
             threading.Thread(target=write, args=(i, stores[i % 2])) for i in range(2 * clients)
@@ -130,9 +152,9 @@ def two_writers(
             t.join()
         if importer is not None:
             importer.join()
-            bulk.close()
         total = sum(counts)
-        beside = f" beside a {with_import:,} import" if with_import else ""
+        where = "another process" if import_elsewhere else "one of them"
+        beside = f" beside a {with_import:,} import by {where}" if with_import else ""
         return {
             "measure": f"single writes, 2 servers x {clients} clients{beside}{network}",
             "per_s": round(total / seconds),
@@ -346,6 +368,7 @@ def postgres_rows(
     rows.append(two_writers(dsn, seconds, 0))
     rows.append(two_writers(dsn, seconds, 0, clients=4))
     rows.append(two_writers(dsn, seconds, count))
+    rows.append(two_writers(dsn, seconds, count, import_elsewhere=True))
     rows.append(served_writers(dsn, seconds))
     if delay_ms:
         rows += delayed_writers(dsn, seconds, delay_ms)

@@ -14,12 +14,15 @@ def test_the_postgres_section_measures_every_row(pg_dsn: str) -> None:
         "single writes, 2 servers x 1 clients",
         "single writes, 2 servers x 4 clients",
     ]
-    assert measures[4] == "single writes, 2 servers x 1 clients beside a 500 import"
-    assert measures[5] == "gRPC writes, 2 policyd serve x 8 clients"
-    delayed = [m.split(",")[1].strip() for m in measures[6:8]]
+    assert measures[4:6] == [
+        "single writes, 2 servers x 1 clients beside a 500 import by one of them",
+        "single writes, 2 servers x 1 clients beside a 500 import by another process",
+    ]
+    assert measures[6] == "gRPC writes, 2 policyd serve x 8 clients"
+    delayed = [m.split(",")[1].strip() for m in measures[7:9]]
     assert delayed == ["2 servers x 1 clients", "2 servers x 4 clients"]
-    assert all("ms round trip (0.5 ms added)" in m for m in measures[6:8])
-    assert measures[8] == "propagation A to B, 300 writes"
+    assert all("ms round trip (0.5 ms added)" in m for m in measures[7:9])
+    assert measures[9] == "propagation A to B, 300 writes"
     assert all(int(r["per_s"]) > 0 for r in rows if "per_s" in r)
     assert all(0 <= float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows if "p50_ms" in r)
 
