@@ -118,6 +118,32 @@ def test_a_token_is_honoured_on_the_standby_and_a_lagging_one_falls_back_to_the_
     assert (store.replica_reads, store.primary_fallbacks) == (3, 1)
 
 
+def wal_writer_delay(primary: Cluster, setting: str | None) -> None:
+    """Set the primary's ``wal_writer_delay`` (None: back to its default, 200 ms)."""
+    with psycopg.connect(primary.dsn, autocommit=True) as conn:
+        if setting is None:
+            conn.execute("ALTER SYSTEM RESET wal_writer_delay")
+        else:
+            conn.execute(f"ALTER SYSTEM SET wal_writer_delay = '{setting}'".encode())
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def test_a_fresh_token_is_read_on_the_standby_without_waiting_for_the_wal_writer(
+    clusters: tuple[Cluster, Cluster],
+) -> None:
+    # The head's advance commits with synchronous_commit off: its WAL leaves the primary
+    # when something flushes it. With the WAL writer slowed to 10 s, only the reader's own
+    # flush gets the head to the standby within the 5 s the reader waits for it.
+    wal_writer_delay(clusters[0], "10s")
+    try:
+        with replicated_store(clusters, f"r_{uuid.uuid4().hex[:12]}", replica_wait=5.0) as store:
+            written = store.write(touch("document:1#viewer@user:alice"))
+            assert everything(store, written) == ["document:1#viewer@user:alice"]
+            assert (store.replica_reads, store.primary_fallbacks) == (1, 0)
+    finally:
+        wal_writer_delay(clusters[0], None)
+
+
 def test_writes_and_the_change_log_stay_on_the_primary(
     replicated: tuple[PostgresStore, Cluster],
 ) -> None:
