@@ -83,6 +83,16 @@ def standby_head(standby: Cluster, schema: str) -> int:
     return -1 if row is None else int(row[0])
 
 
+def configure(cluster: Cluster, name: str, setting: str | None) -> None:
+    """Set a server setting with ALTER SYSTEM and reload (None: back to its default)."""
+    with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+        if setting is None:
+            conn.execute(f"ALTER SYSTEM RESET {name}".encode())
+        else:
+            conn.execute(f"ALTER SYSTEM SET {name} = '{setting}'".encode())
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def replay(standby: Cluster, *, paused: bool) -> None:
     """Pause or resume WAL replay on the standby."""
     function = "pg_wal_replay_pause" if paused else "pg_wal_replay_resume"
@@ -118,30 +128,20 @@ def test_a_token_is_honoured_on_the_standby_and_a_lagging_one_falls_back_to_the_
     assert (store.replica_reads, store.primary_fallbacks) == (3, 1)
 
 
-def wal_writer_delay(primary: Cluster, setting: str | None) -> None:
-    """Set the primary's ``wal_writer_delay`` (None: back to its default, 200 ms)."""
-    with psycopg.connect(primary.dsn, autocommit=True) as conn:
-        if setting is None:
-            conn.execute("ALTER SYSTEM RESET wal_writer_delay")
-        else:
-            conn.execute(f"ALTER SYSTEM SET wal_writer_delay = '{setting}'".encode())
-        conn.execute("SELECT pg_reload_conf()")
-
-
 def test_a_fresh_token_is_read_on_the_standby_without_waiting_for_the_wal_writer(
     clusters: tuple[Cluster, Cluster],
 ) -> None:
     # The head's advance commits with synchronous_commit off: its WAL leaves the primary
     # when something flushes it. With the WAL writer slowed to 10 s, only the reader's own
     # flush gets the head to the standby within the 5 s the reader waits for it.
-    wal_writer_delay(clusters[0], "10s")
+    configure(clusters[0], "wal_writer_delay", "10s")
     try:
         with replicated_store(clusters, f"r_{uuid.uuid4().hex[:12]}", replica_wait=5.0) as store:
             written = store.write(touch("document:1#viewer@user:alice"))
             assert everything(store, written) == ["document:1#viewer@user:alice"]
             assert (store.replica_reads, store.primary_fallbacks) == (1, 0)
     finally:
-        wal_writer_delay(clusters[0], None)
+        configure(clusters[0], "wal_writer_delay", None)
 
 
 def test_writes_and_the_change_log_stay_on_the_primary(
@@ -171,16 +171,6 @@ def locks_on_standby(standby: Cluster, table: str, *, granted: bool) -> int:
     return int(row[0])
 
 
-def standby_delay(standby: Cluster, setting: str | None) -> None:
-    """Set the standby's ``max_standby_streaming_delay`` (None: back to its default)."""
-    with psycopg.connect(standby.dsn, autocommit=True) as conn:
-        if setting is None:
-            conn.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
-        else:
-            conn.execute(f"ALTER SYSTEM SET max_standby_streaming_delay = {setting}".encode())
-        conn.execute("SELECT pg_reload_conf()")
-
-
 def lock_exclusively(conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
     """Take ACCESS EXCLUSIVE on ``table`` in ``conn``'s open transaction and ship it.
 
@@ -202,7 +192,8 @@ def test_a_read_the_standby_cancels_for_a_replay_conflict_is_read_again_on_the_p
     schema = f"r_{uuid.uuid4().hex[:12]}"
     relationships, state = f"{schema}.relationships", f"{schema}.store_state"
     caplog.set_level(logging.INFO, logger="policyd.store")
-    standby_delay(standby, "0")  # cancel at once, not after 30 s (or 1 s for a deadlock)
+    # Cancel at once, not after 30 s (or 1 s for a deadlock).
+    configure(standby, "max_standby_streaming_delay", "0")
     try:
         # Lock waits far longer than the test: the read waits on both servers on purpose.
         with replicated_store(clusters, schema, 60.0, PgTimeouts(lock=120.0)) as store:
@@ -226,5 +217,5 @@ def test_a_read_the_standby_cancels_for_a_replay_conflict_is_read_again_on_the_p
             counts = (store.replica_reads, store.primary_fallbacks, store.conflict_retries)
             assert counts == (2, 0, 1)
     finally:
-        standby_delay(standby, None)
+        configure(standby, "max_standby_streaming_delay", None)
     assert any("the standby cancelled a read" in r.getMessage() for r in caplog.records)
