@@ -3,10 +3,10 @@
 Import rate, single writes from two servers (alone and beside an import, by
 one of them or by another process; stores in this process, and ``policyd
 serve`` processes over gRPC), propagation between servers, Checks on a hot
-standby with and without a token, and ``policyd serve`` started on a PostgreSQL store of 1M
-relationships (``--pg-startup`` counts): spawn to first Check, and RSS,
-without an index snapshot, building one and from one. Each run uses fresh
-PostgreSQL schemas and drops them. "Servers" are PostgresStore + Engine
+standby with and without a token, and ``policyd serve`` started on a
+PostgreSQL store of 1M relationships (``--pg-startup`` counts): spawn to
+first Check, and RSS, without an index snapshot, building one and from one.
+Each run uses fresh PostgreSQL schemas and drops them. "Servers" are PostgresStore + Engine
 pairs in one process, each with its own connections, following the change
 log as ``policyd serve`` does (the start-up rows run ``policyd serve``
 itself). The durability is the server's own (say which when quoting: fsync

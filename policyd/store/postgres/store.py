@@ -379,6 +379,7 @@ class PostgresStore(SqlStore):
         """Snapshot reads the standby cancelled for a conflict with replay, read on the primary."""
         self._replica_head = -1
         self._flushed_at = 0.0
+        """When this store last made the primary flush its WAL (``_flush_primary``)."""
         self._primary_store = self
         """The store that reads from the primary: itself, or the one the standby's copy is of."""
         try:
